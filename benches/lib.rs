@@ -1,0 +1,1 @@
+//! Benchmarks live in `engine.rs`; run `cargo bench -p rollback-benches`.

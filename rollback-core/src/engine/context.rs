@@ -1,0 +1,256 @@
+//! One run's context: its components, lease, journal view and event plumbing.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::lease::LeaseGuard;
+use super::preflight::{Components, prepare_step};
+use super::{Inner, RunOptions, holder_of};
+use crate::journal::{Durability, Entry, Record, RunLog};
+use crate::{
+    CancelHandle, Error, ErrorKind, Event, EventKind, Identity, Plan, Report, Result, RunEvent, RunId, RunState,
+    Severity, TargetId,
+};
+
+pub(crate) struct RunCtx {
+    pub(crate) engine: Arc<Inner>,
+    pub(crate) run: RunId,
+    pub(crate) plan: Plan,
+    pub(crate) components: Components,
+    identities: BTreeMap<TargetId, Identity>,
+    pub(crate) lease: LeaseGuard,
+    log: Mutex<RunLog>,
+    pub(crate) cancel: CancelHandle,
+    pub(crate) budget_exceeded: AtomicBool,
+    budget_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl RunCtx {
+    /// Locks the targets and journals the start of a new run.
+    pub(crate) async fn start(
+        engine: Arc<Inner>,
+        run: RunId,
+        plan: Plan,
+        components: Components,
+        identities: &BTreeMap<TargetId, Identity>,
+        options: RunOptions,
+    ) -> Result<Arc<RunCtx>> {
+        if engine.journal.read(&run).await.is_ok() {
+            return Err(Error::invalid_input(format!("run {run} already exists; resume it instead")));
+        }
+        let holder = holder_of(&run);
+        let resources = lock_resources(&run, identities);
+        let lease = engine.lock.acquire(&resources, &holder, engine.settings.lease_ttl).await?;
+        let lease = LeaseGuard::start(engine.lock.clone(), lease, engine.settings.lease_ttl);
+        let entry =
+            Entry::RunStarted { plan: Box::new(plan.clone()), holder: holder.to_string(), reason: options.reason };
+        let seq = engine.journal.append(&run, Some(lease.fence()), entry.clone(), Durability::Buffered).await?;
+        let first = Record { seq, run: run.clone(), token: lease.fence().token, at: chrono::Utc::now(), entry };
+        let log = RunLog::from_records(&[first])?;
+        let ctx = Arc::new(RunCtx {
+            engine,
+            run,
+            plan,
+            components,
+            identities: identities.clone(),
+            lease,
+            log: Mutex::new(log),
+            cancel: options.cancel.unwrap_or_default(),
+            budget_exceeded: AtomicBool::new(false),
+            budget_task: Mutex::new(None),
+        });
+        let steps = ctx.plan.steps().count();
+        ctx.emit(EventKind::RunStarted { plan: ctx.plan.name.clone(), steps, undoes: ctx.plan.undoes.clone() }).await;
+        ctx.transition(RunEvent::LockAcquired, None).await?;
+        ctx.start_budget_watch();
+        Ok(ctx)
+    }
+
+    /// Takes over a journaled run: new lease, identities checked against the journal.
+    pub(crate) async fn resume(
+        engine: Arc<Inner>,
+        log: RunLog,
+        components: Components,
+        options: RunOptions,
+    ) -> Result<Arc<RunCtx>> {
+        let run = log.run.clone();
+        let identities = components.identities().await?;
+        for (name, journaled) in &log.identities {
+            match identities.get(name) {
+                Some(now) if now == journaled => {}
+                now => {
+                    return Err(Error::new(
+                        ErrorKind::Diverged,
+                        format!(
+                            "target {name} is not the one this run started on: journaled identity {journaled}, now {}",
+                            now.map_or("missing".to_string(), |i| i.to_string())
+                        ),
+                    )
+                    .with_operation("resume")
+                    .with_context("run", &run));
+                }
+            }
+        }
+        let holder = holder_of(&run);
+        let resources = lock_resources(&run, if log.identities.is_empty() { &identities } else { &log.identities });
+        let lease = engine.lock.acquire(&resources, &holder, engine.settings.lease_ttl).await?;
+        let lease = LeaseGuard::start(engine.lock.clone(), lease, engine.settings.lease_ttl);
+        let found = log.state;
+        let ctx = Arc::new(RunCtx {
+            engine,
+            run,
+            plan: log.plan.clone(),
+            components,
+            identities,
+            lease,
+            budget_exceeded: AtomicBool::new(log.budget_exceeded),
+            log: Mutex::new(log),
+            cancel: options.cancel.unwrap_or_default(),
+            budget_task: Mutex::new(None),
+        });
+        ctx.append(Entry::Resumed { holder: holder.to_string() }, Durability::Buffered).await?;
+        ctx.emit(EventKind::RunResumed { state: found }).await;
+        ctx.start_budget_watch();
+        Ok(ctx)
+    }
+
+    /// Prepares every step (nothing is applied) and journals the result durably.
+    pub(crate) async fn preflight(&self) -> Result<()> {
+        let identities = self.identities.clone();
+        let mut prepared = Vec::new();
+        for step in self.plan.steps() {
+            prepared.push(prepare_step(step, &self.components).await?);
+        }
+        self.append(Entry::Preflighted { identities, steps: prepared }, Durability::Sync).await?;
+        Ok(())
+    }
+
+    /// Appends under this run's fence and folds the record into the in-process log.
+    pub(crate) async fn append(&self, entry: Entry, durability: Durability) -> Result<u64> {
+        let fence = self.lease.fence();
+        let seq = self.engine.journal.append(&self.run, Some(fence), entry.clone(), durability).await?;
+        let record = Record { seq, run: self.run.clone(), token: fence.token, at: chrono::Utc::now(), entry };
+        self.log.lock().map_err(|_| Error::internal("run log poisoned"))?.apply(&record)?;
+        Ok(seq)
+    }
+
+    /// Folds a record written by another process (an approval) into the in-process log.
+    pub(crate) fn fold_foreign(&self, record: &Record) -> Result<()> {
+        self.log.lock().map_err(|_| Error::internal("run log poisoned"))?.apply(record)
+    }
+
+    /// Reads the in-process log.
+    pub(crate) fn with_log<T>(&self, f: impl FnOnce(&RunLog) -> T) -> T {
+        match self.log.lock() {
+            Ok(log) => f(&log),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    pub(crate) fn state(&self) -> RunState {
+        self.with_log(|log| log.state)
+    }
+
+    /// Moves the run through its state machine, journaled and announced.
+    pub(crate) async fn transition(&self, event: RunEvent, reason: Option<String>) -> Result<RunState> {
+        let from = self.state();
+        let to = from.on(event)?;
+        let durability =
+            if to.is_terminal() || to == RunState::Escalated { Durability::Sync } else { Durability::Buffered };
+        self.append(Entry::StateChanged { from, to, reason }, durability).await?;
+        tracing::info!(run = %self.run, %from, %to, "run state");
+        self.emit(EventKind::StateChanged { from, to }).await;
+        Ok(to)
+    }
+
+    /// Records an escalation and announces it (no state change).
+    pub(crate) async fn escalation(&self, severity: Severity, reason: String) -> Result<()> {
+        self.append(Entry::Escalated { severity, reason: reason.clone() }, Durability::Sync).await?;
+        tracing::error!(run = %self.run, ?severity, %reason, "escalated");
+        self.emit(EventKind::Escalated { severity, reason }).await;
+        Ok(())
+    }
+
+    /// Sends an event to subscribers and notifiers; a failing notifier is logged only.
+    pub(crate) async fn emit(&self, kind: EventKind) {
+        let event = Event { run: self.run.clone(), at: chrono::Utc::now(), kind };
+        let _ = self.engine.events.send(event.clone());
+        for notifier in &self.engine.notifiers {
+            if let Err(err) = notifier.notify(&event).await {
+                tracing::warn!(notifier = notifier.name(), error = %err, "notifier failed");
+            }
+        }
+    }
+
+    /// Sends an event to subscribers only (no await: used from probe callbacks).
+    pub(crate) fn emit_now(&self, kind: EventKind) {
+        let _ = self.engine.events.send(Event { run: self.run.clone(), at: chrono::Utc::now(), kind });
+    }
+
+    pub(crate) fn report(&self) -> Report {
+        self.with_log(Report::from_log)
+    }
+
+    fn start_budget_watch(self: &Arc<Self>) {
+        if self.budget_exceeded.load(Ordering::SeqCst) {
+            return;
+        }
+        let started = self.with_log(|log| log.started_at);
+        let elapsed = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+        let remaining = self.plan.budget.saturating_sub(elapsed);
+        let weak = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(remaining).await;
+            let Some(ctx) = weak.upgrade() else { return };
+            ctx.budget_exceeded.store(true, Ordering::SeqCst);
+            let elapsed = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+            let budget = ctx.plan.budget;
+            let outcome = async {
+                ctx.append(Entry::BudgetExceeded { elapsed, budget }, Durability::Sync).await?;
+                ctx.emit(EventKind::BudgetExceeded { elapsed, budget }).await;
+                let action = if ctx.plan.abort_on_budget { "stopping at the next step boundary" } else { "continuing" };
+                ctx.escalation(Severity::S3, format!("rollback exceeded its {budget:?} budget; {action}")).await
+            };
+            if let Err(err) = outcome.await {
+                tracing::error!(error = %err, "could not journal the budget escalation");
+            }
+        });
+        if let Ok(mut slot) = self.budget_task.lock() {
+            *slot = Some(task);
+        }
+    }
+
+    /// Stops background work and releases the lease.
+    pub(crate) async fn finish(self: Arc<Self>) {
+        if let Ok(mut slot) = self.budget_task.lock()
+            && let Some(task) = slot.take()
+        {
+            task.abort();
+        }
+        let state = self.state();
+        let duration = self.with_log(|log| (chrono::Utc::now() - log.started_at).to_std().unwrap_or_default());
+        self.emit(EventKind::RunFinished { state, duration }).await;
+        match Arc::try_unwrap(self) {
+            Ok(ctx) => ctx.lease.release().await,
+            Err(_) => tracing::warn!("run context still shared at finish; its lease will expire"),
+        }
+    }
+
+    /// How long a gate should wait between journal reads.
+    pub(crate) fn approval_poll(&self) -> Duration {
+        self.engine.settings.approval_poll
+    }
+}
+
+fn lock_resources(run: &RunId, identities: &BTreeMap<TargetId, Identity>) -> Vec<String> {
+    let mut resources: Vec<String> = identities.values().map(|i| i.to_string()).collect();
+    resources.sort();
+    resources.dedup();
+    if resources.is_empty() {
+        // A plan with only verifications and gates still runs under a lease of its own.
+        resources.push(format!("rollback:run:{run}"));
+    }
+    resources
+}

@@ -1,0 +1,347 @@
+//! The engine: dry-run, run, resume, approve, report, history and undo planning.
+
+mod context;
+mod execute;
+mod lease;
+mod preflight;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+use crate::crash::CrashPoint;
+use crate::journal::{Durability, Entry, Phase, RunIndexEntry, RunLog};
+use crate::{
+    ArtifactStore, Error, ErrorKind, Event, FileJournal, FileLock, Holder, Journal, LocalDirStore, Lock, Notifier,
+    Plan, Registry, Report, Result, RunId, RunState, Selector, Step, StepId, StepOp,
+};
+
+use context::RunCtx;
+pub use preflight::{DryRun, DryRunStep};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Lease time-to-live; renewed every third of it.
+    pub lease_ttl: Duration,
+    /// How often a waiting gate re-reads the journal for an approval.
+    pub approval_poll: Duration,
+    /// A crash point for kill-and-resume tests (see [`crate::crash`]).
+    pub crash_at: Option<CrashPoint>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { lease_ttl: Duration::from_secs(30), approval_poll: Duration::from_millis(250), crash_at: None }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) lock: Arc<dyn Lock>,
+    pub(crate) store: Arc<dyn ArtifactStore>,
+    pub(crate) notifiers: Vec<Arc<dyn Notifier>>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) settings: Settings,
+}
+
+/// Runs plans: locks the targets, prepares every step, journals intents before
+/// effects, verifies, compensates or escalates, and resumes after a crash.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use rollback_core::testkit::MemoryTarget;
+/// use rollback_core::{Engine, MemoryJournal, MemoryLock, Plan, Registry, RunState, Selector, Step, StepOp, Target};
+/// use std::sync::Arc;
+/// let web = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2", "v3"]));
+/// let mut registry = Registry::new();
+/// registry.register_target(web.clone());
+/// let dir = tempfile::tempdir().unwrap();
+/// let engine = Engine::builder(registry)
+///     .journal(Arc::new(MemoryJournal::new()))
+///     .lock(Arc::new(MemoryLock::new()))
+///     .artifacts_dir(dir.path())
+///     .build();
+/// let plan = Plan::new("web back").stage("app", 1, vec![
+///     Step::new("web", StepOp::Rollback { target: "web".into(), to: Selector::Previous }),
+/// ]);
+/// println!("{}", engine.dry_run(&plan).await.unwrap());
+/// let report = engine.run(plan, Default::default()).await.unwrap();
+/// assert_eq!(report.state, RunState::Succeeded);
+/// assert_eq!(web.current().await.unwrap().id, "v2");
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("registry", &self.inner.registry)
+            .field("settings", &self.inner.settings)
+            .finish()
+    }
+}
+
+/// Builds an [`Engine`]; journal, lock and artifact store default to files under
+/// `./.rollback` unless set.
+pub struct EngineBuilder {
+    registry: Registry,
+    journal: Option<Arc<dyn Journal>>,
+    lock: Option<Arc<dyn Lock>>,
+    store: Option<Arc<dyn ArtifactStore>>,
+    home: std::path::PathBuf,
+    notifiers: Vec<Arc<dyn Notifier>>,
+    settings: Settings,
+}
+
+impl EngineBuilder {
+    /// Uses `dir` for the default file journal (`dir/journal`), lock (`dir/locks`) and
+    /// artifact store (`dir/artifacts`).
+    pub fn home(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.home = dir.into();
+        self
+    }
+
+    /// Sets the journal.
+    pub fn journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Sets the lock.
+    pub fn lock(mut self, lock: Arc<dyn Lock>) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+
+    /// Sets the artifact store.
+    pub fn store(mut self, store: Arc<dyn ArtifactStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Uses a [`LocalDirStore`] at `dir` for artifacts.
+    pub fn artifacts_dir(self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.store(Arc::new(LocalDirStore::new(dir)))
+    }
+
+    /// Adds a notifier.
+    pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifiers.push(notifier);
+        self
+    }
+
+    /// Replaces the settings.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Builds the engine. Opening the default file journal can fail.
+    pub fn try_build(self) -> Result<Engine> {
+        let journal = match self.journal {
+            Some(journal) => journal,
+            None => Arc::new(FileJournal::open(self.home.join("journal"))?),
+        };
+        let lock = self.lock.unwrap_or_else(|| Arc::new(FileLock::new(self.home.join("locks"))));
+        let store = self.store.unwrap_or_else(|| Arc::new(LocalDirStore::new(self.home.join("artifacts"))));
+        let (events, _) = broadcast::channel(1024);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                registry: Arc::new(self.registry),
+                journal,
+                lock,
+                store,
+                notifiers: self.notifiers,
+                events,
+                settings: self.settings,
+            }),
+        })
+    }
+
+    /// Builds the engine; panics only if the default file journal cannot be opened
+    /// (use [`EngineBuilder::try_build`] to handle that).
+    pub fn build(self) -> Engine {
+        match self.try_build() {
+            Ok(engine) => engine,
+            Err(err) => panic!("cannot open the default journal: {err}"),
+        }
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The run's id (generated when `None`).
+    pub run_id: Option<RunId>,
+    /// Why the rollback happens (journaled and reported).
+    pub reason: Option<String>,
+    /// A handle to cancel at the next step boundary.
+    pub cancel: Option<CancelHandle>,
+}
+
+/// Cancels a run at its next step boundary (never in the middle of an effect).
+#[derive(Debug, Clone, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    /// A fresh handle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests cancellation.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Engine {
+    /// A builder over `registry`.
+    pub fn builder(registry: Registry) -> EngineBuilder {
+        EngineBuilder {
+            registry,
+            journal: None,
+            lock: None,
+            store: None,
+            home: ".rollback".into(),
+            notifiers: Vec::new(),
+            settings: Settings::default(),
+        }
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.inner.journal
+    }
+
+    /// The artifact store.
+    pub fn store(&self) -> &Arc<dyn ArtifactStore> {
+        &self.inner.store
+    }
+
+    /// Subscribes to events of runs started after this call.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Builds every component and prepares every step, changing nothing anywhere:
+    /// no lock, no journal, no effect.
+    pub async fn dry_run(&self, plan: &Plan) -> Result<DryRun> {
+        plan.validate()?;
+        let components = preflight::Components::build(&self.inner.registry, plan).await?;
+        preflight::dry_run(plan, &components).await
+    }
+
+    /// Runs a plan. Bad input, unbuildable components and a held lock are errors
+    /// before anything is journaled or changed. Once the run has started, the
+    /// outcome — success, compensation, escalation — is in the returned [`Report`];
+    /// an error then means the engine could not journal (lost lease, disk), and
+    /// [`Engine::report`] tells what state was left.
+    pub async fn run(&self, plan: Plan, options: RunOptions) -> Result<Report> {
+        plan.validate()?;
+        let run = options.run_id.clone().unwrap_or_else(RunId::generate);
+        let components = preflight::Components::build(&self.inner.registry, &plan).await?;
+        let identities = components.identities().await?;
+        let ctx = RunCtx::start(self.inner.clone(), run, plan, components, &identities, options).await?;
+        ctx.drive_new().await
+    }
+
+    /// Resumes a run in this process: rebuilds its targets from the registry, checks
+    /// their identities against the journal, never re-prepares a journaled change, and
+    /// decides each in-flight step with `observe`.
+    pub async fn resume(&self, run: &RunId) -> Result<Report> {
+        self.resume_with(run, RunOptions::default()).await
+    }
+
+    /// [`Engine::resume`] with options (a cancel handle).
+    pub async fn resume_with(&self, run: &RunId, options: RunOptions) -> Result<Report> {
+        let log = RunLog::from_records(&self.inner.journal.read(run).await?)?;
+        if log.state.is_terminal() {
+            return Ok(Report::from_log(&log));
+        }
+        if log.state == RunState::Failed && !log.any_effect_started() && !log.prepared.is_empty() {
+            return Ok(Report::from_log(&log));
+        }
+        let components = preflight::Components::build(&self.inner.registry, &log.plan).await?;
+        RunCtx::resume(self.inner.clone(), log, components, options).await?.drive_resumed().await
+    }
+
+    /// Approves or rejects a gate of a run (from this or any other process: the
+    /// decision travels through the journal).
+    pub async fn approve(&self, run: &RunId, step: &StepId, approved: bool, by: &str) -> Result<()> {
+        let log = RunLog::from_records(&self.inner.journal.read(run).await?)?;
+        let is_gate = log.plan.steps().any(|s| &s.id == step && matches!(s.op, StepOp::Approval { .. }));
+        if !is_gate {
+            return Err(Error::invalid_input(format!("run {run} has no approval step {:?}", step.as_str())));
+        }
+        let entry = Entry::Approval { step: step.clone(), approved, by: by.to_owned() };
+        self.inner.journal.append(run, None, entry, Durability::Sync).await.map(drop)
+    }
+
+    /// The report of a journaled run.
+    pub async fn report(&self, run: &RunId) -> Result<Report> {
+        Ok(Report::from_log(&RunLog::from_records(&self.inner.journal.read(run).await?)?))
+    }
+
+    /// Every journaled run, oldest first.
+    pub async fn runs(&self) -> Result<Vec<RunIndexEntry>> {
+        self.inner.journal.runs().await
+    }
+
+    /// Plans the undo of a finished run from the pre-states its journal recorded:
+    /// exact versions for versioned targets, inverse changes for actions, newest
+    /// first. The plan names the run it undoes; running it is a new run.
+    pub async fn plan_undo(&self, run: &RunId) -> Result<Plan> {
+        let log = RunLog::from_records(&self.inner.journal.read(run).await?)?;
+        if !matches!(log.state, RunState::Succeeded | RunState::Escalated | RunState::Compensated) {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                format!("run {run} is {}; resume it or let it finish before planning its undo", log.state),
+            ));
+        }
+        let mut steps = Vec::new();
+        for s in log.steps.iter().rev() {
+            if s.phase != Phase::Forward || s.state != crate::StepState::Done {
+                continue;
+            }
+            let Some(change) = &s.change else { continue };
+            if log.step(&s.step, Phase::Compensation).is_some_and(|c| c.state == crate::StepState::Done) {
+                continue;
+            }
+            let target = self.inner.registry.target(change.target.as_str(), &log.plan.targets).await?;
+            let op = match (&change.from, target.capabilities().versioned) {
+                (Some(from), true) => {
+                    StepOp::Rollback { target: change.target.clone(), to: Selector::Exact(from.id.clone()) }
+                }
+                _ => StepOp::Apply { change: Box::new(target.inverse(change)?) },
+            };
+            steps.push(Step::new(format!("undo-{}", s.step), op));
+        }
+        if steps.is_empty() {
+            return Err(Error::invalid_input(format!("run {run} changed nothing that can be undone")));
+        }
+        let mut plan = Plan::new(format!("undo of {run} ({})", log.plan.name));
+        plan.undoes = Some(run.clone());
+        plan.targets = log.plan.targets.clone();
+        plan.budget = log.plan.budget;
+        for step in steps {
+            plan.stages.push(crate::Stage { name: step.id.to_string(), parallelism: 1, steps: vec![step] });
+        }
+        Ok(plan)
+    }
+}
+
+pub(crate) fn holder_of(run: &RunId) -> Holder {
+    Holder::this_process(run)
+}

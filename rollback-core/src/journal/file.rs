@@ -1,0 +1,349 @@
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::{Durability, Entry, Fence, FenceTable, Journal, Record, RunIndexEntry};
+use crate::fsutil::update_json_locked;
+use crate::{Error, ErrorKind, Result, RunId};
+
+/// The embedded journal: one JSON-lines file per run under `runs/`, an `index.jsonl`
+/// of runs, and `fences.json` with the newest fencing token per resource.
+///
+/// Each line is `{"crc":<crc32 of rec>,"rec":{…}}`. Intents are fsync'd before the
+/// effect; outcomes are written without fsync and made durable by the next intent
+/// (if an outcome is lost in a crash, resume observes the backend instead), so a
+/// step costs one fsync.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use rollback_core::journal::{Durability, Entry, FileJournal, Journal};
+/// use rollback_core::{RunId, Severity};
+/// let dir = tempfile::tempdir().unwrap();
+/// let journal = FileJournal::open(dir.path()).unwrap();
+/// let run = RunId::generate();
+/// let entry = Entry::Escalated { severity: Severity::S3, reason: "slow".into() };
+/// assert_eq!(journal.append(&run, None, entry, Durability::Sync).await.unwrap(), 1);
+/// assert_eq!(journal.read(&run).await.unwrap().len(), 1);
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileJournal {
+    dir: PathBuf,
+    open: Arc<Mutex<HashMap<RunId, Arc<Mutex<RunFile>>>>>,
+}
+
+#[derive(Debug)]
+struct RunFile {
+    file: File,
+    next_seq: u64,
+    /// File length after our last write; another length means another writer
+    /// (an approval from another process, a resumed run) appended since.
+    known_len: u64,
+}
+
+impl RunFile {
+    /// Re-reads the file when another writer appended, so sequence numbers stay
+    /// gapless. Called with the run file's advisory lock held.
+    fn catch_up(&mut self, run: &RunId) -> Result<()> {
+        let len = self.file.metadata()?.len();
+        if len == self.known_len {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.read_to_end(&mut bytes)?;
+        let parsed = parse_records(&bytes, run)?;
+        if parsed.valid_len < bytes.len() {
+            tracing::warn!(run = %run, dropped = bytes.len() - parsed.valid_len, "journal: dropping a torn tail");
+            self.file.set_len(parsed.valid_len as u64)?;
+            self.file.sync_all()?;
+        }
+        self.next_seq = parsed.records.len() as u64 + 1;
+        self.known_len = parsed.valid_len as u64;
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    crc: u32,
+    #[serde(borrow)]
+    rec: &'a RawValue,
+}
+
+impl FileJournal {
+    /// Opens (creating) a journal directory.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(dir.join("runs"))
+            .map_err(|e| Error::from(e).with_operation("open journal").with_context("dir", dir.display()))?;
+        Ok(FileJournal { dir, open: Arc::default() })
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file holding a run's records.
+    pub fn run_path(&self, run: &RunId) -> PathBuf {
+        self.dir.join("runs").join(format!("{run}.jsonl"))
+    }
+
+    fn run_file(&self, run: &RunId) -> Result<Arc<Mutex<RunFile>>> {
+        let mut open = self.open.lock().map_err(|_| Error::internal("journal mutex poisoned"))?;
+        if let Some(file) = open.get(run) {
+            return Ok(file.clone());
+        }
+        let path = self.run_path(run);
+        let existed = path.exists();
+        let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        if !existed {
+            File::open(self.dir.join("runs"))?.sync_all()?;
+        }
+        // known_len = u64::MAX forces a full read (and tail repair) on first append.
+        let entry = Arc::new(Mutex::new(RunFile { file, next_seq: 1, known_len: u64::MAX }));
+        open.insert(run.clone(), entry.clone());
+        Ok(entry)
+    }
+
+    fn append_blocking(&self, run: &RunId, fence: Option<&Fence>, entry: Entry, durability: Durability) -> Result<u64> {
+        let run_file = self.run_file(run)?;
+        let mut run_file = run_file.lock().map_err(|_| Error::internal("journal mutex poisoned"))?;
+        run_file.file.lock()?;
+        let result = self.append_locked(&mut run_file, run, fence, entry, durability);
+        run_file.file.unlock()?;
+        result
+    }
+
+    fn append_locked(
+        &self,
+        run_file: &mut RunFile,
+        run: &RunId,
+        fence: Option<&Fence>,
+        entry: Entry,
+        durability: Durability,
+    ) -> Result<u64> {
+        run_file.catch_up(run)?;
+        let seq = run_file.next_seq;
+        let index_entry = match &entry {
+            Entry::RunStarted { plan, .. } => Some(plan.name.clone()),
+            _ => None,
+        };
+        let record =
+            Record { seq, run: run.clone(), token: fence.map_or(0, |f| f.token), at: chrono::Utc::now(), entry };
+        let rec = serde_json::to_string(&record).map_err(|e| Error::internal(format!("journal record: {e}")))?;
+        let line = format!("{{\"crc\":{},\"rec\":{rec}}}\n", crc32fast::hash(rec.as_bytes()));
+        match fence {
+            // Check the fence and write under the same lock, so a newer holder's first
+            // append cannot slip between our check and our write.
+            Some(fence) => update_json_locked(&self.dir.join("fences.json"), |table: &mut FenceTable| {
+                table.admit(fence)?;
+                run_file.file.write_all(line.as_bytes()).map_err(Error::from)
+            })?,
+            None => run_file.file.write_all(line.as_bytes())?,
+        }
+        run_file.known_len += line.len() as u64;
+        run_file.next_seq += 1;
+        if durability == Durability::Sync {
+            run_file.file.sync_data()?;
+        }
+        if let Some(plan) = index_entry {
+            let entry = RunIndexEntry { run: run.clone(), plan, started_at: record.at };
+            let mut index = OpenOptions::new().append(true).create(true).open(self.dir.join("index.jsonl"))?;
+            let mut line = serde_json::to_vec(&entry).map_err(|e| Error::internal(e.to_string()))?;
+            line.push(b'\n');
+            index.write_all(&line)?;
+            index.sync_data()?;
+        }
+        Ok(seq)
+    }
+}
+
+#[async_trait]
+impl Journal for FileJournal {
+    async fn append(&self, run: &RunId, fence: Option<&Fence>, entry: Entry, durability: Durability) -> Result<u64> {
+        let this = self.clone();
+        let run = run.clone();
+        let fence = fence.cloned();
+        tokio::task::spawn_blocking(move || this.append_blocking(&run, fence.as_ref(), entry, durability))
+            .await
+            .map_err(|e| Error::internal(format!("journal writer panicked: {e}")))?
+            .map_err(|e| e.with_operation("journal append"))
+    }
+
+    async fn read(&self, run: &RunId) -> Result<Vec<Record>> {
+        let path = self.run_path(run);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!("no journal for run {run}")).with_context("path", path.display()));
+            }
+            Err(e) => return Err(Error::from(e).with_operation("journal read")),
+        };
+        Ok(parse_records(&bytes, run)
+            .map_err(|e| e.with_operation("journal read").with_context("path", path.display()))?
+            .records)
+    }
+
+    async fn runs(&self) -> Result<Vec<RunIndexEntry>> {
+        let text = match tokio::fs::read_to_string(self.dir.join("index.jsonl")).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        // The index is derived data: a torn or bad line is skipped, never fatal.
+        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    }
+}
+
+/// What [`parse_records`] recovered.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Complete, checksummed records in order.
+    pub records: Vec<Record>,
+    /// Bytes up to the end of the last complete record.
+    pub valid_len: usize,
+}
+
+/// Parses a run file. A torn or corrupt **last** line is dropped (a crash mid-write);
+/// a bad line followed by good ones, a sequence gap or a record of another run is an
+/// [`ErrorKind::Corrupt`] error. Never panics, whatever the bytes.
+pub fn parse_records(bytes: &[u8], run: &RunId) -> Result<Parsed> {
+    let mut records: Vec<Record> = Vec::new();
+    let mut valid_len = 0usize;
+    let mut offset = 0usize;
+    let mut bad_line: Option<(usize, String)> = None;
+    let mut line_no = 0usize;
+    while offset < bytes.len() {
+        let Some(end) = bytes[offset..].iter().position(|&b| b == b'\n') else {
+            break; // torn final write: no newline
+        };
+        line_no += 1;
+        let line = &bytes[offset..offset + end];
+        let next = offset + end + 1;
+        if let Some((bad_no, why)) = &bad_line {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("journal line {bad_no} is corrupt ({why}) and complete records follow it"),
+            ));
+        }
+        match decode_line(line) {
+            Ok(record) => {
+                let expected = records.len() as u64 + 1;
+                if record.seq != expected {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!("journal line {line_no} has sequence {} where {expected} was expected", record.seq),
+                    ));
+                }
+                if &record.run != run {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!("journal line {line_no} belongs to run {}, not {run}", record.run),
+                    ));
+                }
+                records.push(record);
+                valid_len = next;
+            }
+            Err(why) => bad_line = Some((line_no, why)),
+        }
+        offset = next;
+    }
+    Ok(Parsed { records, valid_len })
+}
+
+fn decode_line(line: &[u8]) -> std::result::Result<Record, String> {
+    let line: Line<'_> = serde_json::from_slice(line).map_err(|e| format!("not a journal line: {e}"))?;
+    let rec = line.rec.get();
+    if crc32fast::hash(rec.as_bytes()) != line.crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_str(rec).map_err(|e| format!("bad record: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Severity;
+
+    fn entry(n: u32) -> Entry {
+        Entry::Escalated { severity: Severity::S3, reason: format!("r{n}") }
+    }
+
+    async fn journal_with(n: u32) -> (tempfile::TempDir, FileJournal, RunId) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = FileJournal::open(dir.path()).unwrap();
+        let run = RunId::generate();
+        for i in 0..n {
+            journal.append(&run, None, entry(i), Durability::Buffered).await.unwrap();
+        }
+        (dir, journal, run)
+    }
+
+    #[tokio::test]
+    async fn every_truncation_point_recovers_complete_records() {
+        let (_dir, journal, run) = journal_with(4).await;
+        let bytes = std::fs::read(journal.run_path(&run)).unwrap();
+        let ends: Vec<usize> = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1).collect();
+        for cut in 0..=bytes.len() {
+            let parsed = parse_records(&bytes[..cut], &run).unwrap();
+            let complete = ends.iter().filter(|&&e| e <= cut).count();
+            assert_eq!(parsed.records.len(), complete, "cut at {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn corrupt_tail_is_dropped_and_appends_continue() {
+        let (_dir, journal, run) = journal_with(3).await;
+        let path = journal.run_path(&run);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 5;
+        bytes[last] ^= 0x20; // flip a bit inside the last record
+        std::fs::write(&path, &bytes).unwrap();
+        let fresh = FileJournal::open(journal.dir()).unwrap();
+        assert_eq!(fresh.read(&run).await.unwrap().len(), 2);
+        assert_eq!(fresh.append(&run, None, entry(9), Durability::Sync).await.unwrap(), 3);
+        let records = fresh.read(&run).await.unwrap();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[2].entry, entry(9));
+    }
+
+    #[tokio::test]
+    async fn corruption_before_the_tail_is_an_error() {
+        let (_dir, journal, run) = journal_with(3).await;
+        let path = journal.run_path(&run);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] = b'#';
+        std::fs::write(&path, &bytes).unwrap();
+        let err = journal.read(&run).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let run: RunId = "r".parse().unwrap();
+        for bytes in [&b"\n\n\n"[..], b"{\"crc\":1,\"rec\":{}}\n", b"\xff\xfe\n{", b"{\"crc\":-1,\"rec\":null}\nx\n"] {
+            let _ = parse_records(bytes, &run);
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_fence_is_rejected_across_journal_handles() {
+        let (_dir, a, run) = journal_with(0).await;
+        let b = FileJournal::open(a.dir()).unwrap();
+        let old = Fence { resources: vec!["web".into()], token: 1 };
+        let new = Fence { resources: vec!["web".into()], token: 2 };
+        a.append(&run, Some(&old), entry(0), Durability::Sync).await.unwrap();
+        b.append(&RunId::generate(), Some(&new), entry(1), Durability::Sync).await.unwrap();
+        let err = a.append(&run, Some(&old), entry(2), Durability::Sync).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Locked);
+        assert_eq!(a.read(&run).await.unwrap().len(), 1, "the rejected record was not written");
+    }
+}

@@ -1,0 +1,41 @@
+//! The [`Snapshot`] trait: capture evidence and restore points into an
+//! [`ArtifactStore`](crate::ArtifactStore).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{ArtifactStore, Error, IdempotencyKey, Result};
+
+/// What a capture produced; journaled as the snapshot step's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    /// The snapshotter's name.
+    pub snapshot: String,
+    /// Keys of the artifacts written into the store.
+    pub artifacts: Vec<String>,
+    /// When it was captured.
+    pub taken_at: DateTime<Utc>,
+    /// What it holds, for people.
+    pub description: String,
+    /// Snapshotter-specific details needed to restore (no secrets).
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+/// Captures state into an artifact store, and optionally restores it.
+/// Evidence is sensitive: redact environment values and secret data.
+#[async_trait]
+pub trait Snapshot: Send + Sync + 'static {
+    /// The name steps refer to.
+    fn name(&self) -> &str;
+
+    /// Captures into `store`; `key` names this capture (re-capturing with the same key
+    /// may overwrite).
+    async fn capture(&self, store: &dyn ArtifactStore, key: &IdempotencyKey) -> Result<SnapshotRef>;
+
+    /// Restores what `capture` produced.
+    async fn restore(&self, _snapshot: &SnapshotRef, _store: &dyn ArtifactStore) -> Result<()> {
+        Err(Error::unsupported("restore"))
+    }
+}

@@ -1,0 +1,12 @@
+//! Test kit (feature `testkit`): in-memory fakes of each trait with fault injection,
+//! file-backed targets for kill-and-resume tests across processes, and the
+//! [`conformance`] suites every backend runs.
+
+pub mod conformance;
+mod fakes;
+mod file_target;
+mod memory_target;
+
+pub use fakes::{MemorySnapshot, RecordingNotifier, ScriptedVerifier};
+pub use file_target::{FileSnapshot, FileTarget, register_file_kinds};
+pub use memory_target::{Fault, MemoryTarget};
