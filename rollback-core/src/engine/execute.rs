@@ -2,6 +2,7 @@
 //! steps and escalation.
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
@@ -157,15 +158,21 @@ impl RunCtx {
             if let Some(flow) = self.boundary()? {
                 return Ok(flow);
             }
-            let results: Vec<Result<Option<StepState>>> = futures::stream::iter(todo.iter().map(|step| async move {
-                if self.cancel.is_cancelled() {
-                    return Ok(None);
-                }
-                self.run_step(step).await.map(Some)
-            }))
-            .buffer_unordered(stage.parallelism)
-            .collect()
-            .await;
+            // Boxed up front: a lazily mapped stream of borrowing futures trips the
+            // compiler's Send inference (rust-lang/rust#102211).
+            let steps: Vec<BoxFuture<'_, Result<Option<StepState>>>> = todo
+                .iter()
+                .map(|step| -> BoxFuture<'_, Result<Option<StepState>>> {
+                    Box::pin(async move {
+                        if self.cancel.is_cancelled() {
+                            return Ok(None);
+                        }
+                        self.run_step(step).await.map(Some)
+                    })
+                })
+                .collect();
+            let results: Vec<Result<Option<StepState>>> =
+                futures::stream::iter(steps).buffer_unordered(stage.parallelism).collect().await;
             let mut failed = Vec::new();
             for (step, result) in todo.iter().zip(results) {
                 // buffer_unordered reorders results; look states up in the log instead.

@@ -57,8 +57,8 @@ impl LeaseGuard {
 
     pub(crate) async fn release(self) {
         self.heartbeat.abort();
-        let lease = self.lease.lock().map(|l| l.clone());
-        if let Ok(lease) = lease
+        let lease = self.lease.lock().map(|l| l.clone()).ok();
+        if let Some(lease) = lease
             && let Err(err) = self.lock.release(&lease).await
         {
             tracing::warn!(error = %err, "could not release the lease; it will expire");
@@ -81,7 +81,7 @@ async fn heartbeat(
 ) {
     loop {
         tokio::time::sleep(ttl / 3).await;
-        let Ok(current) = lease.lock().map(|l| l.clone()) else { return };
+        let Some(current) = lease.lock().map(|l| l.clone()).ok() else { return };
         let asked = Instant::now();
         match lock.renew(&current, ttl).await {
             Ok(renewed) => {
