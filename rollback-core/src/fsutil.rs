@@ -1,42 +1,113 @@
 //! File helpers shared by the embedded journal, lock and artifact store.
 
 use serde::{Serialize, de::DeserializeOwned};
-use std::fs::OpenOptions;
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::{Error, ErrorKind, Result};
 
 pub use crate::artifact::write_private_atomic;
 
-/// Reads a JSON document, lets `f` change it, and writes it back atomically (temp
-/// file, fsync, rename) if it changed — all under an exclusive advisory lock on
-/// `<path>.lock`, so processes sharing the file see each other's updates in order.
-/// A crash at any point leaves the old or the new document, never an empty one.
-pub fn update_json_locked<T, R>(path: &Path, f: impl FnOnce(&mut T) -> Result<R>) -> Result<R>
-where
-    T: Serialize + DeserializeOwned + Default + PartialEq + Clone,
-{
-    let guard_path = path.with_extension("lock");
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+/// Runs short blocking file I/O (a journal append, an fsync) on the current worker.
+/// On a multi-threaded runtime it tells tokio first (`block_in_place`), so other tasks
+/// move to other workers; a thread hand-off per append (`spawn_blocking`) costs more
+/// than the append itself on small VMs. On a current-thread runtime it just runs.
+pub(crate) fn run_blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
-    let guard = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&guard_path)?;
-    guard.lock()?;
-    let result = (|| {
-        let mut doc: T = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::new(ErrorKind::Corrupt, format!("{} is unreadable: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => T::default(),
-            Err(e) => return Err(e.into()),
-        };
-        let before = doc.clone();
-        let out = f(&mut doc)?;
-        if doc != before {
-            let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| Error::internal(e.to_string()))?;
-            write_private_atomic(path, &bytes)?;
+}
+
+/// What identifies one version of a file: replaced files get a new inode.
+type Stamp = (u64, i64, i64, u64);
+
+/// The open lock file and the cached document with the stamp it was read at.
+type Handle<T> = (Option<File>, Option<(Stamp, T)>);
+
+/// A small JSON document shared by processes: read, changed and replaced atomically
+/// (temp file, fsync, rename) under an exclusive advisory lock on `<path>.lock`. A
+/// crash at any point leaves the old or the new document, never an empty one. The
+/// parsed document is cached and re-read only when the file changed (another inode,
+/// mtime or size), so an unchanged check costs a lock and a `stat`.
+#[derive(Debug)]
+pub(crate) struct SharedJson<T> {
+    path: PathBuf,
+    state: Mutex<Handle<T>>,
+}
+
+impl<T> SharedJson<T>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    pub(crate) fn new(path: PathBuf) -> Self {
+        SharedJson { path, state: Mutex::new((None, None)) }
+    }
+
+    fn stamp(path: &Path) -> Result<Option<Stamp>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some((m.ino(), m.mtime(), m.mtime_nsec(), m.size()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        Ok(out)
-    })();
-    guard.unlock()?;
-    result
+    }
+
+    /// Lets `f` read and change the document in place, under the lock; `f` also learns
+    /// whether the document was re-read because someone else changed it since this
+    /// handle last saw it. `f` returns its result and whether it changed the document,
+    /// which is then written back. If `f` fails, the cached copy is dropped (it may be
+    /// half-changed) and re-read next time.
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut T, bool) -> Result<(R, bool)>) -> Result<R> {
+        let mut state = self.state.lock().map_err(|_| Error::internal("shared json mutex poisoned"))?;
+        let (guard, cache) = &mut *state;
+        if guard.is_none() {
+            if let Some(parent) = self.path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let lock_path = self.path.with_extension("lock");
+            *guard = Some(OpenOptions::new().read(true).write(true).create(true).truncate(false).open(lock_path)?);
+        }
+        let guard = guard.as_ref().ok_or_else(|| Error::internal("guard file missing"))?;
+        guard.lock()?;
+        let result = (|| {
+            let stamp = Self::stamp(&self.path)?;
+            let fresh = match (stamp, cache.as_ref()) {
+                (Some(now), Some((seen, _))) => now != *seen,
+                _ => true,
+            };
+            if fresh {
+                let doc = match stamp {
+                    None => T::default(),
+                    Some(_) => serde_json::from_slice(&std::fs::read(&self.path)?).map_err(|e| {
+                        Error::new(ErrorKind::Corrupt, format!("{} is unreadable: {e}", self.path.display()))
+                    })?,
+                };
+                *cache = Some(((0, 0, 0, 0), doc));
+            }
+            let (_, doc) = cache.as_mut().ok_or_else(|| Error::internal("cache missing"))?;
+            let (out, changed) = match f(doc, fresh) {
+                Ok(outcome) => outcome,
+                Err(err) => {
+                    *cache = None;
+                    return Err(err);
+                }
+            };
+            let stamp = if changed {
+                let bytes = serde_json::to_vec_pretty(&*doc).map_err(|e| Error::internal(e.to_string()))?;
+                write_private_atomic(&self.path, &bytes)?;
+                Self::stamp(&self.path)?
+            } else {
+                stamp
+            };
+            match (stamp, cache.as_mut()) {
+                (Some(stamp), Some(entry)) => entry.0 = stamp,
+                _ => *cache = None,
+            }
+            Ok(out)
+        })();
+        guard.unlock()?;
+        result
+    }
 }

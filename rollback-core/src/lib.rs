@@ -61,14 +61,13 @@ pub use verify::{Check, Outcome, ProbePolicy, Verdict, Verifier, probe};
 
 /// Every trait is object safe: this fails to compile otherwise.
 #[allow(dead_code)]
-fn object_safety(
-    _: std::sync::Arc<dyn Target>,
-    _: std::sync::Arc<dyn Snapshot>,
-    _: std::sync::Arc<dyn Verifier>,
-    _: std::sync::Arc<dyn Strategy>,
-    _: std::sync::Arc<dyn Journal>,
-    _: std::sync::Arc<dyn Lock>,
-    _: std::sync::Arc<dyn Notifier>,
-    _: std::sync::Arc<dyn ArtifactStore>,
-) {
-}
+type ObjectSafety = (
+    std::sync::Arc<dyn Target>,
+    std::sync::Arc<dyn Snapshot>,
+    std::sync::Arc<dyn Verifier>,
+    std::sync::Arc<dyn Strategy>,
+    std::sync::Arc<dyn Journal>,
+    std::sync::Arc<dyn Lock>,
+    std::sync::Arc<dyn Notifier>,
+    std::sync::Arc<dyn ArtifactStore>,
+);

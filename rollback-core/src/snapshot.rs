@@ -1,5 +1,5 @@
 //! The [`Snapshot`] trait: capture evidence and restore points into an
-//! [`ArtifactStore`](crate::ArtifactStore).
+//! [`ArtifactStore`].
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -39,7 +39,7 @@
 //! | observed          | confirm        | done               |
 //! | observed          | fail           | failed             |
 //!
-//! Anything else is an [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState) error.
+//! Anything else is an `ErrorKind::InvalidState` error.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

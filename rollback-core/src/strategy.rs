@@ -1,4 +1,4 @@
-//! The [`Strategy`] trait: turns specs and a request into a [`Plan`](crate::Plan).
+//! The [`Strategy`] trait: turns specs and a request into a [`Plan`].
 
 use serde::{Deserialize, Serialize};
 

@@ -132,7 +132,7 @@ async fn dry_run_changes_nothing_and_shows_every_step() {
     let dry = engine.dry_run(&plan).await.unwrap();
     assert_eq!(dry.steps.len(), 1);
     assert!(dry.steps[0].description.contains("v3") && dry.steps[0].description.contains("v2"), "{dry}");
-    assert_eq!(dry.steps[0].data_loss.as_ref().unwrap().none, true);
+    assert!(dry.steps[0].data_loss.as_ref().unwrap().none);
     assert!(dry.to_string().contains("nothing was changed"));
     assert_eq!(web.calls("apply"), 0);
     assert_eq!(web.current().await.unwrap().id, "v3");

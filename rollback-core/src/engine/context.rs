@@ -22,6 +22,10 @@ pub(crate) struct RunCtx {
     identities: BTreeMap<TargetId, Identity>,
     pub(crate) lease: LeaseGuard,
     log: Mutex<RunLog>,
+    /// Buffered entries not yet written: they go out with the next durable append
+    /// (a step's outcome with the next step's intent), so a step costs one write and
+    /// one fsync. If they are lost in a crash, resume observes the backend instead.
+    pending: Mutex<Vec<Entry>>,
     pub(crate) cancel: CancelHandle,
     pub(crate) budget_exceeded: AtomicBool,
     budget_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -47,7 +51,7 @@ impl RunCtx {
         let entry =
             Entry::RunStarted { plan: Box::new(plan.clone()), holder: holder.to_string(), reason: options.reason };
         let seq = engine.journal.append(&run, Some(lease.fence()), entry.clone(), Durability::Buffered).await?;
-        let first = Record { seq, run: run.clone(), token: lease.fence().token, at: chrono::Utc::now(), entry };
+        let first = Record { seq, run: run.clone(), token: lease.fence().token(), at: chrono::Utc::now(), entry };
         let log = RunLog::from_records(&[first])?;
         let ctx = Arc::new(RunCtx {
             engine,
@@ -57,6 +61,7 @@ impl RunCtx {
             identities: identities.clone(),
             lease,
             log: Mutex::new(log),
+            pending: Mutex::new(Vec::new()),
             cancel: options.cancel.unwrap_or_default(),
             budget_exceeded: AtomicBool::new(false),
             budget_task: Mutex::new(None),
@@ -107,6 +112,7 @@ impl RunCtx {
             lease,
             budget_exceeded: AtomicBool::new(log.budget_exceeded),
             log: Mutex::new(log),
+            pending: Mutex::new(Vec::new()),
             cancel: options.cancel.unwrap_or_default(),
             budget_task: Mutex::new(None),
         });
@@ -127,13 +133,29 @@ impl RunCtx {
         Ok(())
     }
 
-    /// Appends under this run's fence and folds the record into the in-process log.
+    /// Journals an entry under this run's fence and folds it into the in-process log.
+    /// A `Buffered` entry waits for the next `Sync` one (and returns 0); a `Sync` entry
+    /// is written with everything buffered before it and returns its sequence number.
     pub(crate) async fn append(&self, entry: Entry, durability: Durability) -> Result<u64> {
         let fence = self.lease.fence();
-        let seq = self.engine.journal.append(&self.run, Some(fence), entry.clone(), durability).await?;
-        let record = Record { seq, run: self.run.clone(), token: fence.token, at: chrono::Utc::now(), entry };
+        let record = Record { seq: 0, run: self.run.clone(), token: fence.token(), at: chrono::Utc::now(), entry };
         self.log.lock().map_err(|_| Error::internal("run log poisoned"))?.apply(&record)?;
-        Ok(seq)
+        let mut batch = std::mem::take(&mut *self.pending.lock().map_err(|_| Error::internal("pending poisoned"))?);
+        batch.push(record.entry);
+        if durability == Durability::Buffered {
+            *self.pending.lock().map_err(|_| Error::internal("pending poisoned"))? = batch;
+            return Ok(0);
+        }
+        self.engine.journal.append_batch(&self.run, Some(fence), batch, Durability::Sync).await
+    }
+
+    /// Writes buffered entries durably.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.pending.lock().map_err(|_| Error::internal("pending poisoned"))?);
+        if !batch.is_empty() {
+            self.engine.journal.append_batch(&self.run, Some(self.lease.fence()), batch, Durability::Sync).await?;
+        }
+        Ok(())
     }
 
     /// Folds a record written by another process (an approval) into the in-process log.

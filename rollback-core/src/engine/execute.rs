@@ -55,6 +55,8 @@ impl RunCtx {
     }
 
     async fn conclude(self: Arc<Self>, result: Result<()>) -> Result<Report> {
+        let flushed = if result.is_ok() { self.flush().await } else { Ok(()) };
+        let result = result.and(flushed);
         let report = self.report();
         self.finish().await;
         result.map(|()| report)

@@ -40,7 +40,7 @@ impl LeaseGuard {
                 ErrorKind::Locked,
                 "the lease was lost to another holder; no more effects are issued",
             )
-            .with_context("token", self.fence.token)
+            .with_context("token", self.fence.token())
             .set_retryable(false));
         }
         let valid_until = *self.valid_until.lock().map_err(|_| Error::internal("lease mutex poisoned"))?;
@@ -49,7 +49,7 @@ impl LeaseGuard {
                 ErrorKind::Locked,
                 "the lease ran out without renewal (was this process stopped?); no more effects are issued",
             )
-            .with_context("token", self.fence.token)
+            .with_context("token", self.fence.token())
             .set_retryable(false));
         }
         Ok(())

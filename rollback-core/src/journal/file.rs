@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{Durability, Entry, Fence, FenceTable, Journal, Record, RunIndexEntry};
-use crate::fsutil::update_json_locked;
+use crate::fsutil::{SharedJson, run_blocking};
 use crate::{Error, ErrorKind, Result, RunId};
 
 /// The embedded journal: one JSON-lines file per run under `runs/`, an `index.jsonl`
@@ -35,6 +35,15 @@ use crate::{Error, ErrorKind, Result, RunId};
 pub struct FileJournal {
     dir: PathBuf,
     open: Arc<Mutex<HashMap<RunId, Arc<Mutex<RunFile>>>>>,
+    fences: Arc<SharedJson<FenceTable>>,
+    stats: Arc<Stats>,
+}
+
+/// Counters of a [`FileJournal`] handle (for benchmarks and tests).
+#[derive(Debug, Default)]
+struct Stats {
+    appends: std::sync::atomic::AtomicU64,
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -44,6 +53,38 @@ struct RunFile {
     /// File length after our last write; another length means another writer
     /// (an approval from another process, a resumed run) appended since.
     known_len: u64,
+    syncer: Arc<Syncer>,
+}
+
+/// Group commit: one fdatasync covers every record written before it, so parallel
+/// steps waiting to make their intents durable share fsyncs.
+#[derive(Debug)]
+struct Syncer {
+    file: File,
+    /// Bytes written to the file so far (by this handle, or caught up from others).
+    written: std::sync::atomic::AtomicU64,
+    /// Bytes known to be durable.
+    synced: Mutex<u64>,
+}
+
+impl Syncer {
+    /// Makes the first `len` bytes durable; returns whether this call did an fsync.
+    fn sync_to(&self, len: u64) -> Result<bool> {
+        let mut synced = self.synced.lock().map_err(|_| Error::internal("journal sync mutex poisoned"))?;
+        if *synced >= len {
+            return Ok(false);
+        }
+        let covered = self.written.load(std::sync::atomic::Ordering::SeqCst);
+        self.file.sync_data()?;
+        *synced = covered.max(len);
+        Ok(true)
+    }
+
+    fn truncated_to(&self, len: u64) {
+        if let Ok(mut synced) = self.synced.lock() {
+            *synced = (*synced).min(len);
+        }
+    }
 }
 
 impl RunFile {
@@ -62,9 +103,11 @@ impl RunFile {
             tracing::warn!(run = %run, dropped = bytes.len() - parsed.valid_len, "journal: dropping a torn tail");
             self.file.set_len(parsed.valid_len as u64)?;
             self.file.sync_all()?;
+            self.syncer.truncated_to(parsed.valid_len as u64);
         }
         self.next_seq = parsed.records.len() as u64 + 1;
         self.known_len = parsed.valid_len as u64;
+        self.syncer.written.store(self.known_len, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }
@@ -82,7 +125,14 @@ impl FileJournal {
         let dir = dir.into();
         std::fs::create_dir_all(dir.join("runs"))
             .map_err(|e| Error::from(e).with_operation("open journal").with_context("dir", dir.display()))?;
-        Ok(FileJournal { dir, open: Arc::default() })
+        let fences = Arc::new(SharedJson::new(dir.join("fences.json")));
+        Ok(FileJournal { dir, open: Arc::default(), fences, stats: Arc::default() })
+    }
+
+    /// Records appended and fsyncs of run files done through this handle (and its clones).
+    pub fn counters(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.stats.appends.load(Relaxed), self.stats.syncs.load(Relaxed))
     }
 
     /// The journal's directory.
@@ -107,54 +157,38 @@ impl FileJournal {
             File::open(self.dir.join("runs"))?.sync_all()?;
         }
         // known_len = u64::MAX forces a full read (and tail repair) on first append.
-        let entry = Arc::new(Mutex::new(RunFile { file, next_seq: 1, known_len: u64::MAX }));
+        let syncer = Arc::new(Syncer { file: file.try_clone()?, written: Default::default(), synced: Mutex::new(0) });
+        let entry = Arc::new(Mutex::new(RunFile { file, next_seq: 1, known_len: u64::MAX, syncer }));
         open.insert(run.clone(), entry.clone());
         Ok(entry)
     }
 
-    fn append_blocking(&self, run: &RunId, fence: Option<&Fence>, entry: Entry, durability: Durability) -> Result<u64> {
-        let run_file = self.run_file(run)?;
-        let mut run_file = run_file.lock().map_err(|_| Error::internal("journal mutex poisoned"))?;
-        run_file.file.lock()?;
-        let result = self.append_locked(&mut run_file, run, fence, entry, durability);
-        run_file.file.unlock()?;
-        result
-    }
-
-    fn append_locked(
+    fn append_blocking(
         &self,
-        run_file: &mut RunFile,
         run: &RunId,
         fence: Option<&Fence>,
-        entry: Entry,
+        entries: Vec<Entry>,
         durability: Durability,
     ) -> Result<u64> {
-        run_file.catch_up(run)?;
-        let seq = run_file.next_seq;
-        let index_entry = match &entry {
+        let index_entry = entries.iter().find_map(|entry| match entry {
             Entry::RunStarted { plan, .. } => Some(plan.name.clone()),
             _ => None,
+        });
+        let count = entries.len() as u64;
+        let (seq, written, syncer) = {
+            let run_file = self.run_file(run)?;
+            let mut run_file = run_file.lock().map_err(|_| Error::internal("journal mutex poisoned"))?;
+            let seq = self.append_locked(&mut run_file, run, fence, entries)?;
+            (seq, run_file.known_len, run_file.syncer.clone())
         };
-        let record =
-            Record { seq, run: run.clone(), token: fence.map_or(0, |f| f.token), at: chrono::Utc::now(), entry };
-        let rec = serde_json::to_string(&record).map_err(|e| Error::internal(format!("journal record: {e}")))?;
-        let line = format!("{{\"crc\":{},\"rec\":{rec}}}\n", crc32fast::hash(rec.as_bytes()));
-        match fence {
-            // Check the fence and write under the same lock, so a newer holder's first
-            // append cannot slip between our check and our write.
-            Some(fence) => update_json_locked(&self.dir.join("fences.json"), |table: &mut FenceTable| {
-                table.admit(fence)?;
-                run_file.file.write_all(line.as_bytes()).map_err(Error::from)
-            })?,
-            None => run_file.file.write_all(line.as_bytes())?,
-        }
-        run_file.known_len += line.len() as u64;
-        run_file.next_seq += 1;
-        if durability == Durability::Sync {
-            run_file.file.sync_data()?;
+        self.stats.appends.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        // The fsync happens outside the run file's locks, so others keep writing and
+        // one fsync can cover several intents.
+        if durability == Durability::Sync && syncer.sync_to(written)? {
+            self.stats.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(plan) = index_entry {
-            let entry = RunIndexEntry { run: run.clone(), plan, started_at: record.at };
+            let entry = RunIndexEntry { run: run.clone(), plan, started_at: chrono::Utc::now() };
             let mut index = OpenOptions::new().append(true).create(true).open(self.dir.join("index.jsonl"))?;
             let mut line = serde_json::to_vec(&entry).map_err(|e| Error::internal(e.to_string()))?;
             line.push(b'\n');
@@ -163,17 +197,66 @@ impl FileJournal {
         }
         Ok(seq)
     }
+
+    fn append_locked(
+        &self,
+        run_file: &mut RunFile,
+        run: &RunId,
+        fence: Option<&Fence>,
+        entries: Vec<Entry>,
+    ) -> Result<u64> {
+        // One journal-wide lock (the fence table's) orders every writer of every
+        // process. Any other writer of this run changes the table (a newer token, or
+        // an unfenced append's generation bump), so an unchanged table means our view
+        // of the run file is current and needs no re-read.
+        self.fences.update(|table: &mut FenceTable, changed_by_others| {
+            let changed = match fence {
+                Some(fence) => table.admit(fence)?,
+                None => {
+                    table.bump();
+                    true
+                }
+            };
+            if changed_by_others || run_file.known_len == u64::MAX {
+                run_file.catch_up(run)?;
+            }
+            let first = run_file.next_seq;
+            let count = entries.len() as u64;
+            let mut lines = String::new();
+            let at = chrono::Utc::now();
+            for (i, entry) in entries.into_iter().enumerate() {
+                let record =
+                    Record { seq: first + i as u64, run: run.clone(), token: fence.map_or(0, Fence::token), at, entry };
+                let rec =
+                    serde_json::to_string(&record).map_err(|e| Error::internal(format!("journal record: {e}")))?;
+                lines.push_str(&format!("{{\"crc\":{},\"rec\":{rec}}}\n", crc32fast::hash(rec.as_bytes())));
+            }
+            if let Err(err) = run_file.file.write_all(lines.as_bytes()) {
+                run_file.known_len = u64::MAX; // re-read before the next append
+                return Err(err.into());
+            }
+            run_file.next_seq = first + count;
+            run_file.known_len += lines.len() as u64;
+            run_file.syncer.written.store(run_file.known_len, std::sync::atomic::Ordering::SeqCst);
+            Ok((run_file.next_seq - 1, changed))
+        })
+    }
 }
 
 #[async_trait]
 impl Journal for FileJournal {
     async fn append(&self, run: &RunId, fence: Option<&Fence>, entry: Entry, durability: Durability) -> Result<u64> {
-        let this = self.clone();
-        let run = run.clone();
-        let fence = fence.cloned();
-        tokio::task::spawn_blocking(move || this.append_blocking(&run, fence.as_ref(), entry, durability))
-            .await
-            .map_err(|e| Error::internal(format!("journal writer panicked: {e}")))?
+        self.append_batch(run, fence, vec![entry], durability).await
+    }
+
+    async fn append_batch(
+        &self,
+        run: &RunId,
+        fence: Option<&Fence>,
+        entries: Vec<Entry>,
+        durability: Durability,
+    ) -> Result<u64> {
+        run_blocking(|| self.append_blocking(run, fence, entries, durability))
             .map_err(|e| e.with_operation("journal append"))
     }
 
@@ -338,8 +421,8 @@ mod tests {
     async fn stale_fence_is_rejected_across_journal_handles() {
         let (_dir, a, run) = journal_with(0).await;
         let b = FileJournal::open(a.dir()).unwrap();
-        let old = Fence { resources: vec!["web".into()], token: 1 };
-        let new = Fence { resources: vec!["web".into()], token: 2 };
+        let old = Fence::new(vec!["web".into()], 1);
+        let new = Fence::new(vec!["web".into()], 2);
         a.append(&run, Some(&old), entry(0), Durability::Sync).await.unwrap();
         b.append(&RunId::generate(), Some(&new), entry(1), Durability::Sync).await.unwrap();
         let err = a.append(&run, Some(&old), entry(2), Durability::Sync).await.unwrap_err();

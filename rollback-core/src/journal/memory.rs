@@ -28,19 +28,33 @@ impl MemoryJournal {
 
 #[async_trait]
 impl Journal for MemoryJournal {
-    async fn append(&self, run: &RunId, fence: Option<&Fence>, entry: Entry, _durability: Durability) -> Result<u64> {
+    async fn append(&self, run: &RunId, fence: Option<&Fence>, entry: Entry, durability: Durability) -> Result<u64> {
+        self.append_batch(run, fence, vec![entry], durability).await
+    }
+
+    async fn append_batch(
+        &self,
+        run: &RunId,
+        fence: Option<&Fence>,
+        entries: Vec<Entry>,
+        _durability: Durability,
+    ) -> Result<u64> {
         let mut inner = self.inner.lock().map_err(|_| Error::internal("journal mutex poisoned"))?;
         if let Some(fence) = fence {
             inner.fences.admit(fence)?;
         }
         let at = chrono::Utc::now();
-        if let Entry::RunStarted { plan, .. } = &entry {
-            inner.index.push(RunIndexEntry { run: run.clone(), plan: plan.name.clone(), started_at: at });
+        for entry in &entries {
+            if let Entry::RunStarted { plan, .. } = entry {
+                inner.index.push(RunIndexEntry { run: run.clone(), plan: plan.name.clone(), started_at: at });
+            }
         }
         let records = inner.runs.entry(run.clone()).or_default();
-        let seq = records.len() as u64 + 1;
-        records.push(Record { seq, run: run.clone(), token: fence.map_or(0, |f| f.token), at, entry });
-        Ok(seq)
+        for entry in entries {
+            let seq = records.len() as u64 + 1;
+            records.push(Record { seq, run: run.clone(), token: fence.map_or(0, Fence::token), at, entry });
+        }
+        Ok(records.len() as u64)
     }
 
     async fn read(&self, run: &RunId) -> Result<Vec<Record>> {

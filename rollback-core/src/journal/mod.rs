@@ -206,6 +206,25 @@ pub trait Journal: Send + Sync + 'static {
     /// rejected ([`crate::ErrorKind::Locked`]) if any of its resources has seen a newer token.
     async fn append(&self, run: &RunId, fence: Option<&Fence>, entry: Entry, durability: Durability) -> Result<u64>;
 
+    /// Appends several entries in order, as one write where the journal can, and
+    /// returns the sequence number of the last. The engine uses it to write a step's
+    /// outcome together with the next step's intent: one write and one fsync per step.
+    async fn append_batch(
+        &self,
+        run: &RunId,
+        fence: Option<&Fence>,
+        entries: Vec<Entry>,
+        durability: Durability,
+    ) -> Result<u64> {
+        let count = entries.len();
+        let mut last = 0;
+        for (i, entry) in entries.into_iter().enumerate() {
+            let d = if i + 1 == count { durability } else { Durability::Buffered };
+            last = self.append(run, fence, entry, d).await?;
+        }
+        Ok(last)
+    }
+
     /// Every complete record of a run, in order. A torn tail is dropped; corruption
     /// before the tail is an [`crate::ErrorKind::Corrupt`] error.
     async fn read(&self, run: &RunId) -> Result<Vec<Record>>;

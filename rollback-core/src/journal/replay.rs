@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::{Entry, Phase, PreparedStep, Record};
@@ -42,6 +42,12 @@ pub struct RunLog {
     pub budget_exceeded: bool,
     /// The newest fencing token that wrote to the run.
     pub last_token: u64,
+    /// Index of `steps` by step and phase.
+    #[serde(skip)]
+    step_index: HashMap<(StepId, Phase), usize>,
+    /// Index of `prepared` by step.
+    #[serde(skip)]
+    prepared_index: HashMap<StepId, usize>,
 }
 
 /// One step (one phase of it) as the journal shows it.
@@ -91,6 +97,8 @@ impl RunLog {
             escalations: Vec::new(),
             budget_exceeded: false,
             last_token: first.token,
+            step_index: HashMap::new(),
+            prepared_index: HashMap::new(),
         };
         for record in &records[1..] {
             log.apply(record)?;
@@ -114,6 +122,7 @@ impl RunLog {
             Entry::Preflighted { identities, steps } => {
                 self.identities = identities.clone();
                 self.prepared = steps.clone();
+                self.prepared_index = steps.iter().enumerate().map(|(i, p)| (p.step.clone(), i)).collect();
             }
             Entry::Intent { step, phase, change, key } => {
                 let entry = self.step_entry(step, *phase, record.at);
@@ -148,9 +157,10 @@ impl RunLog {
     }
 
     fn step_entry(&mut self, step: &StepId, phase: Phase, at: DateTime<Utc>) -> &mut StepLog {
-        let index = match self.steps.iter().position(|s| &s.step == step && s.phase == phase) {
-            Some(index) => index,
+        let index = match self.step_index.get(&(step.clone(), phase)) {
+            Some(index) => *index,
             None => {
+                self.step_index.insert((step.clone(), phase), self.steps.len());
                 self.steps.push(StepLog {
                     step: step.clone(),
                     phase,
@@ -170,12 +180,12 @@ impl RunLog {
 
     /// A step's record for a phase.
     pub fn step(&self, step: &StepId, phase: Phase) -> Option<&StepLog> {
-        self.steps.iter().find(|s| &s.step == step && s.phase == phase)
+        self.step_index.get(&(step.clone(), phase)).map(|i| &self.steps[*i])
     }
 
     /// A step as preflight prepared it.
     pub fn prepared(&self, step: &StepId) -> Option<&PreparedStep> {
-        self.prepared.iter().find(|p| &p.step == step)
+        self.prepared_index.get(step).map(|i| &self.prepared[*i])
     }
 
     /// Whether any effect may have happened (an intent was journaled).

@@ -1,11 +1,12 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Holder, Lease, LeaseTable, Lock};
-use crate::fsutil::update_json_locked;
-use crate::{Error, Result};
+use crate::Result;
+use crate::fsutil::{SharedJson, run_blocking};
 
 /// The embedded lock: a [`LeaseTable`] in `leases.json` under a directory, read and
 /// replaced atomically under an advisory `flock` (held only for the
@@ -30,25 +31,17 @@ use crate::{Error, Result};
 /// ```
 #[derive(Debug, Clone)]
 pub struct FileLock {
-    dir: PathBuf,
+    leases: Arc<SharedJson<LeaseTable>>,
 }
 
 impl FileLock {
     /// A lock whose state lives in `dir` (created on first use).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        FileLock { dir: dir.into() }
+        FileLock { leases: Arc::new(SharedJson::new(dir.into().join("leases.json"))) }
     }
 
-    fn with_table<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut LeaseTable) -> Result<T> + Send + 'static,
-    ) -> impl std::future::Future<Output = Result<T>> {
-        let path = self.dir.join("leases.json");
-        async move {
-            tokio::task::spawn_blocking(move || update_json_locked(&path, f))
-                .await
-                .map_err(|e| Error::internal(format!("lock task panicked: {e}")))?
-        }
+    async fn with_table<T>(&self, f: impl FnOnce(&mut LeaseTable) -> Result<(T, bool)>) -> Result<T> {
+        run_blocking(|| self.leases.update(|table, _| f(table)))
     }
 }
 
@@ -56,23 +49,20 @@ impl FileLock {
 impl Lock for FileLock {
     async fn acquire(&self, resources: &[String], holder: &Holder, ttl: Duration) -> Result<Lease> {
         let (resources, holder) = (resources.to_vec(), holder.clone());
-        self.with_table(move |t| t.acquire(&resources, &holder, ttl, Utc::now()))
+        self.with_table(move |t| Ok((t.acquire(&resources, &holder, ttl, Utc::now())?, true)))
             .await
             .map_err(|e| e.with_operation("acquire lock"))
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         let lease = lease.clone();
-        self.with_table(move |t| t.renew(&lease, ttl, Utc::now())).await.map_err(|e| e.with_operation("renew lock"))
+        self.with_table(move |t| Ok((t.renew(&lease, ttl, Utc::now())?, true)))
+            .await
+            .map_err(|e| e.with_operation("renew lock"))
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let lease = lease.clone();
-        self.with_table(move |t| {
-            t.release(&lease);
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.with_operation("release lock"))
+        self.with_table(move |t| Ok(((), t.release(&lease)))).await.map_err(|e| e.with_operation("release lock"))
     }
 }

@@ -68,7 +68,7 @@ pub struct Lease {
 impl Lease {
     /// The fence journal appends carry.
     pub fn fence(&self) -> Fence {
-        Fence { resources: self.resources.clone(), token: self.token }
+        Fence::new(self.resources.clone(), self.token)
     }
 }
 

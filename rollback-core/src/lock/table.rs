@@ -95,9 +95,11 @@ impl LeaseTable {
         Ok(Lease { expires_at, ..lease.clone() })
     }
 
-    /// Releases what `lease` still holds.
-    pub fn release(&mut self, lease: &Lease) {
+    /// Releases what `lease` still holds; returns whether anything was released.
+    pub fn release(&mut self, lease: &Lease) -> bool {
+        let before = self.held.len();
         self.held.retain(|_, held| held.token != lease.token);
+        self.held.len() != before
     }
 }
 

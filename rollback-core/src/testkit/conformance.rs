@@ -131,7 +131,7 @@ where
     let journal = make().await;
     let run = RunId::generate();
     let entry = |n: u32| Entry::Escalated { severity: Severity::S3, reason: format!("r{n}") };
-    let fence = |token| Fence { resources: vec!["conformance".into()], token };
+    let fence = |token| Fence::new(vec!["conformance".into()], token);
     for n in 1..=3u64 {
         let seq = journal.append(&run, Some(&fence(5)), entry(n as u32), Durability::Sync).await.expect("append");
         assert_eq!(seq, n, "sequence numbers are 1, 2, 3…");

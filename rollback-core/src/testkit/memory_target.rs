@@ -243,7 +243,7 @@ impl Target for MemoryTarget {
                 return Err(Error::new(ErrorKind::Conflict, format!("expected {} but found {}", from, state.current)));
             }
             state.staged = Some((key.clone(), change.to.clone()));
-            state.faults.iter().any(|f| *f == Fault::StopBetweenPhases)
+            state.faults.contains(&Fault::StopBetweenPhases)
         };
         if stop_between {
             return Err(Error::new(ErrorKind::Backend, "injected stop between phases (staged, not committed)"));
