@@ -20,6 +20,7 @@
 
 pub mod artifact;
 pub mod crash;
+pub mod decision;
 mod engine;
 mod error;
 pub mod event;
