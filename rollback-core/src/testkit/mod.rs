@@ -5,8 +5,10 @@
 pub mod conformance;
 mod fakes;
 mod file_target;
+mod http;
 mod memory_target;
 
 pub use fakes::{MemorySnapshot, RecordingNotifier, ScriptedVerifier};
 pub use file_target::{FileSnapshot, FileTarget, register_file_kinds};
+pub use http::{CapturedRequest, TestHttpServer};
 pub use memory_target::{Fault, MemoryTarget};

@@ -1,5 +1,26 @@
-//! The [`Verifier`] trait (one check) and the probe loop that turns checks into a
-//! [`Verdict`] under an explicit [`ProbePolicy`].
+//! The [`Verifier`] trait (one check), the probe loop that turns checks into a
+//! [`Verdict`] under an explicit [`ProbePolicy`], combinators, and the built-in
+//! verifiers: HTTP and Prometheus (feature `http`), TCP, command and log scan.
+
+mod builtin;
+mod combinators;
+mod command;
+#[cfg(feature = "http")]
+mod http;
+mod logscan;
+#[cfg(feature = "http")]
+mod prometheus;
+mod tcp;
+
+pub use builtin::register_builtin_verifiers;
+pub use combinators::{All, Any, Not};
+pub use command::{CommandCheck, CommandVerifier};
+#[cfg(feature = "http")]
+pub use http::{HttpCheck, HttpVerifier, JsonMatch};
+pub use logscan::{LogScanCheck, LogScanVerifier, LogSource};
+#[cfg(feature = "http")]
+pub use prometheus::{PrometheusClient, PrometheusVerifier, Threshold};
+pub use tcp::TcpVerifier;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -62,13 +83,28 @@ pub trait Verifier: Send + Sync + 'static {
 
 /// How checks become a verdict. Every limit is explicit; there is no hidden timeout.
 ///
+/// A pass needs `passes` consecutive passes **and** no failure inside the last
+/// `window`; so a flapping check (pass, fail, pass, …) never passes when `passes` ≥ 2
+/// or `window` is longer than the interval.
+///
 /// In plan files: `policy = { interval = "2s", timeout = "5s", passes = 3, deadline = "2m" }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProbePolicy {
-    /// Pause between checks.
+    /// Pause between checks (the base, before backoff and jitter).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Interval multiplier after each check that did not pass (1.0 = no backoff);
+    /// a pass resets the interval to the base.
+    pub backoff: f64,
+    /// Ceiling of the backed-off interval.
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// Random share taken off each pause (0.0 – 1.0), so many probers do not beat in step.
+    pub jitter: f64,
+    /// No failure may have been seen within this window before a pass is declared.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
     /// Per-check timeout (a timed-out check is inconclusive).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -88,6 +124,10 @@ impl Default for ProbePolicy {
     fn default() -> Self {
         ProbePolicy {
             interval: Duration::from_secs(2),
+            backoff: 1.0,
+            max_interval: Duration::from_secs(30),
+            jitter: 0.0,
+            window: Duration::ZERO,
             timeout: Duration::from_secs(5),
             passes: 3,
             max_failures: u32::MAX,
@@ -127,6 +167,8 @@ pub async fn probe(verifier: &dyn Verifier, policy: &ProbePolicy, mut on_check: 
     let deadline = started + policy.deadline;
     let mut checks = Vec::new();
     let (mut streak, mut failures, mut inconclusive) = (0u32, 0u32, 0u32);
+    let mut last_failure: Option<tokio::time::Instant> = None;
+    let mut interval = policy.interval;
     let required = policy.passes.max(1);
     loop {
         let began = tokio::time::Instant::now();
@@ -138,21 +180,32 @@ pub async fn probe(verifier: &dyn Verifier, policy: &ProbePolicy, mut on_check: 
         };
         check.latency = began.elapsed();
         on_check(&check);
+        let now = tokio::time::Instant::now();
         match check.outcome {
-            Outcome::Pass => streak += 1,
+            Outcome::Pass => {
+                streak += 1;
+                interval = policy.interval;
+            }
             Outcome::Fail => {
                 streak = 0;
                 failures += 1;
+                last_failure = Some(now);
             }
             Outcome::Inconclusive => {
                 streak = 0;
                 inconclusive += 1;
             }
         }
+        if check.outcome != Outcome::Pass {
+            interval = interval.mul_f64(policy.backoff.max(1.0)).min(policy.max_interval.max(policy.interval));
+        }
         checks.push(check);
         let verdict = |passed: bool, reason: String, checks: Vec<Check>| Verdict { passed, reason, checks };
-        if streak >= required {
-            return verdict(true, format!("{streak} consecutive passes"), checks);
+        let quiet = last_failure.is_none_or(|at| now.duration_since(at) >= policy.window);
+        if streak >= required && quiet {
+            let window =
+                if policy.window.is_zero() { String::new() } else { format!(", no failure in {:?}", policy.window) };
+            return verdict(true, format!("{streak} consecutive passes{window}"), checks);
         }
         if policy.max_failures != u32::MAX && failures > policy.max_failures {
             return verdict(false, format!("{failures} failures (limit {})", policy.max_failures), checks);
@@ -164,7 +217,12 @@ pub async fn probe(verifier: &dyn Verifier, policy: &ProbePolicy, mut on_check: 
                 checks,
             );
         }
-        let next = tokio::time::Instant::now() + policy.interval;
+        let pause = if policy.jitter > 0.0 {
+            interval.mul_f64(1.0 - rand::random::<f64>() * policy.jitter.clamp(0.0, 1.0))
+        } else {
+            interval
+        };
+        let next = tokio::time::Instant::now() + pause;
         if next >= deadline {
             return verdict(
                 false,
@@ -211,6 +269,58 @@ mod tests {
         assert!(!verdict.passed);
         assert!(verdict.reason.contains("deadline"));
         assert!(verdict.checks.len() <= 11);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_inside_the_window_holds_the_pass_back() {
+        let mut script = vec![Outcome::Fail];
+        script.extend([Outcome::Pass].repeat(20));
+        let v = ScriptedVerifier::new("w", script);
+        let policy = ProbePolicy {
+            interval: Duration::from_secs(1),
+            window: Duration::from_secs(5),
+            deadline: Duration::from_secs(60),
+            ..fast(2)
+        };
+        let verdict = probe(&v, &policy, |_| {}).await;
+        assert!(verdict.passed);
+        // Two passes came after 2 s, but the failure at 0 s keeps the verdict until 5 s.
+        assert_eq!(verdict.checks.len(), 6, "{:?}", verdict.reason);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_grows_to_its_ceiling_and_resets_on_pass() {
+        let script = [Outcome::Fail, Outcome::Fail, Outcome::Fail, Outcome::Fail, Outcome::Pass, Outcome::Pass];
+        let v = ScriptedVerifier::new("b", script);
+        let policy = ProbePolicy {
+            interval: Duration::from_secs(1),
+            backoff: 2.0,
+            max_interval: Duration::from_secs(4),
+            deadline: Duration::from_secs(600),
+            ..fast(2)
+        };
+        let started = tokio::time::Instant::now();
+        let verdict = probe(&v, &policy, |_| {}).await;
+        assert!(verdict.passed);
+        // Pauses: 2, 4, 4 (capped), 4, then 1 after the pass.
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jitter_only_shortens_pauses() {
+        let v = ScriptedVerifier::new("j", [Outcome::Fail].repeat(100));
+        let policy = ProbePolicy {
+            interval: Duration::from_secs(1),
+            jitter: 0.5,
+            max_failures: 9,
+            deadline: Duration::from_secs(600),
+            ..fast(1)
+        };
+        let started = tokio::time::Instant::now();
+        let verdict = probe(&v, &policy, |_| {}).await;
+        assert_eq!(verdict.checks.len(), 10);
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(4500) && elapsed <= Duration::from_secs(9), "{elapsed:?}");
     }
 
     #[tokio::test(start_paused = true)]

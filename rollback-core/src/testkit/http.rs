@@ -1,0 +1,189 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A request the [`TestHttpServer`] received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapturedRequest {
+    /// Method.
+    pub method: String,
+    /// Path with query.
+    pub path: String,
+    /// Headers, lower-cased names.
+    pub headers: BTreeMap<String, String>,
+    /// Body.
+    pub body: String,
+}
+
+#[derive(Debug, Clone)]
+struct Reply {
+    status: u16,
+    body: String,
+    delay: Duration,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    default: Option<Reply>,
+    routes: BTreeMap<String, Reply>,
+    captured: Vec<CapturedRequest>,
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1 (keep-alive, `Content-Length` bodies) whose
+/// answers tests change at will: a service that turns healthy, a Prometheus query
+/// endpoint, a webhook receiver that captures what was posted.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use rollback_core::testkit::TestHttpServer;
+/// let server = TestHttpServer::start().await;
+/// server.route("/health", 503, "starting");
+/// assert!(server.url("/health").starts_with("http://127.0.0.1:"));
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct TestHttpServer {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    hits: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestHttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestHttpServer {
+    /// Starts a server answering 200 "ok" to everything.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(Mutex::new(State {
+            default: Some(Reply { status: 200, body: "ok".into(), delay: Duration::ZERO }),
+            ..Default::default()
+        }));
+        let hits = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (s, h, c) = (state.clone(), hits.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let _ = socket.set_nodelay(true);
+                tokio::spawn(serve(socket, s.clone(), h.clone()));
+            }
+        });
+        TestHttpServer { addr, state, hits, connections, task }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sets the answer for every path without a route.
+    pub fn respond(&self, status: u16, body: &str) {
+        self.lock().default = Some(Reply { status, body: body.into(), delay: Duration::ZERO });
+    }
+
+    /// Delays every default answer.
+    pub fn delay(&self, delay: Duration) {
+        if let Some(reply) = self.lock().default.as_mut() {
+            reply.delay = delay;
+        }
+    }
+
+    /// Sets the answer for one path (query string ignored).
+    pub fn route(&self, path: &str, status: u16, body: &str) {
+        self.lock().routes.insert(path.into(), Reply { status, body: body.into(), delay: Duration::ZERO });
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests captured so far (the last 10,000).
+    pub fn captured(&self) -> Vec<CapturedRequest> {
+        self.lock().captured.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>, hits: Arc<AtomicU64>) {
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let head_end = loop {
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap_or_default().split(' ');
+        let (method, path) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or("/").to_string());
+        let headers: BTreeMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
+        buf.drain(..head_end + length);
+        let close = headers.get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let reply = {
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            let route = path.split('?').next().unwrap_or("/");
+            let reply = state.routes.get(route).cloned().or_else(|| state.default.clone());
+            if state.captured.len() < 10_000 {
+                state.captured.push(CapturedRequest { method, path: path.clone(), headers, body });
+            }
+            reply.unwrap_or(Reply { status: 404, body: String::new(), delay: Duration::ZERO })
+        };
+        hits.fetch_add(1, Ordering::SeqCst);
+        if !reply.delay.is_zero() {
+            tokio::time::sleep(reply.delay).await;
+        }
+        let response = format!(
+            "HTTP/1.1 {} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n{}\r\n{}",
+            reply.status,
+            reply.body.len(),
+            if close { "connection: close\r\n" } else { "" },
+            reply.body
+        );
+        if socket.write_all(response.as_bytes()).await.is_err() || close {
+            return;
+        }
+    }
+}

@@ -1,0 +1,231 @@
+use async_trait::async_trait;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::{Check, Outcome, Verifier};
+use crate::{Error, Result};
+
+/// A JSON field to match: `{ pointer = "/status", equals = "ok" }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct JsonMatch {
+    /// A JSON pointer (RFC 6901).
+    pub pointer: String,
+    /// The expected value.
+    pub equals: serde_json::Value,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// What an [`HttpVerifier`] requests and accepts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    /// Method (GET).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// URL; credentials in it are redacted from every detail and error.
+    pub url: String,
+    /// Accepted statuses (any 2xx when empty).
+    #[serde(default)]
+    pub statuses: Vec<u16>,
+    /// A substring the body must contain.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// A JSON field the body must have.
+    #[serde(default)]
+    pub json: Option<JsonMatch>,
+    /// Slower responses fail.
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_latency: Option<Duration>,
+    /// Headers whose values come from environment variables (`Authorization` →
+    /// `HEALTH_TOKEN`); the values are never logged or reported.
+    #[serde(default)]
+    pub headers_from_env: BTreeMap<String, String>,
+}
+
+impl HttpCheck {
+    /// A GET of `url` accepting any 2xx.
+    pub fn get(url: &str) -> Self {
+        HttpCheck {
+            method: default_method(),
+            url: url.to_owned(),
+            statuses: Vec::new(),
+            body_contains: None,
+            json: None,
+            max_latency: None,
+            headers_from_env: BTreeMap::new(),
+        }
+    }
+}
+
+/// An HTTP health check — the runbooks' `curl -f /health` — over one reused
+/// connection pool, TLS verified against the system's roots.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use rollback_core::testkit::TestHttpServer;
+/// use rollback_core::verify::{HttpCheck, HttpVerifier, JsonMatch};
+/// use rollback_core::{Outcome, Verifier};
+/// let server = TestHttpServer::start().await;
+/// server.respond(200, r#"{"status":"ok"}"#);
+/// let mut check = HttpCheck::get(&server.url("/health"));
+/// check.json = Some(JsonMatch { pointer: "/status".into(), equals: "ok".into() });
+/// let v = HttpVerifier::new("health", check).unwrap();
+/// assert_eq!(v.check().await.unwrap().outcome, Outcome::Pass);
+/// server.respond(503, "down");
+/// assert_eq!(v.check().await.unwrap().outcome, Outcome::Fail);
+/// # });
+/// ```
+pub struct HttpVerifier {
+    name: String,
+    check: HttpCheck,
+    method: reqwest::Method,
+    url: reqwest::Url,
+    shown: String,
+    headers: reqwest::header::HeaderMap,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for HttpVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpVerifier")
+            .field("name", &self.name)
+            .field("method", &self.method)
+            .field("url", &self.shown)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A URL as it may be shown: user and password replaced.
+pub(crate) fn redact_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if !shown.username().is_empty() {
+        let _ = shown.set_username("***");
+    }
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+/// Parses a URL, never echoing it (it may hold credentials) in the error.
+pub(crate) fn parse_url(name: &str, url: &str) -> Result<reqwest::Url> {
+    reqwest::Url::parse(url).map_err(|e| Error::invalid_input(format!("{name:?}: bad URL ({e})")))
+}
+
+/// Builds headers from environment variables, marked sensitive.
+pub(crate) fn env_headers(name: &str, from_env: &BTreeMap<String, String>) -> Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (header, var) in from_env {
+        let value = std::env::var(var).map_err(|_| {
+            Error::invalid_input(format!("{name:?}: environment variable {var} (for header {header}) is not set"))
+        })?;
+        let header = reqwest::header::HeaderName::from_bytes(header.as_bytes())
+            .map_err(|_| Error::invalid_input(format!("{name:?}: bad header name {header:?}")))?;
+        let mut value = reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| Error::invalid_input(format!("{name:?}: the value of {var} is not a valid header value")))?;
+        value.set_sensitive(true);
+        headers.insert(header, value);
+    }
+    Ok(headers)
+}
+
+/// One client per verifier: connections are reused from check to check.
+pub(crate) fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| Error::new(crate::ErrorKind::Backend, "cannot build an HTTP client").with_source(e))
+}
+
+impl HttpVerifier {
+    /// Validates the check and resolves its headers from the environment.
+    pub fn new(name: &str, check: HttpCheck) -> Result<Self> {
+        let url = parse_url(name, &check.url)?;
+        let method = reqwest::Method::from_bytes(check.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::invalid_input(format!("{name:?}: bad HTTP method {:?}", check.method)))?;
+        if let Some(json) = &check.json
+            && !json.pointer.is_empty()
+            && !json.pointer.starts_with('/')
+        {
+            return Err(Error::invalid_input(format!("{name:?}: JSON pointer {:?} must start with '/'", json.pointer)));
+        }
+        let headers = env_headers(name, &check.headers_from_env)?;
+        Ok(HttpVerifier {
+            name: name.to_owned(),
+            shown: redact_url(&url),
+            method,
+            url,
+            headers,
+            check,
+            client: client()?,
+        })
+    }
+
+    fn verdict(&self, status: u16, latency: Duration, body: Option<&str>) -> (Outcome, String) {
+        let accepted = if self.check.statuses.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.check.statuses.contains(&status)
+        };
+        let ms = latency.as_secs_f64() * 1000.0;
+        if !accepted {
+            return (Outcome::Fail, format!("HTTP {status} from {} in {ms:.0} ms", self.shown));
+        }
+        if let Some(max) = self.check.max_latency
+            && latency > max
+        {
+            return (Outcome::Fail, format!("HTTP {status} but {ms:.0} ms > {max:?}"));
+        }
+        if let (Some(needle), Some(body)) = (&self.check.body_contains, body)
+            && !body.contains(needle.as_str())
+        {
+            return (Outcome::Fail, format!("HTTP {status}, body lacks {needle:?}"));
+        }
+        if let (Some(json), Some(body)) = (&self.check.json, body) {
+            let found =
+                serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v.pointer(&json.pointer).cloned());
+            if found.as_ref() != Some(&json.equals) {
+                return (Outcome::Fail, format!("HTTP {status}, {} is {found:?}, want {}", json.pointer, json.equals));
+            }
+        }
+        (Outcome::Pass, format!("HTTP {status} in {ms:.0} ms"))
+    }
+}
+
+#[async_trait]
+impl Verifier for HttpVerifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn check(&self) -> Result<Check> {
+        let started = Instant::now();
+        let request = self.client.request(self.method.clone(), self.url.clone()).headers(self.headers.clone());
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) if e.is_connect() => {
+                return Ok(Check::new(Outcome::Fail, format!("cannot connect to {}", self.shown)));
+            }
+            Err(e) if e.is_timeout() => {
+                return Ok(Check::new(Outcome::Inconclusive, format!("{} timed out", self.shown)));
+            }
+            Err(e) => {
+                let detail = format!("request to {} failed: {}", self.shown, e.without_url());
+                return Ok(Check::new(Outcome::Inconclusive, detail));
+            }
+        };
+        let status = response.status().as_u16();
+        let wants_body = self.check.body_contains.is_some() || self.check.json.is_some();
+        let body = if wants_body { Some(response.text().await.unwrap_or_default()) } else { None };
+        let latency = started.elapsed();
+        let (outcome, detail) = self.verdict(status, latency, body.as_deref());
+        Ok(Check::new(outcome, detail)
+            .measure("status", status as f64)
+            .measure("latency_ms", latency.as_secs_f64() * 1000.0))
+    }
+}
