@@ -302,6 +302,87 @@ impl DecisionPolicy {
     }
 }
 
+/// One PromQL query per signal, so a deploy tool can ask "should I roll back?" in
+/// one call ([`should_rollback`]). Each query must return an instant vector or scalar.
+///
+/// ```toml
+/// error_rate = 'sum(rate(http_requests_total{code=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))'
+/// p99_ms = 'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[5m]))) * 1000'
+/// baseline_p99_ms = 'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[5m] offset 1d))) * 1000'
+/// window = "5m"
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalQueries {
+    /// Share of failing requests.
+    pub error_rate: Option<String>,
+    /// p99 latency in ms.
+    pub p99_ms: Option<String>,
+    /// Baseline p99 latency in ms.
+    pub baseline_p99_ms: Option<String>,
+    /// Seconds the service has been down.
+    pub unavailable_seconds: Option<String>,
+    /// Share of users affected.
+    pub users_affected: Option<String>,
+    /// The window the queries' rates cover (how long the rates held).
+    #[serde(with = "humantime_serde::option")]
+    pub window: Option<Duration>,
+}
+
+#[cfg(feature = "http")]
+impl SignalQueries {
+    /// Runs every query (concurrently) and fills [`Signals`]; a query with no data
+    /// leaves its signal empty.
+    pub async fn gather(&self, prometheus: &crate::verify::PrometheusClient) -> crate::Result<Signals> {
+        let ask = |q: &Option<String>| {
+            let q = q.clone();
+            async move {
+                match q {
+                    Some(q) => prometheus.query(&q).await,
+                    None => Ok(None),
+                }
+            }
+        };
+        let (error_rate, p99_ms, baseline_p99_ms, unavailable, users_affected) = futures::try_join!(
+            ask(&self.error_rate),
+            ask(&self.p99_ms),
+            ask(&self.baseline_p99_ms),
+            ask(&self.unavailable_seconds),
+            ask(&self.users_affected),
+        )?;
+        Ok(Signals {
+            window: self.window,
+            error_rate,
+            p99_ms,
+            baseline_p99_ms,
+            unavailable_for: unavailable.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
+            users_affected,
+            ..Signals::default()
+        })
+    }
+}
+
+/// Gathers signals from Prometheus and decides, in one call.
+///
+/// ```no_run
+/// # async fn demo() -> rollback_core::Result<()> {
+/// use rollback_core::decision::{should_rollback, DecisionPolicy, SignalQueries};
+/// use rollback_core::verify::PrometheusClient;
+/// let prometheus = PrometheusClient::new("http://127.0.0.1:9090", &Default::default())?;
+/// let queries: SignalQueries = toml::from_str(r#"error_rate = 'job:errors:ratio5m{job="web"}'"#).unwrap();
+/// let decision = should_rollback(&prometheus, &queries, &DecisionPolicy::default()).await?;
+/// if decision.action.is_rollback() { /* start the rollback */ }
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "http")]
+pub async fn should_rollback(
+    prometheus: &crate::verify::PrometheusClient,
+    queries: &SignalQueries,
+    policy: &DecisionPolicy,
+) -> crate::Result<Decision> {
+    Ok(policy.decide(&queries.gather(prometheus).await?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,8 @@ pub enum ErrorKind {
     Corrupt,
     /// An operation was asked in a state that does not allow it.
     InvalidState,
+    /// Not allowed (an approver not on the gate's list).
+    PermissionDenied,
     /// A bug or an impossible state.
     Internal,
 }
@@ -57,6 +59,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Corrupt => "corrupt",
             ErrorKind::InvalidState => "invalid_state",
+            ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::Internal => "internal",
         }
     }

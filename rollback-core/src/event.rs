@@ -41,6 +41,23 @@ pub enum EventKind {
         steps: usize,
         /// The run it undoes, if any.
         undoes: Option<RunId>,
+        /// Why.
+        reason: Option<String>,
+        /// The time budget (the runbooks' ETA).
+        #[serde(with = "humantime_serde")]
+        budget: Duration,
+    },
+    /// A status update at a chosen offset from the start (runbook 001: T+5, 15, 30, 60).
+    StatusUpdate {
+        /// Time since the run started.
+        #[serde(with = "humantime_serde")]
+        elapsed: Duration,
+        /// The run's state.
+        state: RunState,
+        /// Steps finished so far.
+        steps_done: usize,
+        /// Steps in the plan.
+        steps_total: usize,
     },
     /// A run was resumed in this process.
     RunResumed {
@@ -114,5 +131,9 @@ pub enum EventKind {
         /// Total time since the run started.
         #[serde(with = "humantime_serde")]
         duration: Duration,
+        /// What each changed target is at now (`"web: v1.4.2 (was v1.5.0)"`).
+        restored: Vec<String>,
+        /// The worst escalation, if any.
+        escalation: Option<Severity>,
     },
 }

@@ -25,6 +25,7 @@ mod engine;
 mod error;
 pub mod event;
 mod fsutil;
+pub mod history;
 pub mod journal;
 pub mod lock;
 pub mod model;
@@ -44,6 +45,7 @@ pub use artifact::{ArtifactStore, LocalDirStore};
 pub use engine::{CancelHandle, DryRun, DryRunStep, Engine, EngineBuilder, RunOptions, Settings};
 pub use error::{Error, ErrorKind, ErrorRecord, Result};
 pub use event::{Event, EventKind, Severity};
+pub use history::{HistoryQuery, HistoryRecord};
 pub use journal::{Fence, FileJournal, Journal, MemoryJournal};
 pub use lock::{FileLock, Holder, Lease, Lock, MemoryLock};
 pub use model::{

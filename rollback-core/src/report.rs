@@ -47,6 +47,8 @@ pub struct Report {
     pub left: Vec<String>,
     /// What `resume` would do now.
     pub resume_would: String,
+    /// Notifications that failed (`notifier: event: error`); the run went on.
+    pub notification_failures: Vec<String>,
 }
 
 /// An escalation.
@@ -122,6 +124,11 @@ impl Report {
             budget_exceeded: log.budget_exceeded,
             left: left_state(log),
             resume_would: resume_would(log),
+            notification_failures: log
+                .notifier_failures
+                .iter()
+                .map(|(notifier, event, error)| format!("{notifier}: {event}: {error}"))
+                .collect(),
             escalations: log
                 .escalations
                 .iter()
@@ -223,6 +230,9 @@ impl fmt::Display for Report {
         }
         for step in &self.not_started {
             writeln!(f, "  {:<18} {:<16}", step.as_str(), "not started")?;
+        }
+        for failure in &self.notification_failures {
+            writeln!(f, "  notification failed: {failure}")?;
         }
         for e in &self.escalations {
             writeln!(f, "  escalated {:?}: {}", e.severity, e.reason)?;

@@ -429,7 +429,14 @@ async fn approval_travels_through_the_journal_from_another_engine() {
     let engine = fx.engine_with(registry(&[&web]), settings, vec![]);
     let mut events = engine.subscribe();
     let plan = Plan::new("p")
-        .stage("gate", 1, vec![Step::new("go", StepOp::Approval { prompt: "roll web back?".into() })])
+        .stage(
+            "gate",
+            1,
+            vec![Step::new(
+                "go",
+                StepOp::Approval { prompt: "roll web back?".into(), timeout: None, approvers: vec![] },
+            )],
+        )
         .stage("app", 1, vec![rollback("web", "web")]);
     let running = tokio::spawn({
         let engine = engine.clone();
@@ -467,11 +474,13 @@ async fn rejection_halts_the_run() {
     let settings = Settings { approval_poll: Duration::from_millis(10), ..Settings::default() };
     let engine = fx.engine_with(registry(&[&web]), settings, vec![]);
     let mut events = engine.subscribe();
-    let plan = Plan::new("p").stage("gate", 1, vec![Step::new("go", StepOp::Approval { prompt: "?".into() })]).stage(
-        "app",
-        1,
-        vec![rollback("web", "web")],
-    );
+    let plan = Plan::new("p")
+        .stage(
+            "gate",
+            1,
+            vec![Step::new("go", StepOp::Approval { prompt: "?".into(), timeout: None, approvers: vec![] })],
+        )
+        .stage("app", 1, vec![rollback("web", "web")]);
     let running = tokio::spawn({
         let engine = engine.clone();
         async move { engine.run(plan, Default::default()).await }
@@ -527,11 +536,13 @@ async fn a_holder_that_lost_its_lease_stops_issuing_effects() {
         .settings(settings)
         .build();
     let mut events = engine.subscribe();
-    let plan = Plan::new("p").stage("gate", 1, vec![Step::new("go", StepOp::Approval { prompt: "?".into() })]).stage(
-        "app",
-        1,
-        vec![rollback("web", "web")],
-    );
+    let plan = Plan::new("p")
+        .stage(
+            "gate",
+            1,
+            vec![Step::new("go", StepOp::Approval { prompt: "?".into(), timeout: None, approvers: vec![] })],
+        )
+        .stage("app", 1, vec![rollback("web", "web")]);
     let running = tokio::spawn({
         let engine = engine.clone();
         async move { engine.run(plan, Default::default()).await }
@@ -559,7 +570,11 @@ async fn a_second_run_on_the_same_target_is_refused_naming_the_holder() {
     let engine = fx.engine_with(registry(&[&web]), settings, vec![]);
     let mut events = engine.subscribe();
     let gated = Plan::new("first")
-        .stage("gate", 1, vec![Step::new("go", StepOp::Approval { prompt: "?".into() })])
+        .stage(
+            "gate",
+            1,
+            vec![Step::new("go", StepOp::Approval { prompt: "?".into(), timeout: None, approvers: vec![] })],
+        )
         .stage("app", 1, vec![rollback("web", "web")]);
     let first = tokio::spawn({
         let engine = engine.clone();

@@ -29,6 +29,7 @@ pub(crate) struct RunCtx {
     pub(crate) cancel: CancelHandle,
     pub(crate) budget_exceeded: AtomicBool,
     budget_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    status_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl RunCtx {
@@ -65,11 +66,22 @@ impl RunCtx {
             cancel: options.cancel.unwrap_or_default(),
             budget_exceeded: AtomicBool::new(false),
             budget_task: Mutex::new(None),
+            status_task: Mutex::new(None),
         });
         let steps = ctx.plan.steps().count();
-        ctx.emit(EventKind::RunStarted { plan: ctx.plan.name.clone(), steps, undoes: ctx.plan.undoes.clone() }).await;
+        let reason = ctx.with_log(|log| log.reason.clone());
+        let budget = ctx.plan.budget;
+        ctx.emit(EventKind::RunStarted {
+            plan: ctx.plan.name.clone(),
+            steps,
+            undoes: ctx.plan.undoes.clone(),
+            reason,
+            budget,
+        })
+        .await;
         ctx.transition(RunEvent::LockAcquired, None).await?;
         ctx.start_budget_watch();
+        ctx.start_status_updates();
         Ok(ctx)
     }
 
@@ -115,10 +127,12 @@ impl RunCtx {
             pending: Mutex::new(Vec::new()),
             cancel: options.cancel.unwrap_or_default(),
             budget_task: Mutex::new(None),
+            status_task: Mutex::new(None),
         });
         ctx.append(Entry::Resumed { holder: holder.to_string() }, Durability::Buffered).await?;
         ctx.emit(EventKind::RunResumed { state: found }).await;
         ctx.start_budget_watch();
+        ctx.start_status_updates();
         Ok(ctx)
     }
 
@@ -202,6 +216,15 @@ impl RunCtx {
         for notifier in &self.engine.notifiers {
             if let Err(err) = notifier.notify(&event).await {
                 tracing::warn!(notifier = notifier.name(), error = %err, "notifier failed");
+                let kind = serde_json::to_value(&event).ok().and_then(|v| v["event"].as_str().map(str::to_owned));
+                let entry = Entry::NotifierFailed {
+                    notifier: notifier.name().to_owned(),
+                    event: kind.unwrap_or_default(),
+                    error: err.to_string(),
+                };
+                if let Err(e) = self.append(entry, Durability::Buffered).await {
+                    tracing::warn!(error = %e, "could not journal a notifier failure");
+                }
             }
         }
     }
@@ -244,16 +267,76 @@ impl RunCtx {
         }
     }
 
+    /// Sends a status update at each configured offset not sent yet (journaled, so a
+    /// resumed run does not send it again).
+    fn start_status_updates(self: &Arc<Self>) {
+        let offsets = self.engine.settings.status_updates.clone();
+        if offsets.is_empty() {
+            return;
+        }
+        let started = self.with_log(|log| log.started_at);
+        let weak = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            for offset in offsets {
+                let sent =
+                    weak.upgrade().is_none_or(|ctx| ctx.with_log(|log| log.status_updates_sent.contains(&offset)));
+                if sent {
+                    continue;
+                }
+                let elapsed = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+                tokio::time::sleep(offset.saturating_sub(elapsed)).await;
+                let Some(ctx) = weak.upgrade() else { return };
+                let (state, steps_done) = ctx.with_log(|log| {
+                    (
+                        log.state,
+                        log.steps
+                            .iter()
+                            .filter(|s| s.phase == crate::journal::Phase::Forward && s.state.is_final())
+                            .count(),
+                    )
+                });
+                if state.is_terminal() {
+                    return;
+                }
+                if let Err(err) = ctx.append(Entry::StatusUpdateSent { offset }, Durability::Buffered).await {
+                    tracing::warn!(error = %err, "could not journal a status update");
+                    return;
+                }
+                let elapsed = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+                let steps_total = ctx.plan.steps().count();
+                ctx.emit(EventKind::StatusUpdate { elapsed, state, steps_done, steps_total }).await;
+            }
+        });
+        if let Ok(mut slot) = self.status_task.lock() {
+            *slot = Some(task);
+        }
+    }
+
     /// Stops background work and releases the lease.
     pub(crate) async fn finish(self: Arc<Self>) {
-        if let Ok(mut slot) = self.budget_task.lock()
-            && let Some(task) = slot.take()
-        {
-            task.abort();
+        for slot in [&self.budget_task, &self.status_task] {
+            if let Ok(mut slot) = slot.lock()
+                && let Some(task) = slot.take()
+            {
+                task.abort();
+            }
         }
         let state = self.state();
-        let duration = self.with_log(|log| (chrono::Utc::now() - log.started_at).to_std().unwrap_or_default());
-        self.emit(EventKind::RunFinished { state, duration }).await;
+        let (duration, restored, escalation) = self.with_log(|log| {
+            let report = Report::from_log(log);
+            let restored = report
+                .steps
+                .iter()
+                .filter(|s| s.phase == crate::journal::Phase::Forward && s.state == crate::StepState::Done)
+                .filter_map(|s| Some(format!("{}: {} (was {})", s.target.as_ref()?, s.to.as_ref()?, s.from.as_ref()?)))
+                .collect();
+            let escalation = report.escalations.iter().map(|e| e.severity).min();
+            ((chrono::Utc::now() - log.started_at).to_std().unwrap_or_default(), restored, escalation)
+        });
+        self.emit(EventKind::RunFinished { state, duration, restored, escalation }).await;
+        if let Err(err) = self.flush().await {
+            tracing::warn!(error = %err, "could not journal the last notifier failures");
+        }
         match Arc::try_unwrap(self) {
             Ok(ctx) => ctx.lease.release().await,
             Err(_) => tracing::warn!("run context still shared at finish; its lease will expire"),

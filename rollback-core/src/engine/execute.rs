@@ -104,7 +104,12 @@ impl RunCtx {
                     } else {
                         self.run_finally().await?;
                         let reason = self.failure_summary();
-                        self.escalation(Severity::S1, format!("rollback failed: {reason}")).await?;
+                        let escalation = if self.only_verification_failed() {
+                            (Severity::S2, format!("rolled back, but the issue persists: {reason}"))
+                        } else {
+                            (Severity::S1, format!("rollback failed: {reason}"))
+                        };
+                        self.escalation(escalation.0, escalation.1).await?;
                         self.transition(RunEvent::Escalate, Some(reason)).await?;
                     }
                 }
@@ -225,6 +230,19 @@ impl RunCtx {
         })
     }
 
+    /// Every effect went through and only verification failed: the runbooks' S2
+    /// ("rollback succeeded but the issue persists").
+    fn only_verification_failed(&self) -> bool {
+        self.with_log(|log| {
+            let failed: Vec<&StepId> =
+                log.steps.iter().filter(|s| s.state == StepState::Failed).map(|s| &s.step).collect();
+            !failed.is_empty()
+                && failed
+                    .iter()
+                    .all(|id| self.plan.steps().any(|p| &&p.id == id && matches!(p.op, StepOp::Verify { .. })))
+        })
+    }
+
     fn failure_summary(&self) -> String {
         self.with_log(|log| {
             let failed: Vec<String> = log
@@ -297,7 +315,7 @@ impl RunCtx {
                 })
                 .await
             }
-            StepOp::Approval { prompt } => self.gate(&step.id, prompt, prior).await,
+            StepOp::Approval { prompt, timeout, .. } => self.gate(&step.id, prompt, *timeout, prior).await,
         }
     }
 
@@ -450,8 +468,16 @@ impl RunCtx {
     }
 
     /// Waits for an approval that arrives through the journal.
-    async fn gate(&self, step: &StepId, prompt: &str, prior: Option<StepLog>) -> Result<StepState> {
+    async fn gate(
+        &self,
+        step: &StepId,
+        prompt: &str,
+        timeout: Option<std::time::Duration>,
+        prior: Option<StepLog>,
+    ) -> Result<StepState> {
         let started = Instant::now();
+        // The timeout counts from the request, which survives a resume.
+        let requested_at = prior.as_ref().filter(|p| p.state == StepState::AwaitingApproval).map(|p| p.started_at);
         let mut state = StepState::Pending.on(StepEvent::AwaitApproval)?;
         if prior.is_none_or(|p| p.state != StepState::AwaitingApproval) {
             let entry = Entry::ApprovalRequested { step: step.clone(), prompt: prompt.to_owned() };
@@ -464,6 +490,17 @@ impl RunCtx {
             }
             if self.cancel.is_cancelled() {
                 return Ok(state);
+            }
+            if let Some(timeout) = timeout {
+                let waited =
+                    requested_at.map_or(started.elapsed(), |at| (chrono::Utc::now() - at).to_std().unwrap_or_default());
+                if waited >= timeout {
+                    state = state.on(StepEvent::Reject)?;
+                    let err = Error::new(ErrorKind::Timeout, format!("no approval within {timeout:?}"));
+                    return self
+                        .outcome(step, Phase::Forward, state, Some(err), started, serde_json::Value::Null)
+                        .await;
+                }
             }
             self.lease.check()?;
             tokio::time::sleep(self.approval_poll()).await;

@@ -13,8 +13,8 @@ use tokio::sync::broadcast;
 use crate::crash::CrashPoint;
 use crate::journal::{Durability, Entry, Phase, RunIndexEntry, RunLog};
 use crate::{
-    ArtifactStore, Error, ErrorKind, Event, FileJournal, FileLock, Holder, Journal, LocalDirStore, Lock, Notifier,
-    Plan, Registry, Report, Result, RunId, RunState, Selector, Step, StepId, StepOp,
+    ArtifactStore, Error, ErrorKind, Event, FileJournal, FileLock, HistoryQuery, HistoryRecord, Holder, Journal,
+    LocalDirStore, Lock, Notifier, Plan, Registry, Report, Result, RunId, RunState, Selector, Step, StepId, StepOp,
 };
 
 use context::RunCtx;
@@ -29,11 +29,19 @@ pub struct Settings {
     pub approval_poll: Duration,
     /// A crash point for kill-and-resume tests (see [`crate::crash`]).
     pub crash_at: Option<CrashPoint>,
+    /// Offsets from the start at which to send status updates (runbook 001:
+    /// 5, 15, 30 and 60 minutes); none by default.
+    pub status_updates: Vec<Duration>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { lease_ttl: Duration::from_secs(30), approval_poll: Duration::from_millis(250), crash_at: None }
+        Settings {
+            lease_ttl: Duration::from_secs(30),
+            approval_poll: Duration::from_millis(250),
+            crash_at: None,
+            status_updates: Vec::new(),
+        }
     }
 }
 
@@ -281,9 +289,18 @@ impl Engine {
     /// decision travels through the journal).
     pub async fn approve(&self, run: &RunId, step: &StepId, approved: bool, by: &str) -> Result<()> {
         let log = RunLog::from_records(&self.inner.journal.read(run).await?)?;
-        let is_gate = log.plan.steps().any(|s| &s.id == step && matches!(s.op, StepOp::Approval { .. }));
-        if !is_gate {
+        let approvers = log.plan.steps().find_map(|s| match &s.op {
+            StepOp::Approval { approvers, .. } if &s.id == step => Some(approvers.clone()),
+            _ => None,
+        });
+        let Some(approvers) = approvers else {
             return Err(Error::invalid_input(format!("run {run} has no approval step {:?}", step.as_str())));
+        };
+        if !approvers.is_empty() && !approvers.iter().any(|a| a == by) {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!("{by:?} may not decide gate {:?}; approvers: {}", step.as_str(), approvers.join(", ")),
+            ));
         }
         let entry = Entry::Approval { step: step.clone(), approved, by: by.to_owned() };
         self.inner.journal.append(run, None, entry, Durability::Sync).await.map(drop)
@@ -297,6 +314,45 @@ impl Engine {
     /// Every journaled run, oldest first.
     pub async fn runs(&self) -> Result<Vec<RunIndexEntry>> {
         self.inner.journal.runs().await
+    }
+
+    /// The rollback history, oldest first, filtered by target and time.
+    pub async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryRecord>> {
+        let mut records = Vec::new();
+        for entry in self.inner.journal.runs().await? {
+            if query.since.is_some_and(|s| entry.started_at < s - chrono::TimeDelta::minutes(1)) {
+                continue;
+            }
+            let log = match self.inner.journal.read(&entry.run).await.and_then(|r| RunLog::from_records(&r)) {
+                Ok(log) => log,
+                Err(err) => {
+                    tracing::warn!(run = %entry.run, error = %err, "history: skipping an unreadable run");
+                    continue;
+                }
+            };
+            let record = HistoryRecord::from_log(&log);
+            if query.matches(&record) {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Adds the root cause and post-mortem link to a run's history (from any process).
+    pub async fn annotate(
+        &self,
+        run: &RunId,
+        root_cause: Option<&str>,
+        postmortem: Option<&str>,
+        by: &str,
+    ) -> Result<()> {
+        self.inner.journal.read(run).await?;
+        let entry = Entry::Annotated {
+            root_cause: root_cause.map(str::to_owned),
+            postmortem: postmortem.map(str::to_owned),
+            by: by.to_owned(),
+        };
+        self.inner.journal.append(run, None, entry, Durability::Sync).await.map(drop)
     }
 
     /// Plans the undo of a finished run from the pre-states its journal recorded:

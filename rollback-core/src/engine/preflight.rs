@@ -195,7 +195,10 @@ pub(crate) async fn dry_run(plan: &Plan, components: &Components) -> Result<DryR
                 policy.passes, policy.interval, policy.deadline
             ),
             (StepOp::Snapshot { snapshot }, _) => format!("capture snapshot {snapshot}"),
-            (StepOp::Approval { prompt }, _) => format!("wait for approval: {prompt}"),
+            (StepOp::Approval { prompt, approvers, .. }, _) if !approvers.is_empty() => {
+                format!("wait for approval by one of {}: {prompt}", approvers.join(", "))
+            }
+            (StepOp::Approval { prompt, .. }, _) => format!("wait for approval: {prompt}"),
             (StepOp::Revert { step }, None) => format!("revert {step} (nothing to revert yet)"),
             _ => step.id.to_string(),
         };

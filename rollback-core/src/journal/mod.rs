@@ -170,6 +170,30 @@ pub enum Entry {
         /// Who.
         holder: String,
     },
+    /// The status update at this offset was sent (never sent again on resume).
+    StatusUpdateSent {
+        /// Offset from the start.
+        #[serde(with = "humantime_serde")]
+        offset: Duration,
+    },
+    /// A notifier failed to deliver an event (the run went on).
+    NotifierFailed {
+        /// The notifier.
+        notifier: String,
+        /// The event's kind.
+        event: String,
+        /// The error.
+        error: String,
+    },
+    /// Facts added after the run, for the history (root cause, post-mortem link).
+    Annotated {
+        /// Root cause.
+        root_cause: Option<String>,
+        /// Post-mortem link.
+        postmortem: Option<String>,
+        /// Who.
+        by: String,
+    },
 }
 
 /// A journal record.

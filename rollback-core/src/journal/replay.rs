@@ -42,6 +42,14 @@ pub struct RunLog {
     pub budget_exceeded: bool,
     /// The newest fencing token that wrote to the run.
     pub last_token: u64,
+    /// Offsets of the status updates already sent.
+    pub status_updates_sent: Vec<Duration>,
+    /// Notifier failures: (notifier, event, error).
+    pub notifier_failures: Vec<(String, String, String)>,
+    /// Root cause, filled in later.
+    pub root_cause: Option<String>,
+    /// Post-mortem link, filled in later.
+    pub postmortem: Option<String>,
     /// Index of `steps` by step and phase.
     #[serde(skip)]
     step_index: HashMap<(StepId, Phase), usize>,
@@ -97,6 +105,10 @@ impl RunLog {
             escalations: Vec::new(),
             budget_exceeded: false,
             last_token: first.token,
+            status_updates_sent: Vec::new(),
+            notifier_failures: Vec::new(),
+            root_cause: None,
+            postmortem: None,
             step_index: HashMap::new(),
             prepared_index: HashMap::new(),
         };
@@ -152,6 +164,18 @@ impl RunLog {
             Entry::BudgetExceeded { .. } => self.budget_exceeded = true,
             Entry::Escalated { severity, reason } => self.escalations.push((*severity, reason.clone())),
             Entry::Resumed { .. } => {}
+            Entry::StatusUpdateSent { offset } => self.status_updates_sent.push(*offset),
+            Entry::NotifierFailed { notifier, event, error } => {
+                self.notifier_failures.push((notifier.clone(), event.clone(), error.clone()));
+            }
+            Entry::Annotated { root_cause, postmortem, .. } => {
+                if root_cause.is_some() {
+                    self.root_cause = root_cause.clone();
+                }
+                if postmortem.is_some() {
+                    self.postmortem = postmortem.clone();
+                }
+            }
         }
         Ok(())
     }

@@ -166,10 +166,17 @@ pub enum StepOp {
         /// The snapshotter's name.
         snapshot: String,
     },
-    /// Wait for a person's approval (given in-process or from another process).
+    /// Wait for a person's approval (given in-process or from another process,
+    /// through the journal).
     Approval {
         /// What is being approved.
         prompt: String,
+        /// Give up (the step fails with a timeout) after this long.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde::option")]
+        timeout: Option<std::time::Duration>,
+        /// Who may approve (runbook 002's decision authority); anyone when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        approvers: Vec<String>,
     },
 }
 
@@ -439,7 +446,14 @@ mod tests {
                 1,
                 vec![
                     Step::new("health", StepOp::Verify { verifier: "http".into(), policy: ProbePolicy::default() }),
-                    Step::new("ok", StepOp::Approval { prompt: "looks good?".into() }),
+                    Step::new(
+                        "ok",
+                        StepOp::Approval {
+                            prompt: "looks good?".into(),
+                            timeout: Some(Duration::from_secs(600)),
+                            approvers: vec!["tech-lead".into()],
+                        },
+                    ),
                 ],
             );
         plan.finally.push(Step::new("traffic-on", StepOp::Revert { step: "traffic-off".into() }));
@@ -486,7 +500,11 @@ mod tests {
             ],
         );
         assert!(plan.validate().unwrap_err().to_string().contains("not a snapshot step"));
-        let plan = Plan::new("p").stage("s", 0, vec![Step::new("a", StepOp::Approval { prompt: "?".into() })]);
+        let plan = Plan::new("p").stage(
+            "s",
+            0,
+            vec![Step::new("a", StepOp::Approval { prompt: "?".into(), timeout: None, approvers: vec![] })],
+        );
         assert!(plan.validate().unwrap_err().to_string().contains("parallelism 0"));
         assert!(Plan::new("empty").validate().unwrap_err().to_string().contains("no steps"));
     }

@@ -26,8 +26,12 @@ struct Reply {
     delay: Duration,
 }
 
-#[derive(Debug, Default)]
+/// Answers a request (status, body), or `None` to fall back to routes.
+pub type Handler = Arc<dyn Fn(&CapturedRequest) -> Option<(u16, String)> + Send + Sync>;
+
+#[derive(Default)]
 struct State {
+    handler: Option<Handler>,
     default: Option<Reply>,
     routes: BTreeMap<String, Reply>,
     captured: Vec<CapturedRequest>,
@@ -45,13 +49,18 @@ struct State {
 /// assert!(server.url("/health").starts_with("http://127.0.0.1:"));
 /// # });
 /// ```
-#[derive(Debug)]
 pub struct TestHttpServer {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     hits: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for TestHttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHttpServer").field("addr", &self.addr).finish()
+    }
 }
 
 impl Drop for TestHttpServer {
@@ -110,6 +119,11 @@ impl TestHttpServer {
         self.lock().routes.insert(path.into(), Reply { status, body: body.into(), delay: Duration::ZERO });
     }
 
+    /// Answers with a function of the request first (routes and the default after).
+    pub fn handler(&self, handler: impl Fn(&CapturedRequest) -> Option<(u16, String)> + Send + Sync + 'static) {
+        self.lock().handler = Some(Arc::new(handler));
+    }
+
     /// Requests served so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
@@ -165,9 +179,14 @@ async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>, hits
         let reply = {
             let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
             let route = path.split('?').next().unwrap_or("/");
-            let reply = state.routes.get(route).cloned().or_else(|| state.default.clone());
+            let request = CapturedRequest { method, path: path.clone(), headers, body };
+            let handled = state.handler.as_ref().and_then(|h| h(&request));
+            let reply = match handled {
+                Some((status, body)) => Some(Reply { status, body, delay: Duration::ZERO }),
+                None => state.routes.get(route).cloned().or_else(|| state.default.clone()),
+            };
             if state.captured.len() < 10_000 {
-                state.captured.push(CapturedRequest { method, path: path.clone(), headers, body });
+                state.captured.push(request);
             }
             reply.unwrap_or(Reply { status: 404, body: String::new(), delay: Duration::ZERO })
         };

@@ -7,6 +7,11 @@ mod combinators;
 mod command;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
+pub(crate) mod http_support {
+    //! HTTP plumbing shared by verifiers, Prometheus and webhook notifiers.
+    pub(crate) use super::http::{client, env_headers, parse_url, redact_url};
+}
 mod logscan;
 #[cfg(feature = "http")]
 mod prometheus;
