@@ -22,10 +22,10 @@ setup() {
     exit 1
   fi
   if [ -z "${QUICK:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    # Build essentials for -sys crates; servers (docker.io, postgresql, redis, moto)
-    # join this list with the backends that need them.
+    # Build essentials for -sys crates, curl and wrk for the side-by-side benchmarks;
+    # servers (docker.io, postgresql, redis, moto) join with the backends that need them.
     local need=()
-    for pkg in gcc pkg-config; do
+    for pkg in gcc pkg-config curl wrk; do
       command -v "$pkg" >/dev/null || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then
@@ -46,4 +46,4 @@ run_tests() {
 stage "setup";                 timed setup setup
 stage "tests";                 timed tests run_tests
 stage "quickstart";            timed quickstart cargo run -q -p rollback-examples --bin quickstart
-stage "benchmarks (smoke)";    timed bench-smoke cargo bench -q -p rollback-benches --bench engine -- --test
+stage "benchmarks (smoke)";    timed bench-smoke cargo bench -q -p rollback-benches -- --test

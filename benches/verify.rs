@@ -1,0 +1,166 @@
+//! Verification side by side with the tools runbooks use, in one run:
+//!
+//! (a) detection delay: a local service turns healthy at a random moment; how long
+//!     until the probe passes — ours at I = 50 ms against `until curl -sf URL; do
+//!     sleep 0.05; done`, and the runbooks' 5 s loop for scale;
+//! (b) probe throughput: concurrent HTTP checks across many local endpoints on
+//!     2 cores, against a bash curl loop and against `wrk` (the ceiling) on the same server.
+//!
+//! ```text
+//! cargo bench -p rollback-benches --bench verify           # full
+//! cargo bench -p rollback-benches --bench verify -- --test # quick smoke
+//! ```
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rollback_core::testkit::TestHttpServer;
+use rollback_core::verify::{HttpCheck, HttpVerifier};
+use rollback_core::{ProbePolicy, Verifier, probe};
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Time from the service turning healthy to our probe's pass, in ms.
+async fn ours_once(server: &TestHttpServer, interval: Duration) -> f64 {
+    server.respond(503, "starting");
+    let verifier = HttpVerifier::new("health", HttpCheck::get(&server.url("/health"))).unwrap();
+    let policy = ProbePolicy { interval, passes: 1, deadline: Duration::from_secs(30), ..Default::default() };
+    let flip_after = Duration::from_millis(100 + rand::random::<u64>() % 200);
+    let flipped_at = Arc::new(std::sync::Mutex::new(None));
+    let (f, url_server) = (flipped_at.clone(), server);
+    let flip = async move {
+        tokio::time::sleep(flip_after).await;
+        url_server.respond(200, "ok");
+        *f.lock().unwrap() = Some(Instant::now());
+        std::future::pending::<()>().await
+    };
+    let verdict = tokio::select! { v = probe(&verifier, &policy, |_| {}) => v, _ = flip => unreachable!() };
+    let passed_at = Instant::now();
+    assert!(verdict.passed);
+    let flipped = flipped_at.lock().unwrap().expect("flipped");
+    passed_at.duration_since(flipped).as_secs_f64() * 1000.0
+}
+
+/// The same with a bash curl loop.
+async fn curl_once(server: &TestHttpServer, sleep: &str) -> f64 {
+    server.respond(503, "starting");
+    let script = format!("until curl -sf -o /dev/null {}; do sleep {sleep}; done", server.url("/health"));
+    let mut child = tokio::process::Command::new("bash").args(["-c", &script]).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(100 + rand::random::<u64>() % 200)).await;
+    server.respond(200, "ok");
+    let flipped = Instant::now();
+    child.wait().await.unwrap();
+    flipped.elapsed().as_secs_f64() * 1000.0
+}
+
+async fn our_throughput(servers: &[TestHttpServer], concurrency: usize, duration: Duration) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let url = servers[i % servers.len()].url(&format!("/health/{i}"));
+        let verifier = HttpVerifier::new("t", HttpCheck::get(&url)).unwrap();
+        let count = count.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let check = verifier.check().await.unwrap();
+                assert_eq!(check.outcome, rollback_core::Outcome::Pass);
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
+}
+
+fn curl_loop_throughput(url: &str, duration: Duration) -> f64 {
+    let script = format!(
+        "n=0; end=$((SECONDS+{})); while [ $SECONDS -lt $end ]; do curl -sf -o /dev/null {url}; n=$((n+1)); done; echo $n",
+        duration.as_secs()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().unwrap_or(0.0) / duration.as_secs_f64()
+}
+
+fn wrk_throughput(url: &str, concurrency: usize, duration: Duration) -> Option<f64> {
+    let out = Command::new("wrk")
+        .args(["-t2", &format!("-c{concurrency}"), &format!("-d{}s", duration.as_secs()), url])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find(|l| l.starts_with("Requests/sec:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--test") || std::env::var_os("ROLLBACK_BENCH_QUICK").is_some();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let trials = if quick { 5 } else { 40 };
+    let interval = Duration::from_millis(50);
+    let server = rt.block_on(TestHttpServer::start());
+
+    let mut ours = Vec::new();
+    for _ in 0..trials {
+        ours.push(rt.block_on(ours_once(&server, interval)));
+    }
+    let curl_ok = have("curl");
+    let mut curl = Vec::new();
+    let mut runbook = Vec::new();
+    if curl_ok {
+        for _ in 0..trials {
+            curl.push(rt.block_on(curl_once(&server, "0.05")));
+        }
+        for _ in 0..if quick { 1 } else { 4 } {
+            runbook.push(rt.block_on(curl_once(&server, "5")));
+        }
+    }
+    println!();
+    println!("(a) detection delay after the service turns healthy, interval I = 50 ms ({trials} trials each)");
+    println!("| prober | median ms | p90 ms | target |");
+    println!("|---|---:|---:|---|");
+    let (m, p) = (percentile(ours.clone(), 0.5), percentile(ours, 0.9));
+    println!("| rollback probe (HttpVerifier, 1 pass) | {m:.1} | {p:.1} | ≤ I/2 + 5 ms = 30 ms: {} |", if m <= 30.0 { "met" } else { "NOT met" });
+    if curl_ok {
+        println!("| `until curl -sf URL; do sleep 0.05; done` | {:.1} | {:.1} | |", percentile(curl.clone(), 0.5), percentile(curl, 0.9));
+        println!(
+            "| runbook `until curl -f URL; do sleep 5; done` ({} trials) | {:.0} | {:.0} | |",
+            runbook.len(),
+            percentile(runbook.clone(), 0.5),
+            percentile(runbook, 0.9)
+        );
+    } else {
+        println!("| curl loops | curl not installed | | |");
+    }
+
+    server.respond(200, "ok");
+    let servers: Vec<TestHttpServer> = (0..4).map(|_| rt.block_on(TestHttpServer::start())).collect();
+    let duration = Duration::from_secs(if quick { 1 } else { 5 });
+    let concurrency = 64;
+    let our_rate = rt.block_on(our_throughput(&servers, concurrency, duration));
+    let curl_rate = if curl_ok { Some(curl_loop_throughput(&servers[0].url("/health"), duration)) } else { None };
+    let wrk_rate = if have("wrk") { wrk_throughput(&servers[0].url("/health"), concurrency, duration) } else { None };
+    println!();
+    println!("(b) probe throughput, {concurrency} concurrent probes over 64 endpoints on 4 local servers, 2 cores, {duration:?}");
+    println!("| prober | checks/s | vs wrk |");
+    println!("|---|---:|---:|");
+    let vs = |r: f64| wrk_rate.map_or("-".into(), |w| format!("{:.0} %", r / w * 100.0));
+    println!("| rollback HttpVerifier (reqwest, keep-alive) | {our_rate:.0} | {} |", vs(our_rate));
+    match curl_rate {
+        Some(r) => println!("| bash `while …; do curl -sf URL; done` | {r:.0} | {} |", vs(r)),
+        None => println!("| bash curl loop | curl not installed | |"),
+    }
+    match wrk_rate {
+        Some(w) => println!("| wrk -t2 -c{concurrency} (ceiling) | {w:.0} | 100 % |"),
+        None => println!("| wrk | not installed | |"),
+    }
+}
