@@ -26,7 +26,11 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Time from the service turning healthy to our probe's pass, in ms.
@@ -105,7 +109,7 @@ fn wrk_throughput(url: &str, concurrency: usize, duration: Duration) -> Option<f
 fn main() {
     let quick = std::env::args().any(|a| a == "--test") || std::env::var_os("ROLLBACK_BENCH_QUICK").is_some();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let trials = if quick { 5 } else { 40 };
+    let trials = if quick { 5 } else { 120 };
     let interval = Duration::from_millis(50);
     let server = rt.block_on(TestHttpServer::start());
 
@@ -129,9 +133,16 @@ fn main() {
     println!("| prober | median ms | p90 ms | target |");
     println!("|---|---:|---:|---|");
     let (m, p) = (percentile(ours.clone(), 0.5), percentile(ours, 0.9));
-    println!("| rollback probe (HttpVerifier, 1 pass) | {m:.1} | {p:.1} | ≤ I/2 + 5 ms = 30 ms: {} |", if m <= 30.0 { "met" } else { "NOT met" });
+    println!(
+        "| rollback probe (HttpVerifier, 1 pass) | {m:.1} | {p:.1} | ≤ I/2 + 5 ms = 30 ms: {} |",
+        if m <= 30.0 { "met" } else { "NOT met" }
+    );
     if curl_ok {
-        println!("| `until curl -sf URL; do sleep 0.05; done` | {:.1} | {:.1} | |", percentile(curl.clone(), 0.5), percentile(curl, 0.9));
+        println!(
+            "| `until curl -sf URL; do sleep 0.05; done` | {:.1} | {:.1} | |",
+            percentile(curl.clone(), 0.5),
+            percentile(curl, 0.9)
+        );
         println!(
             "| runbook `until curl -f URL; do sleep 5; done` ({} trials) | {:.0} | {:.0} | |",
             runbook.len(),
@@ -150,7 +161,9 @@ fn main() {
     let curl_rate = if curl_ok { Some(curl_loop_throughput(&servers[0].url("/health"), duration)) } else { None };
     let wrk_rate = if have("wrk") { wrk_throughput(&servers[0].url("/health"), concurrency, duration) } else { None };
     println!();
-    println!("(b) probe throughput, {concurrency} concurrent probes over 64 endpoints on 4 local servers, 2 cores, {duration:?}");
+    println!(
+        "(b) probe throughput, {concurrency} concurrent probes over 64 endpoints on 4 local servers, 2 cores, {duration:?}"
+    );
     println!("| prober | checks/s | vs wrk |");
     println!("|---|---:|---:|");
     let vs = |r: f64| wrk_rate.map_or("-".into(), |w| format!("{:.0} %", r / w * 100.0));

@@ -227,7 +227,8 @@ pub async fn probe(verifier: &dyn Verifier, policy: &ProbePolicy, mut on_check: 
         } else {
             interval
         };
-        let next = tokio::time::Instant::now() + pause;
+        // Fixed-rate: the pause counts from the start of the check just taken.
+        let next = (began + pause).max(tokio::time::Instant::now());
         if next >= deadline {
             return verdict(
                 false,
