@@ -27,6 +27,7 @@ pub mod event;
 mod fsutil;
 pub mod history;
 pub mod journal;
+pub mod local;
 pub mod lock;
 pub mod model;
 pub mod notify;

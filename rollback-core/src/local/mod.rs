@@ -1,0 +1,80 @@
+//! The embedded default's targets: no server needed.
+//!
+//! - [`ReleaseDir`]: Capistrano-style `releases/<name>` with a `current` symlink
+//!   switched atomically, then an optional restart command;
+//! - [`ConfigFile`]: a config file restored from timestamped backups
+//!   (`.env.production.2025-10-16-180000`), validated by a command before it is put in
+//!   place (`nginx -t`), replaced atomically, then reloaded; the replaced file is kept
+//!   as evidence;
+//! - [`HttpFlag`] (feature `http`): a feature flag behind an HTTP API, turned off
+//!   with a PATCH and restored to its previous value.
+//!
+//! Register them for plan files with [`register_local_kinds`].
+
+mod config_file;
+#[cfg(feature = "http")]
+mod http_flag;
+mod marker;
+mod release_dir;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config_file::{ConfigFile, ConfigFileConfig};
+#[cfg(feature = "http")]
+pub use http_flag::{HttpFlag, HttpFlagConfig};
+pub use release_dir::{ReleaseDir, ReleaseDirConfig};
+
+use crate::{Error, ErrorKind, Registry, Result, Spec, Target};
+
+/// Registers `release-dir`, `config-file` and (feature `http`) `http-flag`.
+pub fn register_local_kinds(registry: &mut Registry) {
+    registry.register_target_kind("release-dir", |spec: Spec| async move {
+        Ok(Arc::new(ReleaseDir::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
+    });
+    registry.register_target_kind("config-file", |spec: Spec| async move {
+        Ok(Arc::new(ConfigFile::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
+    });
+    #[cfg(feature = "http")]
+    registry.register_target_kind("http-flag", |spec: Spec| async move {
+        Ok(Arc::new(HttpFlag::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
+    });
+}
+
+/// Runs a command (argv, never a shell) to completion with a timeout; its stderr
+/// tail is in the error.
+pub(crate) async fn run_command(what: &str, argv: &[String], timeout: Duration) -> Result<()> {
+    let program = argv.first().ok_or_else(|| Error::invalid_input(format!("{what} command is empty")))?;
+    let child = tokio::process::Command::new(program)
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(timeout, child)
+        .await
+        .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what} command {program:?} took over {timeout:?}")))?
+        .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot run {what} command {program:?}")).with_source(e))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let tail: String = format!("{stderr}{stdout}").trim().chars().take(400).collect();
+        return Err(Error::new(
+            ErrorKind::Backend,
+            format!("{what} command {program:?} exited {}: {tail}", output.status.code().unwrap_or(-1)),
+        )
+        .set_retryable(false));
+    }
+    Ok(())
+}
+
+/// `dev:inode` of a path, for identities.
+pub(crate) fn file_identity(path: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::from(e).with_context("path", path.display()))?;
+    Ok(format!("{}@{}:{}", path.display(), meta.dev(), meta.ino()))
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(120)
+}
