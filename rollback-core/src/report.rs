@@ -99,7 +99,14 @@ impl Report {
                 phase: s.phase,
                 target: s.change.as_ref().map(|c| c.target.clone()),
                 state: s.state,
-                description: s.change.as_ref().map_or_else(|| s.step.to_string(), |c| c.description.clone()),
+                description: match &s.change {
+                    Some(c) => c.description.clone(),
+                    // A verdict's reason, a snapshot's description, a gate's approver.
+                    None => ["reason", "description", "by", "skipped"]
+                        .iter()
+                        .find_map(|k| s.detail.get(*k).and_then(|v| v.as_str()))
+                        .map_or_else(|| s.step.to_string(), |d| format!("{}: {d}", s.step)),
+                },
                 from: s.change.as_ref().and_then(|c| c.from.clone()),
                 to: s.change.as_ref().map(|c| c.to.clone()),
                 started_at: s.started_at,

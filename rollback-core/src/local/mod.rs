@@ -9,9 +9,13 @@
 //! - [`HttpFlag`] (feature `http`): a feature flag behind an HTTP API, turned off
 //!   with a PATCH and restored to its previous value.
 //!
+//! - [`FilesEvidence`]: files copied into the artifact store before a rollback, with
+//!   secret-looking `.env` values redacted.
+//!
 //! Register them for plan files with [`register_local_kinds`].
 
 mod config_file;
+mod evidence;
 #[cfg(feature = "http")]
 mod http_flag;
 mod marker;
@@ -22,14 +26,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config_file::{ConfigFile, ConfigFileConfig};
+pub use evidence::{FilesEvidence, FilesEvidenceConfig, redact_env};
 #[cfg(feature = "http")]
 pub use http_flag::{HttpFlag, HttpFlagConfig};
 pub use release_dir::{ReleaseDir, ReleaseDirConfig};
 
 use crate::{Error, ErrorKind, Registry, Result, Spec, Target};
 
-/// Registers `release-dir`, `config-file` and (feature `http`) `http-flag`.
+/// Registers the targets `release-dir`, `config-file` and (feature `http`)
+/// `http-flag`, and the snapshot `files`.
 pub fn register_local_kinds(registry: &mut Registry) {
+    registry.register_snapshot_kind("files", |spec: Spec| async move {
+        Ok(Arc::new(FilesEvidence::new(&spec.name, spec.config_as()?)?) as Arc<dyn crate::Snapshot>)
+    });
     registry.register_target_kind("release-dir", |spec: Spec| async move {
         Ok(Arc::new(ReleaseDir::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
     });

@@ -1,6 +1,11 @@
-//! The [`Strategy`] trait: turns specs and a request into a [`Plan`].
+//! The [`Strategy`] trait: turns specs and a request into a [`Plan`], and the
+//! built-in strategies [`Emergency`] and [`Standard`].
+
+mod builtin;
 
 use serde::{Deserialize, Serialize};
+
+pub use builtin::{Emergency, Order, Standard, Tiers};
 
 use crate::{Plan, Result, Selector, Spec};
 
@@ -14,6 +19,19 @@ pub struct RollbackRequest {
     /// Strategy-specific options.
     #[serde(default)]
     pub options: serde_json::Value,
+    /// Verifier specs the plan may use (copied into it).
+    #[serde(default)]
+    pub verifiers: Vec<Spec>,
+    /// Snapshot specs the plan may use (copied into it).
+    #[serde(default)]
+    pub snapshots: Vec<Spec>,
+}
+
+impl RollbackRequest {
+    /// A request to go to `to` for `reason`, with options.
+    pub fn new(reason: &str, to: Selector, options: serde_json::Value) -> Self {
+        RollbackRequest { reason: reason.to_owned(), to, options, verifiers: Vec::new(), snapshots: Vec::new() }
+    }
 }
 
 /// Builds plans. Strategies are pure: they read specs and the request, never backends,

@@ -1,0 +1,110 @@
+use async_trait::async_trait;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+use crate::{ArtifactStore, Error, IdempotencyKey, Result, Snapshot, SnapshotRef};
+
+/// Configuration of a [`FilesEvidence`] snapshot.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesEvidenceConfig {
+    /// Files to keep (a compose file, `.env`, nginx.conf, a release's manifest).
+    pub paths: Vec<PathBuf>,
+    /// Replace the values of `KEY=value` lines whose key looks secret
+    /// (`*PASSWORD*`, `*SECRET*`, `*TOKEN*`, `*KEY*`) by `***` (on by default).
+    #[serde(default = "yes")]
+    pub redact_env: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Evidence before a rollback: copies files into the artifact store under the run's
+/// key, with secret-looking `.env` values redacted. Missing files are noted, not fatal.
+#[derive(Debug)]
+pub struct FilesEvidence {
+    name: String,
+    config: FilesEvidenceConfig,
+}
+
+impl FilesEvidence {
+    /// An evidence snapshotter.
+    pub fn new(name: &str, config: FilesEvidenceConfig) -> Result<Self> {
+        if config.paths.is_empty() {
+            return Err(Error::invalid_input(format!("evidence {name:?} lists no paths")));
+        }
+        Ok(FilesEvidence { name: name.to_owned(), config })
+    }
+}
+
+/// Redacts values of secret-looking keys in `KEY=value` lines.
+///
+/// ```
+/// use rollback_core::local::redact_env;
+/// let text = "PORT=8080\nDB_PASSWORD=hunter2\nexport API_TOKEN=abc\n# SECRET=comment\n";
+/// assert_eq!(redact_env(text), "PORT=8080\nDB_PASSWORD=***\nexport API_TOKEN=***\n# SECRET=comment\n");
+/// ```
+pub fn redact_env(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let body = trimmed.strip_prefix("export ").unwrap_or(trimmed);
+        let secret = !trimmed.starts_with('#')
+            && body.split_once('=').is_some_and(|(k, _)| {
+                let k = k.trim().to_ascii_uppercase();
+                ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"].iter().any(|s| k.contains(s))
+            });
+        if secret {
+            let (key, _) = line.split_once('=').unwrap_or((line, ""));
+            out.push_str(key);
+            out.push_str("=***");
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Snapshot for FilesEvidence {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn capture(&self, store: &dyn ArtifactStore, key: &IdempotencyKey) -> Result<SnapshotRef> {
+        let prefix = key.as_str().replace('/', "_");
+        let mut artifacts = Vec::new();
+        let mut missing = Vec::new();
+        for path in &self.config.paths {
+            let bytes = match tokio::fs::read(path).await {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    missing.push(path.display().to_string());
+                    continue;
+                }
+                Err(e) => return Err(Error::from(e).with_context("path", path.display())),
+            };
+            let bytes =
+                if self.config.redact_env { redact_env(&String::from_utf8_lossy(&bytes)).into_bytes() } else { bytes };
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+            let artifact = format!("{prefix}/{}/{}-{name}", self.name, artifacts.len());
+            store.put(&artifact, bytes).await?;
+            artifacts.push(artifact);
+        }
+        Ok(SnapshotRef {
+            snapshot: self.name.clone(),
+            description: format!(
+                "{} file(s) kept as evidence{}",
+                artifacts.len(),
+                if missing.is_empty() { String::new() } else { format!("; missing: {}", missing.join(", ")) }
+            ),
+            artifacts,
+            taken_at: chrono::Utc::now(),
+            metadata: serde_json::json!({ "missing": missing }),
+        })
+    }
+}

@@ -1,0 +1,211 @@
+use serde::Deserialize;
+use std::time::Duration;
+
+use super::{RollbackRequest, Strategy};
+use crate::{Error, Plan, ProbePolicy, Result, Spec, Step, StepOp, TargetId};
+
+/// Schema before app, or app before schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Roll the application back first, then the schema (the old app must run on the
+    /// new schema for a moment: use when migrations were additive).
+    #[default]
+    AppFirst,
+    /// Roll the schema back first (the new app must tolerate the old schema: use when
+    /// the new app still runs on it).
+    SchemaFirst,
+}
+
+/// Which targets, snapshots and verifiers play which part: the options of the
+/// built-in strategies.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tiers {
+    /// Snapshots taken first, as evidence and restore points.
+    pub evidence: Vec<String>,
+    /// Traffic targets: the action `stop` first, reverted in `finally`.
+    pub traffic: Vec<String>,
+    /// Flag targets: the action `disable` first.
+    pub flags: Vec<String>,
+    /// Application targets.
+    pub app: Vec<String>,
+    /// Configuration targets (rolled back with the app).
+    pub config: Vec<String>,
+    /// Schema targets.
+    pub schema: Vec<String>,
+    /// Verifiers run at the end (and after each tier for the standard strategy).
+    pub verify: Vec<String>,
+    /// App first or schema first.
+    pub order: Order,
+    /// Steps run at once inside a stage (4).
+    pub parallelism: Option<usize>,
+    /// Probe policy of verify steps.
+    pub verify_policy: Option<ProbePolicy>,
+}
+
+impl Tiers {
+    fn from(request: &RollbackRequest) -> Result<Tiers> {
+        if request.options.is_null() {
+            return Ok(Tiers::default());
+        }
+        serde_json::from_value(request.options.clone())
+            .map_err(|e| Error::invalid_input(format!("strategy options: {e}")))
+    }
+
+    fn parallelism(&self) -> usize {
+        self.parallelism.unwrap_or(4).max(1)
+    }
+
+    fn rollback_steps(&self, names: &[String], request: &RollbackRequest) -> Vec<Step> {
+        names
+            .iter()
+            .map(|t| {
+                Step::new(format!("{t}-back"), StepOp::Rollback { target: TargetId::new(t), to: request.to.clone() })
+            })
+            .collect()
+    }
+
+    fn verify_steps(&self, suffix: &str) -> Vec<Step> {
+        let policy = self.verify_policy.clone().unwrap_or_default();
+        self.verify
+            .iter()
+            .map(|v| {
+                Step::new(format!("verify-{v}{suffix}"), StepOp::Verify { verifier: v.clone(), policy: policy.clone() })
+            })
+            .collect()
+    }
+}
+
+fn base_plan(name: &str, targets: &[Spec], request: &RollbackRequest, budget: Duration) -> Plan {
+    let mut plan = Plan::new(format!("{name}: {}", request.reason));
+    plan.targets = targets.to_vec();
+    plan.verifiers = request.verifiers.clone();
+    plan.snapshots = request.snapshots.clone();
+    plan.budget = budget;
+    plan
+}
+
+fn push(plan: &mut Plan, stage: &str, parallelism: usize, steps: Vec<Step>) {
+    if !steps.is_empty() {
+        plan.stages.push(crate::Stage { name: stage.into(), parallelism, steps });
+    }
+}
+
+/// Runbook 002's five-minute emergency rollback: every app and config target back at
+/// once, then verify. No evidence, no traffic stop, no approval; halt and escalate on
+/// failure. Budget 5 minutes.
+///
+/// ```
+/// use rollback_core::strategy::{Emergency, RollbackRequest};
+/// use rollback_core::{Selector, Spec, Strategy};
+/// let request = RollbackRequest::new("error rate 30 %", Selector::Previous, serde_json::json!({"app": ["web", "api"], "verify": ["health"]}));
+/// let plan = Emergency.plan(&[], &request).unwrap();
+/// assert_eq!(plan.stages.len(), 2);
+/// assert_eq!(plan.stages[0].steps.len(), 2);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Emergency;
+
+impl Strategy for Emergency {
+    fn name(&self) -> &str {
+        "emergency"
+    }
+
+    fn plan(&self, targets: &[Spec], request: &RollbackRequest) -> Result<Plan> {
+        let tiers = Tiers::from(request)?;
+        if tiers.app.is_empty() && tiers.config.is_empty() {
+            return Err(Error::invalid_input("the emergency strategy needs app or config targets"));
+        }
+        let mut plan = base_plan("emergency", targets, request, Duration::from_secs(5 * 60));
+        let mut steps = tiers.rollback_steps(&tiers.app, request);
+        steps.extend(tiers.rollback_steps(&tiers.config, request));
+        push(&mut plan, "app and config", tiers.parallelism(), steps);
+        push(&mut plan, "verify", tiers.parallelism(), tiers.verify_steps(""));
+        plan.validate()?;
+        Ok(plan)
+    }
+}
+
+/// The runbooks' standard rollback: evidence first; traffic stopped and flags turned
+/// off; app and config, then schema (or schema first); verification after each tier;
+/// traffic restored in `finally` (also on failure). Budget 15 minutes.
+///
+/// ```
+/// use rollback_core::strategy::{RollbackRequest, Standard};
+/// use rollback_core::{Selector, Strategy};
+/// let options = serde_json::json!({
+///     "evidence": ["env-files"], "traffic": ["lb"], "app": ["web"], "config": ["env"],
+///     "schema": ["db"], "verify": ["health"], "order": "schema-first",
+/// });
+/// let plan = Standard.plan(&[], &RollbackRequest::new("p99 900 ms", Selector::Previous, options)).unwrap();
+/// let stages: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+/// assert_eq!(stages, ["evidence", "stop traffic", "schema", "verify schema", "app and config", "verify"]);
+/// assert_eq!(plan.finally.len(), 1);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standard;
+
+impl Strategy for Standard {
+    fn name(&self) -> &str {
+        "standard"
+    }
+
+    fn plan(&self, targets: &[Spec], request: &RollbackRequest) -> Result<Plan> {
+        let tiers = Tiers::from(request)?;
+        if tiers.app.is_empty() && tiers.config.is_empty() && tiers.schema.is_empty() {
+            return Err(Error::invalid_input("the standard strategy needs app, config or schema targets"));
+        }
+        let mut plan = base_plan("standard", targets, request, Duration::from_secs(15 * 60));
+        let n = tiers.parallelism();
+        let evidence = tiers
+            .evidence
+            .iter()
+            .map(|s| Step::new(format!("evidence-{s}"), StepOp::Snapshot { snapshot: s.clone() }))
+            .collect();
+        push(&mut plan, "evidence", n, evidence);
+        let mut off: Vec<Step> = tiers
+            .traffic
+            .iter()
+            .map(|t| {
+                Step::new(
+                    format!("{t}-stop"),
+                    StepOp::Action { target: TargetId::new(t), action: "stop".into(), params: Default::default() },
+                )
+            })
+            .collect();
+        off.extend(tiers.flags.iter().map(|f| {
+            Step::new(
+                format!("{f}-off"),
+                StepOp::Action { target: TargetId::new(f), action: "disable".into(), params: Default::default() },
+            )
+        }));
+        push(&mut plan, "stop traffic", n, off);
+        let mut app = tiers.rollback_steps(&tiers.app, request);
+        app.extend(tiers.rollback_steps(&tiers.config, request));
+        let schema = tiers.rollback_steps(&tiers.schema, request);
+        let (first, first_name, second, second_name) = match tiers.order {
+            Order::AppFirst => (app, "app and config", schema, "schema"),
+            Order::SchemaFirst => (schema, "schema", app, "app and config"),
+        };
+        let had_first = !first.is_empty();
+        push(&mut plan, first_name, n, first);
+        if had_first && !second.is_empty() {
+            push(
+                &mut plan,
+                &format!("verify {first_name}"),
+                n,
+                tiers.verify_steps(&format!("-after-{}", first_name.replace(' ', "-"))),
+            );
+        }
+        push(&mut plan, second_name, n, second);
+        push(&mut plan, "verify", n, tiers.verify_steps(""));
+        plan.finally = tiers
+            .traffic
+            .iter()
+            .map(|t| Step::new(format!("{t}-start"), StepOp::Revert { step: format!("{t}-stop").into() }))
+            .collect();
+        plan.validate()?;
+        Ok(plan)
+    }
+}
