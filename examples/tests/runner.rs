@@ -1,0 +1,141 @@
+//! The plan runner as a user runs it: a separate process, real files, a real health endpoint.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use rollback_core::Plan;
+use rollback_core::testkit::TestHttpServer;
+
+const RUNNER: &str = env!("CARGO_BIN_EXE_rollback-plan");
+const PLANS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/plans");
+
+fn layout(root: &Path) {
+    for r in ["20251015-120000", "20251016-180000"] {
+        std::fs::create_dir_all(root.join("releases").join(r)).unwrap();
+        std::fs::write(root.join("releases").join(r).join("REVISION"), r).unwrap();
+    }
+    std::os::unix::fs::symlink("releases/20251016-180000", root.join("current")).unwrap();
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    std::fs::write(root.join("shared/.env.production.2025-10-15-120000"), "A=1\n").unwrap();
+    std::fs::write(root.join("shared/.env.production"), "A=2\n").unwrap();
+}
+
+fn runner(args: &[&str], root: &Path, health: &str) -> Command {
+    let mut cmd = Command::new(RUNNER);
+    cmd.args(args)
+        .arg("--home")
+        .arg(root.join(".rollback"))
+        .env("DEPLOY_ROOT", root)
+        .env("HEALTH_URL", health)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn output(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_run_drill_and_history_from_a_toml_plan() {
+    let server = TestHttpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("app");
+    layout(&root);
+    let plan = format!("{PLANS}/local.toml");
+    let health = server.url("/health");
+
+    let (code, text) = output(&mut runner(&["dry-run", &plan], &root, &health));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("switch current from releases/20251016-180000 to releases/20251015-120000"), "{text}");
+    assert_eq!(
+        std::fs::read_link(root.join("current")).unwrap().to_str(),
+        Some("releases/20251016-180000"),
+        "dry run changed nothing"
+    );
+
+    let (code, text) = output(&mut runner(&["run", &plan, "--reason", "p99 900 ms"], &root, &health));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("ROLLBACK IN PROGRESS") && text.contains("ROLLBACK COMPLETE"), "{text}");
+    assert!(text.contains("→ app-back"), "progress lines: {text}");
+    assert_eq!(std::fs::read_link(root.join("current")).unwrap().to_str(), Some("releases/20251015-120000"));
+    assert_eq!(std::fs::read_to_string(root.join("shared/.env.production")).unwrap(), "A=1\n");
+
+    let (code, text) = output(&mut runner(&["history", "--target", "app"], &root, &health));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("succeeded")
+            && text.contains("app 20251016-180000 -> 20251015-120000")
+            && text.contains("p99 900 ms"),
+        "{text}"
+    );
+
+    // A drill of the same plan: nothing older to go back to for the config → it fails
+    // in preflight, changes nothing, and says so.
+    let (code, text) = output(&mut runner(&["drill", &plan], &root, &health));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("preflight failed") && text.contains("drill took"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_from_another_process_with_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("app");
+    layout(&root);
+    let plan = format!("{PLANS}/planned-with-approval.json");
+    let mut child = runner(&["run", &plan], &root, "unused").spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let run = loop {
+        let line = lines.next().expect("the runner printed the run id").unwrap();
+        if let Some(id) = line.strip_prefix("Run: ") {
+            break id.trim().to_string();
+        }
+    };
+    let (code, text) = output(&mut runner(&["approve", &run, "approve", "--by", "intern"], &root, "unused"));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("may not decide") && text.contains("tech-lead"), "{text}");
+    let (code, text) = output(&mut runner(&["approve", &run, "approve", "--by", "tech-lead"], &root, "unused"));
+    assert_eq!(code, 0, "{text}");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(std::fs::read_link(root.join("current")).unwrap().to_str(), Some("releases/20251015-120000"));
+}
+
+#[test]
+fn bad_plan_files_get_errors_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\n[[stages]\nname = 1\n").unwrap();
+    let (code, text) = output(&mut runner(&["dry-run", bad.to_str().unwrap()], dir.path(), "unused"));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("line 2") && text.contains("column"), "{text}");
+    let json = dir.path().join("bad.json");
+    std::fs::write(&json, "{\"name\": \"x\",\n \"stages\": [}\n").unwrap();
+    let (code, text) = output(&mut runner(&["dry-run", json.to_str().unwrap()], dir.path(), "unused"));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("line 2 column"), "{text}");
+    let (code, text) =
+        output(Command::new(RUNNER).args(["dry-run", &format!("{PLANS}/local.toml")]).env_remove("DEPLOY_ROOT"));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("DEPLOY_ROOT is not set") && text.contains("local.toml:"), "{text}");
+}
+
+#[test]
+fn sample_plans_round_trip() {
+    for entry in std::fs::read_dir(PLANS).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("${DEPLOY_ROOT}", "/srv/app")
+            .replace("${HEALTH_URL}", "http://127.0.0.1:1/health");
+        let plan =
+            if path.extension().unwrap() == "json" { Plan::from_json_str(&text) } else { Plan::from_toml_str(&text) }
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(Plan::from_toml_str(&plan.to_toml_string().unwrap()).unwrap(), plan);
+        assert_eq!(Plan::from_json_str(&plan.to_json_string().unwrap()).unwrap(), plan);
+    }
+}
