@@ -1,0 +1,334 @@
+use async_trait::async_trait;
+use serde::Deserialize;
+use sqlx::Row;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::map;
+use rollback_core::{
+    Capabilities, Category, Change, DataLoss, Error, ErrorKind, IdempotencyKey, Identity, Observed, Request, Result,
+    Reversibility, Revision, Target, TargetId, Version, prepare_versioned,
+};
+
+/// Configuration of a [`SqlxMigrations`] target.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlxMigrationsConfig {
+    /// Connection URL (`sqlite:///srv/app/app.db`). One with a password must come as
+    /// the secret `url`, never in config.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The migrations directory (`<version>_<name>.up.sql` / `.down.sql`, or
+    /// `<version>_<name>.sql` for simple, irreversible ones).
+    pub migrations: PathBuf,
+}
+
+/// A migration found on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migration {
+    /// Its version.
+    pub version: i64,
+    /// Its description (the file name after the version).
+    pub description: String,
+    /// Its down script, if it is reversible.
+    pub down: Option<PathBuf>,
+}
+
+/// Schema migrations managed by sqlx (`_sqlx_migrations`), rolled back with their
+/// `.down.sql` scripts. Versions are migration numbers; `0` is the empty schema.
+pub struct SqlxMigrations {
+    name: TargetId,
+    pool: sqlx::AnyPool,
+    identity: String,
+    migrations: BTreeMap<i64, Migration>,
+}
+
+impl std::fmt::Debug for SqlxMigrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlxMigrations").field("name", &self.name).field("identity", &self.identity).finish()
+    }
+}
+
+const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS _rollback_marker (\
+    target TEXT PRIMARY KEY, run_key TEXT NOT NULL, reached BIGINT NOT NULL, goal BIGINT NOT NULL)";
+
+/// Reads a migrations directory.
+fn scan(dir: &Path) -> Result<BTreeMap<i64, Migration>> {
+    let mut found: BTreeMap<i64, Migration> = BTreeMap::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::invalid_input(format!("migrations directory {}: {e}", dir.display())))?;
+    for entry in entries {
+        let path = entry?.path();
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else { continue };
+        let Some(stem) = file.strip_suffix(".sql") else { continue };
+        let (stem, kind) = if let Some(s) = stem.strip_suffix(".up") {
+            (s, "up")
+        } else if let Some(s) = stem.strip_suffix(".down") {
+            (s, "down")
+        } else {
+            (stem, "simple")
+        };
+        let Some((version, description)) = stem.split_once('_') else { continue };
+        let Ok(version) = version.parse::<i64>() else { continue };
+        let m = found.entry(version).or_insert(Migration {
+            version,
+            description: description.replace('_', " "),
+            down: None,
+        });
+        if kind == "down" {
+            m.down = Some(path.clone());
+        }
+    }
+    Ok(found)
+}
+
+impl SqlxMigrations {
+    /// Connects and reads the migrations directory.
+    pub async fn connect(name: &str, config: SqlxMigrationsConfig) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = config.url.ok_or_else(|| Error::invalid_input(format!("{name:?}: no database url")))?;
+        let identity = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let path = path.split('?').next().unwrap_or(path);
+            let canonical = std::fs::canonicalize(path)
+                .map_err(|e| Error::not_found(format!("{name:?}: SQLite database {path}: {e}")))?;
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&canonical)?;
+            format!("sqlite:{}@{}:{}", canonical.display(), meta.dev(), meta.ino())
+        } else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("{name:?}: only sqlite: URLs are supported so far"),
+            ));
+        };
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .map_err(|e| map("connect", e).with_context("target", name))?;
+        let migrations = scan(&config.migrations)?;
+        Ok(SqlxMigrations { name: TargetId::new(name), pool, identity, migrations })
+    }
+
+    /// Applied versions, newest first: (version, description, installed_on, success).
+    async fn applied(&self) -> Result<Vec<(i64, String, String, bool)>> {
+        let rows = sqlx::query(
+            "SELECT version, description, CAST(installed_on AS TEXT) AS installed_on, \
+             CASE WHEN success THEN 1 ELSE 0 END AS ok FROM _sqlx_migrations ORDER BY version DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map("read _sqlx_migrations", e).with_context("target", &self.name))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("version").map_err(|e| map("decode", e))?,
+                    r.try_get::<String, _>("description").map_err(|e| map("decode", e))?,
+                    r.try_get::<String, _>("installed_on").unwrap_or_default(),
+                    r.try_get::<i64, _>("ok").map_err(|e| map("decode", e))? == 1,
+                ))
+            })
+            .collect()
+    }
+
+    async fn live(&self) -> Result<i64> {
+        let applied = self.applied().await?;
+        if let Some((version, description, ..)) = applied.iter().find(|(.., ok)| !ok) {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("migration {version} ({description}) is dirty (failed half-way); fix it by hand first"),
+            ));
+        }
+        Ok(applied.first().map_or(0, |(v, ..)| *v))
+    }
+
+    async fn marker(&self) -> Result<Option<(String, i64, i64)>> {
+        sqlx::query(MARKER_DDL).execute(&self.pool).await.map_err(|e| map("create marker table", e))?;
+        let row = sqlx::query("SELECT run_key, reached, goal FROM _rollback_marker WHERE target = $1")
+            .bind(self.name.as_str().to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map("read marker", e))?;
+        row.map(|r| {
+            Ok((
+                r.try_get::<String, _>("run_key").map_err(|e| map("decode", e))?,
+                r.try_get::<i64, _>("reached").map_err(|e| map("decode", e))?,
+                r.try_get::<i64, _>("goal").map_err(|e| map("decode", e))?,
+            ))
+        })
+        .transpose()
+    }
+
+    fn version_of(v: &Version) -> Result<i64> {
+        v.id.parse().map_err(|_| Error::invalid_input(format!("{v} is not a migration version")))
+    }
+
+    /// Applied migrations above `to` that have to be undone, newest first.
+    fn downs(&self, applied: &[(i64, String, String, bool)], to: i64) -> Result<Vec<Migration>> {
+        applied
+            .iter()
+            .filter(|(v, ..)| *v > to)
+            .map(|(v, description, ..)| match self.migrations.get(v) {
+                Some(m) if m.down.is_some() => Ok(m.clone()),
+                Some(m) => Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "migration {v} ({}) is simple: it has no .down.sql and is irreversible; \
+                         restore from a snapshot to go below it",
+                        m.description
+                    ),
+                )),
+                None => Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("applied migration {v} ({description}) is unknown to the migrations directory"),
+                )),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Target for SqlxMigrations {
+    fn name(&self) -> &TargetId {
+        &self.name
+    }
+
+    fn kind(&self) -> &str {
+        "sqlx-migrations"
+    }
+
+    fn category(&self) -> Category {
+        Category::Schema
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { versioned: true, converges_from_partial: true }
+    }
+
+    async fn identity(&self) -> Result<Identity> {
+        Ok(Identity::new(self.identity.clone()))
+    }
+
+    async fn current(&self) -> Result<Version> {
+        Ok(Version::new(self.live().await?.to_string()))
+    }
+
+    /// Applied migrations newest first, then `0` (the empty schema). A version is
+    /// available when every applied migration above it has a down script.
+    async fn history(&self) -> Result<Vec<Revision>> {
+        let applied = self.applied().await?;
+        let mut revisions = Vec::new();
+        for (i, (version, description, installed_on, _)) in applied.iter().enumerate() {
+            let created =
+                chrono::NaiveDateTime::parse_from_str(&installed_on[..installed_on.len().min(19)], "%Y-%m-%d %H:%M:%S")
+                    .ok()
+                    .map(|t| t.and_utc());
+            let mut revision =
+                Revision::new(Version::labeled(version.to_string(), description.clone()), description.clone());
+            revision.created = created;
+            revision.available = self.downs(&applied[..i], *version).is_ok();
+            revisions.push(revision);
+        }
+        let mut empty = Revision::new(Version::labeled("0", "empty schema"), "before the first migration");
+        empty.available = self.downs(&applied, 0).is_ok();
+        revisions.push(empty);
+        Ok(revisions)
+    }
+
+    async fn prepare(&self, request: &Request) -> Result<Change> {
+        let Request::To(selector) = request else {
+            return Err(Error::new(ErrorKind::Unsupported, "sqlx migrations have no actions"));
+        };
+        let applied = self.applied().await?;
+        // An exact target below an irreversible migration gets the precise reason.
+        if let rollback_core::Selector::Exact(to) = selector
+            && let Ok(to) = to.parse::<i64>()
+        {
+            self.downs(&applied, to)?;
+        }
+        let change = match prepare_versioned(self, selector).await {
+            Ok(change) => change,
+            // Explain why no revision is available: the first irreversible migration.
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                self.downs(&applied, 0)?;
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
+        let downs = self.downs(&applied, Self::version_of(&change.to)?)?;
+        let names: Vec<String> = downs.iter().map(|m| format!("{} {}", m.version, m.description)).collect();
+        let description = format!(
+            "{}: migrate down {} -> {} (undo {})",
+            self.name,
+            change.from.as_ref().map_or("?".into(), |f| f.id.clone()),
+            change.to.id,
+            names.join(", ")
+        );
+        Ok(change
+            .describe(description)
+            .with_reversibility(Reversibility::NeedsSnapshot)
+            .with_data_loss(DataLoss::unknown(format!(
+                "down migrations may drop columns or tables ({}); take a snapshot first",
+                names.join(", ")
+            )))
+            .with_payload(serde_json::json!({ "downs": downs.iter().map(|m| m.version).collect::<Vec<_>>() })))
+    }
+
+    async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
+        let to = Self::version_of(&change.to)?;
+        match self.observe(change, key).await? {
+            Observed::Done => return Ok(()),
+            Observed::Diverged(detail) => {
+                return Err(Error::new(ErrorKind::Conflict, format!("expected {:?} but {detail}", change.from)));
+            }
+            Observed::NotStarted | Observed::Partial(_) => {}
+        }
+        let applied = self.applied().await?;
+        for migration in self.downs(&applied, to)? {
+            let path = migration.down.as_ref().ok_or_else(|| Error::internal("down script vanished"))?;
+            let sql =
+                std::fs::read_to_string(path).map_err(|e| Error::from(e).with_context("script", path.display()))?;
+            let mut tx = self.pool.begin().await.map_err(|e| map("begin", e))?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map("down migration", e).with_context("migration", migration.version))?;
+            sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+                .bind(migration.version)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map("bookkeeping", e))?;
+            sqlx::query("DELETE FROM _rollback_marker WHERE target = $1")
+                .bind(self.name.as_str().to_owned())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map("marker", e))?;
+            let reached = applied.iter().map(|(v, ..)| *v).filter(|v| *v < migration.version).max().unwrap_or(0);
+            sqlx::query("INSERT INTO _rollback_marker (target, run_key, reached, goal) VALUES ($1, $2, $3, $4)")
+                .bind(self.name.as_str().to_owned())
+                .bind(key.as_str().to_owned())
+                .bind(reached)
+                .bind(to)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map("marker", e))?;
+            tx.commit().await.map_err(|e| map("commit", e))?;
+            tracing::info!(target = %self.name, version = migration.version, "migrated down");
+        }
+        Ok(())
+    }
+
+    async fn observe(&self, change: &Change, key: &IdempotencyKey) -> Result<Observed> {
+        let live = self.live().await?;
+        let to = Self::version_of(&change.to)?;
+        let from = change.from.as_ref().map(Self::version_of).transpose()?;
+        let ours = self.marker().await?.filter(|(k, _, goal)| k == key.as_str() && *goal == to);
+        Ok(match (ours, live) {
+            (Some((_, reached, _)), live) if live == to && reached == to => Observed::Done,
+            (Some(_), live) if from.is_some_and(|f| live < f && live > to) => {
+                Observed::Partial(format!("down to {live} of {to}"))
+            }
+            (_, live) if Some(live) == from => Observed::NotStarted,
+            (_, live) => Observed::Diverged(format!("schema is at {live}")),
+        })
+    }
+}

@@ -1,0 +1,160 @@
+//! sqlx migrations on a real SQLite database, migrated up by sqlx's own migrator.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rollback_core::testkit::conformance;
+use rollback_core::{ErrorKind, IdempotencyKey, Observed, Request, Reversibility, Selector, Target};
+use rollback_db::{SqlxMigrations, SqlxMigrationsConfig};
+
+fn write(dir: &Path, name: &str, sql: &str) {
+    std::fs::write(dir.join(name), sql).unwrap();
+}
+
+fn migrations(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    write(dir, "20251001_create_users.up.sql", "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);");
+    write(dir, "20251001_create_users.down.sql", "DROP TABLE users;");
+    write(dir, "20251005_add_email.up.sql", "ALTER TABLE users ADD COLUMN email TEXT;");
+    write(dir, "20251005_add_email.down.sql", "ALTER TABLE users DROP COLUMN email;");
+    write(
+        dir,
+        "20251010_create_orders.up.sql",
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER);\nCREATE INDEX orders_user ON orders(user_id);",
+    );
+    write(dir, "20251010_create_orders.down.sql", "DROP INDEX orders_user;\nDROP TABLE orders;");
+}
+
+/// Creates the database and runs sqlx's real migrator up to the newest migration.
+async fn migrated(root: &Path) -> (String, std::path::PathBuf) {
+    let db = root.join("app.db");
+    let dir = root.join("migrations");
+    if !dir.exists() {
+        migrations(&dir);
+    }
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(dir.clone()).await.unwrap().run(&pool).await.unwrap();
+    pool.close().await;
+    (format!("sqlite://{}", db.display()), dir)
+}
+
+async fn target(root: &Path) -> Arc<SqlxMigrations> {
+    let (url, dir) = migrated(root).await;
+    Arc::new(SqlxMigrations::connect("schema", SqlxMigrationsConfig { url: Some(url), migrations: dir }).await.unwrap())
+}
+
+async fn tables(root: &Path) -> Vec<String> {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&format!("sqlite://{}", root.join("app.db").display()))
+        .await
+        .unwrap();
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    rows.into_iter().map(|r| r.0).collect()
+}
+
+#[tokio::test]
+async fn sqlx_migrations_conform() {
+    let base = tempfile::tempdir().unwrap();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    conformance::target_suite(|| {
+        let root = base.path().join(format!("db{}", n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        async move {
+            std::fs::create_dir_all(&root).unwrap();
+            target(&root).await as Arc<dyn Target>
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn down_migrations_run_with_bookkeeping_and_report_data_loss() {
+    let root = tempfile::tempdir().unwrap();
+    let schema = target(root.path()).await;
+    assert_eq!(schema.current().await.unwrap().id, "20251010");
+    let change = schema.prepare(&Request::To(Selector::Exact("20251001".into()))).await.unwrap();
+    assert_eq!(change.reversibility, Reversibility::NeedsSnapshot);
+    assert!(
+        !change.data_loss.none && change.data_loss.summary.contains("20251010 create orders"),
+        "{}",
+        change.data_loss
+    );
+    assert!(change.description.contains("undo 20251010 create orders, 20251005 add email"), "{}", change.description);
+    let key = IdempotencyKey::new("run/schema/fwd");
+    schema.apply(&change, &key).await.unwrap();
+    assert_eq!(schema.current().await.unwrap().id, "20251001");
+    assert_eq!(schema.observe(&change, &key).await.unwrap(), Observed::Done);
+    assert_eq!(tables(root.path()).await, vec!["users".to_string()]);
+}
+
+#[tokio::test]
+async fn simple_migrations_are_irreversible_not_skipped() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("migrations");
+    migrations(&dir);
+    write(&dir, "20251015_seed_admin.sql", "INSERT INTO users (name) VALUES ('admin');");
+    let schema = target(root.path()).await;
+    assert_eq!(schema.current().await.unwrap().id, "20251015");
+    let err = schema.prepare(&Request::To(Selector::Previous)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("20251015 (seed admin) is simple"), "{err}");
+    let err = schema.prepare(&Request::To(Selector::Exact("20251005".into()))).await.unwrap_err();
+    assert!(err.to_string().contains("no .down.sql"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failure_half_way_is_partial_and_apply_converges() {
+    let root = tempfile::tempdir().unwrap();
+    let schema = target(root.path()).await;
+    let dir = root.path().join("migrations");
+    // Break the middle down script: the first down commits, the second fails.
+    write(&dir, "20251005_add_email.down.sql", "ALTER TABLE nope DROP COLUMN email;");
+    let broken = SqlxMigrations::connect(
+        "schema",
+        SqlxMigrationsConfig {
+            url: Some(format!("sqlite://{}", root.path().join("app.db").display())),
+            migrations: dir.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let change = broken.prepare(&Request::To(Selector::Exact("20251001".into()))).await.unwrap();
+    let key = IdempotencyKey::new("run/schema/fwd");
+    let err = broken.apply(&change, &key).await.unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+    assert_eq!(broken.current().await.unwrap().id, "20251005", "the first down committed with its bookkeeping");
+    assert!(matches!(broken.observe(&change, &key).await.unwrap(), Observed::Partial(_)));
+    // Fixed script, same change and key: it converges.
+    write(&dir, "20251005_add_email.down.sql", "ALTER TABLE users DROP COLUMN email;");
+    let fixed = SqlxMigrations::connect(
+        "schema",
+        SqlxMigrationsConfig {
+            url: Some(format!("sqlite://{}", root.path().join("app.db").display())),
+            migrations: dir,
+        },
+    )
+    .await
+    .unwrap();
+    fixed.apply(&change, &key).await.unwrap();
+    assert_eq!(fixed.observe(&change, &key).await.unwrap(), Observed::Done);
+    assert_eq!(schema.current().await.unwrap().id, "20251001");
+}
+
+#[tokio::test]
+async fn dirty_rows_are_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let schema = target(root.path()).await;
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&format!("sqlite://{}", root.path().join("app.db").display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET success = 0 WHERE version = 20251010").execute(&pool).await.unwrap();
+    let err = schema.current().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(err.to_string().contains("20251010") && err.to_string().contains("dirty"), "{err}");
+}
