@@ -112,6 +112,7 @@ fn engine(home: &Path) -> Result<Engine> {
     let mut registry = Registry::new();
     register_local_kinds(&mut registry);
     register_builtin_verifiers(&mut registry);
+    rollback_db::register(&mut registry);
     Engine::builder(registry).home(home).try_build()
 }
 

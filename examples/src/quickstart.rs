@@ -1,5 +1,7 @@
-//! The quickstart: a throw-away deployment of a small demo HTTP service, a broken
-//! deploy, signals, a decision, the standard strategy, verification, a report.
+//! The quickstart: a throw-away deployment of a small demo HTTP service (releases v1
+//! and v2, a SQLite database with sqlx migrations, a config file with timestamped
+//! backups), a broken deploy of v2, signals, a decision, the standard strategy
+//! (evidence, release switch, config restore, schema down, verification), a report.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +41,28 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(path, text)
+}
+
+/// The demo's migrations: v1's schema, and v2's migration that v2 needs.
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("20251001_create_orders.up.sql", "CREATE TABLE orders (id INTEGER PRIMARY KEY, total_cents INTEGER NOT NULL);"),
+    ("20251001_create_orders.down.sql", "DROP TABLE orders;"),
+    ("20251016_add_coupon.up.sql", "ALTER TABLE orders ADD COLUMN coupon TEXT;"),
+    ("20251016_add_coupon.down.sql", "ALTER TABLE orders DROP COLUMN coupon;"),
+];
+
+/// Runs sqlx's own migrator over the migrations whose version is at most `upto`.
+async fn migrate(dir: &Path, upto: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let staged = dir.join("app/shared/migrations");
+    std::fs::create_dir_all(&staged)?;
+    for (name, sql) in MIGRATIONS.iter().filter(|(n, _)| n[..8] <= upto[..8]) {
+        write(&staged.join(name), sql)?;
+    }
+    let url = format!("sqlite://{}?mode=rwc", dir.join("app/shared/app.db").display());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await?;
+    sqlx::migrate::Migrator::new(staged).await?.run(&pool).await?;
+    pool.close().await;
+    Ok(())
 }
 
 /// Release v1 (healthy), release v2 (broken), `current -> v1`, and the good config.
@@ -108,8 +132,10 @@ async fn gather_signals(server: &TestHttpServer, n: usize) -> Result<(Signals, u
 /// Runs the whole quickstart in `dir` (which must be empty).
 pub async fn run(dir: &Path) -> Result<Outcome, Box<dyn std::error::Error + Send + Sync>> {
     set_up(dir)?;
+    migrate(dir, "20251001").await?;
     let server = demo_service(dir).await;
     deploy_v2(dir)?;
+    migrate(dir, "20251016").await?;
     let (signals, health_before) = gather_signals(&server, 40).await?;
     let decision = DecisionPolicy::default().decide(&signals);
     if !decision.action.is_rollback() {
@@ -119,6 +145,7 @@ pub async fn run(dir: &Path) -> Result<Outcome, Box<dyn std::error::Error + Send
     let mut registry = Registry::new();
     register_local_kinds(&mut registry);
     register_builtin_verifiers(&mut registry);
+    rollback_db::register(&mut registry);
     let app = dir.join("app");
     let targets = vec![
         Spec::new("release-dir", "app", serde_json::json!({ "root": app })),
@@ -130,6 +157,14 @@ pub async fn run(dir: &Path) -> Result<Outcome, Box<dyn std::error::Error + Send
                 "validate": ["grep", "-q", "^ORDERS_API=http://", "{}"],
             }),
         ),
+        Spec::new(
+            "sqlx-migrations",
+            "schema",
+            serde_json::json!({
+                "url": format!("sqlite://{}", app.join("shared/app.db").display()),
+                "migrations": app.join("shared/migrations"),
+            }),
+        ),
     ];
     let mut request = RollbackRequest::new(
         &decision.reasons.join("; "),
@@ -138,6 +173,8 @@ pub async fn run(dir: &Path) -> Result<Outcome, Box<dyn std::error::Error + Send
             "evidence": ["deploy-files"],
             "app": ["app"],
             "config": ["env"],
+            "schema": ["schema"],
+            "order": "app-first",
             "verify": ["health"],
             "verify_policy": { "interval": "50ms", "passes": 3, "deadline": "10s" },
         }),
@@ -145,7 +182,9 @@ pub async fn run(dir: &Path) -> Result<Outcome, Box<dyn std::error::Error + Send
     request.snapshots.push(Spec::new(
         "files",
         "deploy-files",
-        serde_json::json!({ "paths": [app.join("shared/.env.production"), app.join("current/release.json")] }),
+        serde_json::json!({
+            "paths": [app.join("shared/.env.production"), app.join("current/release.json")],
+        }),
     ));
     request.verifiers.push(Spec::new(
         "http",

@@ -22,7 +22,17 @@ async fn quickstart_rolls_back_the_broken_release_and_config() {
     assert_eq!(log.state, RunState::Succeeded);
     assert!(log.steps.iter().all(|s| s.state == StepState::Done), "{:?}", log.steps);
     let intents = records.iter().filter(|r| matches!(r.entry, Entry::Intent { .. })).count();
-    assert_eq!(intents, 2, "release switch and config restore");
+    assert_eq!(intents, 3, "release switch, config restore, schema down");
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&format!("sqlite://{}", dir.path().join("app/shared/app.db").display()))
+        .await
+        .unwrap();
+    let (version,): (i64,) =
+        sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
+    assert_eq!(version, 20251001, "v2's migration was rolled back");
+    let columns: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM pragma_table_info('orders')").fetch_all(&pool).await.unwrap();
+    assert!(!columns.iter().any(|c| c.0 == "coupon"), "{columns:?}");
     assert!(outcome.journal.exists());
 
     // Evidence: present, private, and with the secret redacted.

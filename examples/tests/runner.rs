@@ -131,7 +131,9 @@ fn sample_plans_round_trip() {
         let text = std::fs::read_to_string(&path)
             .unwrap()
             .replace("${DEPLOY_ROOT}", "/srv/app")
-            .replace("${HEALTH_URL}", "http://127.0.0.1:1/health");
+            .replace("${HEALTH_URL}", "http://127.0.0.1:1/health")
+            .replace("${DB_PATH}", "/srv/app/app.db")
+            .replace("${MIGRATIONS}", "/srv/app/migrations");
         let plan =
             if path.extension().unwrap() == "json" { Plan::from_json_str(&text) } else { Plan::from_toml_str(&text) }
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
