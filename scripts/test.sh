@@ -22,16 +22,42 @@ setup() {
     exit 1
   fi
   if [ -z "${QUICK:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    # Build essentials for -sys crates, curl and wrk for the side-by-side benchmarks;
-    # servers (docker.io, postgresql, redis, moto) join with the backends that need them.
+    # Build essentials for -sys crates, curl and wrk for the side-by-side benchmarks,
+    # PostgreSQL for rollback-db; docker.io, redis and moto join with their backends.
     local need=()
     for pkg in gcc pkg-config curl wrk; do
       command -v "$pkg" >/dev/null || need+=("$pkg")
     done
+    command -v pg_ctlcluster >/dev/null || need+=(postgresql postgresql-client)
     if [ ${#need[@]} -gt 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
     fi
   fi
+  start_postgres
+}
+
+# Starts the Debian cluster and a test superuser; exports ROLLBACK_TEST_POSTGRES_URL.
+start_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null; then
+    echo "PostgreSQL is not installed: rollback-db's PostgreSQL tests will fail under CI=true" >&2
+    return 0
+  fi
+  local version
+  version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+  pg_lsclusters -h | grep -q "^$version main" || pg_createcluster "$version" main >/dev/null
+  pg_ctlcluster "$version" main start 2>/dev/null || true
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
+  pg_isready -h 127.0.0.1
+  if [ "$(id -u)" = 0 ]; then
+    su postgres -c "psql -q -v ON_ERROR_STOP=1" <<'SQL'
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rollback') THEN
+    CREATE ROLE rollback LOGIN SUPERUSER PASSWORD 'rollback-test';
+  END IF;
+END $$;
+SQL
+  fi
+  export ROLLBACK_TEST_POSTGRES_URL="postgres://rollback:rollback-test@127.0.0.1:5432/postgres"
 }
 
 run_tests() {

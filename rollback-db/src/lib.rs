@@ -1,27 +1,38 @@
 //! Database backend for `rollback`.
 //!
 //! Today: [`SqlxMigrations`], a migration target over sqlx's `_sqlx_migrations`
-//! bookkeeping and `.down.sql` files, on SQLite (through sqlx's `Any` driver, so the
-//! same code will serve PostgreSQL). Each down migration runs in its own transaction
+//! bookkeeping and `.down.sql` files, on SQLite and PostgreSQL (one implementation,
+//! through sqlx's `Any` driver), and [`PgDump`], a `pg_dump -Fc` snapshot with
+//! `pg_restore` as its restore. Each down migration runs in its own transaction
 //! together with its bookkeeping and this run's idempotency marker, so a crash leaves
 //! the schema at a version `observe` can name. Simple (non-reversible) migrations are
 //! refused by `prepare`, never skipped.
 //!
-//! Still to come (see the project's issues): PostgreSQL in CI, Alembic, Django and raw
-//! `NNN_*_rollback.sql` targets, `pg_dump` and clone snapshots, restore-and-swap,
-//! data-loss estimates from `updated_at` columns.
+//! Still to come (see the project's issues): Alembic, Django and raw
+//! `NNN_*_rollback.sql` targets, `CREATE DATABASE … TEMPLATE` clones and SQLite copies,
+//! restore-and-swap, data-loss estimates from `updated_at` columns.
 
 mod error;
 mod migrations;
+mod pgdump;
+mod pgurl;
 
 pub use migrations::{Migration, SqlxMigrations, SqlxMigrationsConfig};
+pub use pgdump::{PgDump, PgDumpConfig};
+pub use pgurl::PgUrl;
 
 use std::sync::Arc;
 
 use rollback_core::{Registry, Spec, Target};
 
-/// Registers the `sqlx-migrations` target kind.
+/// Registers the `sqlx-migrations` target kind and the `pg-dump` snapshot kind
+/// (both take the database URL as the secret `url`; SQLite URLs may be in config).
 pub fn register(registry: &mut Registry) {
+    registry.register_snapshot_kind("pg-dump", |spec: Spec| async move {
+        let url = spec.secret("url")?;
+        Ok(Arc::new(PgDump::new(&spec.name, url.expose(), spec.config_as().unwrap_or_default())?)
+            as Arc<dyn rollback_core::Snapshot>)
+    });
     registry.register_target_kind("sqlx-migrations", |spec: Spec| async move {
         let mut config: SqlxMigrationsConfig = spec.config_as()?;
         if config.url.is_none() {

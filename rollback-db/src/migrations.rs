@@ -87,24 +87,50 @@ impl SqlxMigrations {
     pub async fn connect(name: &str, config: SqlxMigrationsConfig) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let url = config.url.ok_or_else(|| Error::invalid_input(format!("{name:?}: no database url")))?;
-        let identity = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let sqlite = url.starts_with("sqlite:");
+        if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("{name:?}: only sqlite: and postgres:// URLs are supported"),
+            ));
+        }
+        let sqlite_identity = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
+        {
             let path = path.split('?').next().unwrap_or(path);
             let canonical = std::fs::canonicalize(path)
                 .map_err(|e| Error::not_found(format!("{name:?}: SQLite database {path}: {e}")))?;
             use std::os::unix::fs::MetadataExt;
             let meta = std::fs::metadata(&canonical)?;
-            format!("sqlite:{}@{}:{}", canonical.display(), meta.dev(), meta.ino())
+            Some(format!("sqlite:{}@{}:{}", canonical.display(), meta.dev(), meta.ino()))
         } else {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!("{name:?}: only sqlite: URLs are supported so far"),
-            ));
+            None
         };
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(2)
             .connect(&url)
             .await
             .map_err(|e| map("connect", e).with_context("target", name))?;
+        let identity = match sqlite_identity {
+            Some(identity) => identity,
+            // Host, port, database name and OID: a database dropped and re-created under
+            // the same name is a different database.
+            None => {
+                let row = sqlx::query(
+                    "SELECT COALESCE(host(inet_server_addr()), 'local') AS host, COALESCE(inet_server_port(), 0) AS port, \
+                     current_database()::text AS db, (SELECT oid::bigint FROM pg_database WHERE datname = current_database()) AS oid",
+                )
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| map("identity", e))?;
+                format!(
+                    "postgres:{}:{}/{}@{}",
+                    row.try_get::<String, _>("host").map_err(|e| map("decode", e))?,
+                    row.try_get::<i32, _>("port").map_err(|e| map("decode", e))?,
+                    row.try_get::<String, _>("db").map_err(|e| map("decode", e))?,
+                    row.try_get::<i64, _>("oid").map_err(|e| map("decode", e))?
+                )
+            }
+        };
         let migrations = scan(&config.migrations)?;
         Ok(SqlxMigrations { name: TargetId::new(name), pool, identity, migrations })
     }
@@ -113,7 +139,7 @@ impl SqlxMigrations {
     async fn applied(&self) -> Result<Vec<(i64, String, String, bool)>> {
         let rows = sqlx::query(
             "SELECT version, description, CAST(installed_on AS TEXT) AS installed_on, \
-             CASE WHEN success THEN 1 ELSE 0 END AS ok FROM _sqlx_migrations ORDER BY version DESC",
+             CAST(CASE WHEN success THEN 1 ELSE 0 END AS BIGINT) AS ok FROM _sqlx_migrations ORDER BY version DESC",
         )
         .fetch_all(&self.pool)
         .await
