@@ -8,18 +8,23 @@
 //! the schema at a version `observe` can name. Simple (non-reversible) migrations are
 //! refused by `prepare`, never skipped.
 //!
+//! [`PgRestoreSwap`] is runbook 002's full restore: into `<db>_restore`, verified,
+//! swapped in under the real name in one transaction, the original kept as `<db>_old`.
+//!
 //! Still to come (see the project's issues): Alembic, Django and raw
 //! `NNN_*_rollback.sql` targets, `CREATE DATABASE … TEMPLATE` clones and SQLite copies,
-//! restore-and-swap, data-loss estimates from `updated_at` columns.
+//! data-loss estimates from `updated_at` columns.
 
 mod error;
 mod migrations;
 mod pgdump;
 mod pgurl;
+mod swap;
 
 pub use migrations::{Migration, SqlxMigrations, SqlxMigrationsConfig};
 pub use pgdump::{PgDump, PgDumpConfig};
 pub use pgurl::PgUrl;
+pub use swap::{PgRestoreSwap, PgRestoreSwapConfig, Sessions, SwapPhase, SwapVerify};
 
 use std::sync::Arc;
 
@@ -28,6 +33,10 @@ use rollback_core::{Registry, Spec, Target};
 /// Registers the `sqlx-migrations` target kind and the `pg-dump` snapshot kind
 /// (both take the database URL as the secret `url`; SQLite URLs may be in config).
 pub fn register(registry: &mut Registry) {
+    registry.register_target_kind("pg-restore-swap", |spec: Spec| async move {
+        let url = spec.secret("url")?;
+        Ok(Arc::new(PgRestoreSwap::new(&spec.name, url.expose(), spec.config_as()?)?) as Arc<dyn Target>)
+    });
     registry.register_snapshot_kind("pg-dump", |spec: Spec| async move {
         let url = spec.secret("url")?;
         Ok(Arc::new(PgDump::new(&spec.name, url.expose(), spec.config_as().unwrap_or_default())?)

@@ -117,3 +117,186 @@ async fn pg_dump_captures_and_restores() {
     let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
     assert_eq!(count, 2, "rows are back");
 }
+
+use rollback_core::Observed;
+use rollback_db::{PgRestoreSwap, PgRestoreSwapConfig, SwapPhase, SwapVerify};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// A database `rb_swap_*` with 100 items, a `pg_dump -Fc` of it, then 50 more items.
+async fn swap_fixture(admin: &str, dir: &std::path::Path) -> (String, String, std::path::PathBuf) {
+    let name = format!("rb_swap_{}", uuid_like());
+    let admin_pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin_pool).await.unwrap();
+    admin_pool.close().await;
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, note TEXT NOT NULL); \
+                   INSERT INTO items (note) SELECT 'before ' || g FROM generate_series(1, 100) g;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let store = LocalDirStore::new(dir.join("artifacts"));
+    let snapshot = PgDump::new("dump", &url, PgDumpConfig::default())
+        .unwrap()
+        .capture(&store, &IdempotencyKey::new("k"))
+        .await
+        .unwrap();
+    let dump = dir.join("items.dump");
+    std::fs::write(&dump, store.get(&snapshot.artifacts[0]).await.unwrap()).unwrap();
+    sqlx::query("INSERT INTO items (note) SELECT 'after ' || g FROM generate_series(1, 50) g")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    (name, url, dump)
+}
+
+async fn oid_of(admin: &str, name: &str) -> Option<i64> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(admin).await.unwrap();
+    let row: Option<(i64,)> = sqlx::query_as("SELECT oid::bigint FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    row.map(|r| r.0)
+}
+
+async fn count(url: &str) -> i64 {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM items").fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    n
+}
+
+fn swap(url: &str, verify: SwapVerify, fail_after: Option<SwapPhase>) -> PgRestoreSwap {
+    let config = PgRestoreSwapConfig { verify, fail_after, ..Default::default() };
+    PgRestoreSwap::new("orders-db", url, config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_and_swap_under_live_writers() {
+    let Some(admin) = admin_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (name, url, dump) = swap_fixture(&admin, dir.path()).await;
+    let original = oid_of(&admin, &name).await.unwrap();
+
+    // Writers that reconnect whenever their session is cut, like an application pool.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let written = std::sync::Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let (url, stop, written) = (url.clone(), stop.clone(), written.clone());
+        writers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await else {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                };
+                while !stop.load(Ordering::SeqCst) {
+                    let inserted = sqlx::query("INSERT INTO items (note) VALUES ($1)")
+                        .bind(format!("writer {w}"))
+                        .execute(&mut conn)
+                        .await;
+                    if inserted.is_err() {
+                        break;
+                    }
+                    written.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let target = swap(
+        &url,
+        SwapVerify { tables: [("items".into(), 100)].into(), queries: vec!["SELECT count(*) = 100 FROM items".into()] },
+        None,
+    );
+    let change = target
+        .prepare(&Request::Action { action: "restore".into(), params: serde_json::json!({ "dump": dump }) })
+        .await
+        .unwrap();
+    assert!(change.data_loss.summary.contains("after the dump was taken"), "{}", change.data_loss);
+    let key = IdempotencyKey::new("r/restore/fwd");
+    assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::NotStarted);
+    target.apply(&change, &key).await.unwrap();
+    assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::Done);
+    let before_swap = written.load(Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        written.load(Ordering::SeqCst) > before_swap,
+        "writers reconnected to the restored database and kept writing"
+    );
+    let swapped = oid_of(&admin, &name).await.unwrap();
+    assert_ne!(swapped, original, "a new database is under the real name");
+    assert_eq!(oid_of(&admin, &format!("{name}_old")).await, Some(original), "the original is kept as _old");
+    assert_eq!(oid_of(&admin, &format!("{name}_restore")).await, None);
+    let rows = count(&url).await;
+    assert!(rows >= 100 && rows < 150 + written.load(Ordering::SeqCst) as i64, "restored rows plus new writes: {rows}");
+    target.apply(&change, &key).await.unwrap();
+    assert_eq!(oid_of(&admin, &name).await, Some(swapped), "re-applying is a no-op");
+}
+
+#[tokio::test]
+async fn a_stop_at_any_phase_leaves_one_database_under_the_real_name_and_apply_finishes() {
+    let Some(admin) = admin_url() else { return };
+    for phase in [SwapPhase::Restored, SwapPhase::ConnectionsDisabled, SwapPhase::Renamed] {
+        let dir = tempfile::tempdir().unwrap();
+        let (name, url, dump) = swap_fixture(&admin, dir.path()).await;
+        let original = oid_of(&admin, &name).await.unwrap();
+        let faulty = swap(&url, SwapVerify::default(), Some(phase));
+        let change = faulty
+            .prepare(&Request::Action { action: "restore".into(), params: serde_json::json!({ "dump": dump }) })
+            .await
+            .unwrap();
+        let key = IdempotencyKey::new("r/restore/fwd");
+        let err = faulty.apply(&change, &key).await.unwrap_err();
+        assert!(err.to_string().contains("injected stop"), "{phase:?}: {err}");
+        let under_name = oid_of(&admin, &name).await;
+        assert!(under_name.is_some(), "{phase:?}: something is always under the real name");
+        let observed = faulty.observe(&change, &key).await.unwrap();
+        assert!(matches!(observed, Observed::Partial(_)), "{phase:?}: {observed:?}");
+        if phase == SwapPhase::Renamed {
+            assert_ne!(under_name, Some(original), "renamed: the restored database is in place");
+        } else {
+            assert_eq!(under_name, Some(original), "{phase:?}: the original is in place");
+        }
+        let fixed = swap(&url, SwapVerify::default(), None);
+        fixed.apply(&change, &key).await.unwrap();
+        assert_eq!(fixed.observe(&change, &key).await.unwrap(), Observed::Done, "{phase:?}");
+        assert_eq!(oid_of(&admin, &format!("{name}_old")).await, Some(original), "{phase:?}");
+        assert_eq!(count(&url).await, 100, "{phase:?}: the dump's rows");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_verification_leaves_the_original_untouched() {
+    let Some(admin) = admin_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (name, url, dump) = swap_fixture(&admin, dir.path()).await;
+    let original = oid_of(&admin, &name).await.unwrap();
+    let target = swap(&url, SwapVerify { tables: [("items".into(), 1000)].into(), queries: vec![] }, None);
+    let change = target
+        .prepare(&Request::Action { action: "restore".into(), params: serde_json::json!({ "dump": dump }) })
+        .await
+        .unwrap();
+    let err = target.apply(&change, &IdempotencyKey::new("r/restore/fwd")).await.unwrap_err();
+    assert_eq!(err.kind(), rollback_core::ErrorKind::VerificationFailed);
+    assert!(err.to_string().contains("original is untouched"), "{err}");
+    assert_eq!(oid_of(&admin, &name).await, Some(original));
+    assert_eq!(count(&url).await, 150, "nothing lost");
+    let err = swap(&url, SwapVerify::default(), None)
+        .prepare(&Request::Action {
+            action: "restore".into(),
+            params: serde_json::json!({ "dump": "/nonexistent.dump" }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), rollback_core::ErrorKind::InvalidInput);
+}
