@@ -21,7 +21,7 @@ mod pgdump;
 mod pgurl;
 mod swap;
 
-pub use migrations::{Migration, SqlxMigrations, SqlxMigrationsConfig};
+pub use migrations::{Layout, Migration, SqlxMigrations, SqlxMigrationsConfig};
 pub use pgdump::{PgDump, PgDumpConfig};
 pub use pgurl::PgUrl;
 pub use swap::{PgRestoreSwap, PgRestoreSwapConfig, Sessions, SwapPhase, SwapVerify};
@@ -30,7 +30,9 @@ use std::sync::Arc;
 
 use rollback_core::{Registry, Spec, Target};
 
-/// Registers the `sqlx-migrations` target kind and the `pg-dump` snapshot kind
+/// Registers the `sqlx-migrations` target kind (with `layout = { style = "raw_sql" }`
+/// for the runbooks' `NNN_*_rollback.sql` convention), the `pg-restore-swap` target
+/// kind and the `pg-dump` snapshot kind
 /// (both take the database URL as the secret `url`; SQLite URLs may be in config).
 pub fn register(registry: &mut Registry) {
     registry.register_target_kind("pg-restore-swap", |spec: Spec| async move {

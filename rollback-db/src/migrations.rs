@@ -18,9 +18,47 @@ pub struct SqlxMigrationsConfig {
     /// the secret `url`, never in config.
     #[serde(default)]
     pub url: Option<String>,
-    /// The migrations directory (`<version>_<name>.up.sql` / `.down.sql`, or
-    /// `<version>_<name>.sql` for simple, irreversible ones).
+    /// The migrations directory.
     pub migrations: PathBuf,
+    /// How migrations are laid out and recorded.
+    #[serde(default)]
+    pub layout: Layout,
+}
+
+/// How migrations are laid out on disk and recorded in the database.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "style")]
+pub enum Layout {
+    /// sqlx: `<version>_<name>.up.sql` / `.down.sql` (or `<version>_<name>.sql`, simple
+    /// and irreversible), recorded in `_sqlx_migrations` (with its dirty flag).
+    #[default]
+    Sqlx,
+    /// The runbooks' raw SQL: `NNN_<name>.sql` with `NNN_<name>_rollback.sql`,
+    /// applied versions in a table (`schema_migrations.version` by default).
+    RawSql {
+        /// The bookkeeping table.
+        #[serde(default = "default_table")]
+        table: String,
+        /// Its version column (text, e.g. `"003"`).
+        #[serde(default = "default_column")]
+        column: String,
+    },
+}
+
+fn default_table() -> String {
+    "schema_migrations".into()
+}
+
+fn default_column() -> String {
+    "version".into()
+}
+
+fn sql_ident(name: &str) -> Result<String> {
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(name.to_owned())
+    } else {
+        Err(Error::invalid_input(format!("{name:?} is not a plain SQL identifier")))
+    }
 }
 
 /// A migration found on disk.
@@ -28,6 +66,8 @@ pub struct SqlxMigrationsConfig {
 pub struct Migration {
     /// Its version.
     pub version: i64,
+    /// The version as written in the bookkeeping table (`"003"` for raw SQL).
+    pub version_text: String,
     /// Its description (the file name after the version).
     pub description: String,
     /// Its down script, if it is reversible.
@@ -38,6 +78,7 @@ pub struct Migration {
 /// `.down.sql` scripts. Versions are migration numbers; `0` is the empty schema.
 pub struct SqlxMigrations {
     name: TargetId,
+    layout: Layout,
     pool: sqlx::AnyPool,
     identity: String,
     migrations: BTreeMap<i64, Migration>,
@@ -52,8 +93,8 @@ impl std::fmt::Debug for SqlxMigrations {
 const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS _rollback_marker (\
     target TEXT PRIMARY KEY, run_key TEXT NOT NULL, reached BIGINT NOT NULL, goal BIGINT NOT NULL)";
 
-/// Reads a migrations directory.
-fn scan(dir: &Path) -> Result<BTreeMap<i64, Migration>> {
+/// Reads a migrations directory in `layout`.
+fn scan(dir: &Path, layout: &Layout) -> Result<BTreeMap<i64, Migration>> {
     let mut found: BTreeMap<i64, Migration> = BTreeMap::new();
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Error::invalid_input(format!("migrations directory {}: {e}", dir.display())))?;
@@ -61,21 +102,26 @@ fn scan(dir: &Path) -> Result<BTreeMap<i64, Migration>> {
         let path = entry?.path();
         let Some(file) = path.file_name().and_then(|f| f.to_str()) else { continue };
         let Some(stem) = file.strip_suffix(".sql") else { continue };
-        let (stem, kind) = if let Some(s) = stem.strip_suffix(".up") {
-            (s, "up")
-        } else if let Some(s) = stem.strip_suffix(".down") {
-            (s, "down")
-        } else {
-            (stem, "simple")
+        let (stem, is_down) = match layout {
+            Layout::Sqlx => match (stem.strip_suffix(".up"), stem.strip_suffix(".down")) {
+                (Some(s), _) => (s, false),
+                (_, Some(s)) => (s, true),
+                _ => (stem, false),
+            },
+            Layout::RawSql { .. } => match stem.strip_suffix("_rollback") {
+                Some(s) => (s, true),
+                None => (stem, false),
+            },
         };
-        let Some((version, description)) = stem.split_once('_') else { continue };
-        let Ok(version) = version.parse::<i64>() else { continue };
+        let Some((version_text, description)) = stem.split_once('_') else { continue };
+        let Ok(version) = version_text.parse::<i64>() else { continue };
         let m = found.entry(version).or_insert(Migration {
             version,
+            version_text: version_text.to_owned(),
             description: description.replace('_', " "),
             down: None,
         });
-        if kind == "down" {
+        if is_down {
             m.down = Some(path.clone());
         }
     }
@@ -131,29 +177,62 @@ impl SqlxMigrations {
                 )
             }
         };
-        let migrations = scan(&config.migrations)?;
-        Ok(SqlxMigrations { name: TargetId::new(name), pool, identity, migrations })
+        let migrations = scan(&config.migrations, &config.layout)?;
+        if let Layout::RawSql { table, column } = &config.layout {
+            sql_ident(table)?;
+            sql_ident(column)?;
+        }
+        Ok(SqlxMigrations { name: TargetId::new(name), layout: config.layout, pool, identity, migrations })
     }
 
     /// Applied versions, newest first: (version, description, installed_on, success).
     async fn applied(&self) -> Result<Vec<(i64, String, String, bool)>> {
-        let rows = sqlx::query(
-            "SELECT version, description, CAST(installed_on AS TEXT) AS installed_on, \
-             CAST(CASE WHEN success THEN 1 ELSE 0 END AS BIGINT) AS ok FROM _sqlx_migrations ORDER BY version DESC",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| map("read _sqlx_migrations", e).with_context("target", &self.name))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
+        let query = match &self.layout {
+            Layout::Sqlx => "SELECT version, description, CAST(installed_on AS TEXT) AS installed_on, \
+                CAST(CASE WHEN success THEN 1 ELSE 0 END AS BIGINT) AS ok FROM _sqlx_migrations ORDER BY version DESC"
+                .to_owned(),
+            Layout::RawSql { table, column } => {
+                format!("SELECT CAST({column} AS TEXT) AS v FROM {table}")
+            }
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map("read applied migrations", e).with_context("target", &self.name))?;
+        let mut applied = rows
+            .iter()
+            .map(|r| match &self.layout {
+                Layout::Sqlx => Ok((
                     r.try_get::<i64, _>("version").map_err(|e| map("decode", e))?,
                     r.try_get::<String, _>("description").map_err(|e| map("decode", e))?,
                     r.try_get::<String, _>("installed_on").unwrap_or_default(),
                     r.try_get::<i64, _>("ok").map_err(|e| map("decode", e))? == 1,
-                ))
+                )),
+                Layout::RawSql { .. } => {
+                    let text: String = r.try_get("v").map_err(|e| map("decode", e))?;
+                    let version = text.trim().parse::<i64>().map_err(|_| {
+                        Error::new(ErrorKind::Corrupt, format!("applied version {text:?} is not a number"))
+                    })?;
+                    let description = self.migrations.get(&version).map(|m| m.description.clone()).unwrap_or_default();
+                    Ok((version, description, String::new(), true))
+                }
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        applied.sort_by_key(|a| std::cmp::Reverse(a.0));
+        Ok(applied)
+    }
+
+    /// Deletes one version's bookkeeping row.
+    fn forget(&self, migration: &Migration) -> (String, String) {
+        match &self.layout {
+            Layout::Sqlx => (
+                "DELETE FROM _sqlx_migrations WHERE version = CAST($1 AS BIGINT)".to_owned(),
+                migration.version.to_string(),
+            ),
+            Layout::RawSql { table, column } => {
+                (format!("DELETE FROM {table} WHERE CAST({column} AS TEXT) = $1"), migration.version_text.clone())
+            }
+        }
     }
 
     async fn live(&self) -> Result<i64> {
@@ -198,9 +277,13 @@ impl SqlxMigrations {
                 Some(m) => Err(Error::new(
                     ErrorKind::Unsupported,
                     format!(
-                        "migration {v} ({}) is simple: it has no .down.sql and is irreversible; \
+                        "migration {v} ({}) is simple: it has no {} and is irreversible; \
                          restore from a snapshot to go below it",
-                        m.description
+                        m.description,
+                        match self.layout {
+                            Layout::Sqlx => ".down.sql",
+                            Layout::RawSql { .. } => "_rollback.sql",
+                        }
                     ),
                 )),
                 None => Err(Error::new(
@@ -219,7 +302,10 @@ impl Target for SqlxMigrations {
     }
 
     fn kind(&self) -> &str {
-        "sqlx-migrations"
+        match self.layout {
+            Layout::Sqlx => "sqlx-migrations",
+            Layout::RawSql { .. } => "sql-migrations",
+        }
     }
 
     fn category(&self) -> Category {
@@ -318,8 +404,9 @@ impl Target for SqlxMigrations {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| map("down migration", e).with_context("migration", migration.version))?;
-            sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
-                .bind(migration.version)
+            let (forget, version) = self.forget(&migration);
+            sqlx::query(sqlx::AssertSqlSafe(forget))
+                .bind(version)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| map("bookkeeping", e))?;

@@ -64,9 +64,12 @@ async fn sqlx_migrations_on_postgres_conform() {
         async move {
             let url = fresh_database(&admin, &dir).await;
             Arc::new(
-                SqlxMigrations::connect("schema", SqlxMigrationsConfig { url: Some(url), migrations: dir })
-                    .await
-                    .unwrap(),
+                SqlxMigrations::connect(
+                    "schema",
+                    SqlxMigrationsConfig { url: Some(url), migrations: dir, layout: Default::default() },
+                )
+                .await
+                .unwrap(),
             ) as Arc<dyn Target>
         }
     })
@@ -80,7 +83,7 @@ async fn identity_names_the_database_oid() {
     let url = fresh_database(&admin, dir.path()).await;
     let schema = SqlxMigrations::connect(
         "schema",
-        SqlxMigrationsConfig { url: Some(url.clone()), migrations: dir.path().into() },
+        SqlxMigrationsConfig { url: Some(url.clone()), migrations: dir.path().into(), layout: Default::default() },
     )
     .await
     .unwrap();

@@ -41,7 +41,14 @@ async fn migrated(root: &Path) -> (String, std::path::PathBuf) {
 
 async fn target(root: &Path) -> Arc<SqlxMigrations> {
     let (url, dir) = migrated(root).await;
-    Arc::new(SqlxMigrations::connect("schema", SqlxMigrationsConfig { url: Some(url), migrations: dir }).await.unwrap())
+    Arc::new(
+        SqlxMigrations::connect(
+            "schema",
+            SqlxMigrationsConfig { url: Some(url), migrations: dir, layout: Default::default() },
+        )
+        .await
+        .unwrap(),
+    )
 }
 
 async fn tables(root: &Path) -> Vec<String> {
@@ -119,6 +126,7 @@ async fn a_failure_half_way_is_partial_and_apply_converges() {
         SqlxMigrationsConfig {
             url: Some(format!("sqlite://{}", root.path().join("app.db").display())),
             migrations: dir.clone(),
+            layout: Default::default(),
         },
     )
     .await
@@ -136,6 +144,7 @@ async fn a_failure_half_way_is_partial_and_apply_converges() {
         SqlxMigrationsConfig {
             url: Some(format!("sqlite://{}", root.path().join("app.db").display())),
             migrations: dir,
+            layout: Default::default(),
         },
     )
     .await
@@ -157,4 +166,87 @@ async fn dirty_rows_are_a_clear_error() {
     let err = schema.current().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert!(err.to_string().contains("20251010") && err.to_string().contains("dirty"), "{err}");
+}
+
+/// The runbooks' raw SQL convention: `NNN_name.sql` + `NNN_name_rollback.sql`,
+/// applied versions in `schema_migrations`, applied here the way their deploy
+/// scripts do (`psql < NNN_name.sql` and an INSERT).
+async fn raw_sql_database(root: &Path) -> Arc<SqlxMigrations> {
+    let dir = root.join("migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    let scripts = [
+        ("001_create_users", "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);", "DROP TABLE users;"),
+        ("002_add_email", "ALTER TABLE users ADD COLUMN email TEXT;", "ALTER TABLE users DROP COLUMN email;"),
+        ("003_create_orders", "CREATE TABLE orders (id INTEGER PRIMARY KEY);", "DROP TABLE orders;"),
+    ];
+    let url = format!("sqlite://{}?mode=rwc", root.join("app.db").display());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_at TEXT DEFAULT CURRENT_TIMESTAMP)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (name, up, down) in scripts {
+        write(&dir, &format!("{name}.sql"), up);
+        write(&dir, &format!("{name}_rollback.sql"), down);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(up)).execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+            .bind(&name[..3])
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let config = SqlxMigrationsConfig {
+        url: Some(format!("sqlite://{}", root.join("app.db").display())),
+        migrations: dir,
+        layout: rollback_db::Layout::RawSql { table: "schema_migrations".into(), column: "version".into() },
+    };
+    Arc::new(SqlxMigrations::connect("schema", config).await.unwrap())
+}
+
+#[tokio::test]
+async fn raw_sql_convention_conforms() {
+    let base = tempfile::tempdir().unwrap();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    conformance::target_suite(|| {
+        let root = base.path().join(format!("raw{}", n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        async move {
+            std::fs::create_dir_all(&root).unwrap();
+            raw_sql_database(&root).await as Arc<dyn Target>
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn raw_sql_rollback_scripts_and_bookkeeping_in_one_transaction() {
+    let root = tempfile::tempdir().unwrap();
+    let schema = raw_sql_database(root.path()).await;
+    assert_eq!(schema.kind(), "sql-migrations");
+    assert_eq!(schema.current().await.unwrap().id, "3");
+    let change = schema.prepare(&Request::To(Selector::Previous)).await.unwrap();
+    assert!(change.description.contains("undo 3 create orders"), "{}", change.description);
+    schema.apply(&change, &IdempotencyKey::new("r/schema/fwd")).await.unwrap();
+    assert_eq!(tables(root.path()).await, vec!["schema_migrations".to_string(), "users".to_string()]);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect(&format!("sqlite://{}", root.path().join("app.db").display()))
+        .await
+        .unwrap();
+    let versions: Vec<(String,)> =
+        sqlx::query_as("SELECT version FROM schema_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
+    assert_eq!(versions, vec![("001".to_string(),), ("002".to_string(),)], "the row went with the script");
+    // A missing rollback script is irreversible, named.
+    std::fs::remove_file(root.path().join("migrations/002_add_email_rollback.sql")).unwrap();
+    let schema = raw_sql_database_reopen(root.path()).await;
+    let err = schema.prepare(&Request::To(Selector::Previous)).await.unwrap_err();
+    assert!(err.to_string().contains("no _rollback.sql"), "{err}");
+}
+
+async fn raw_sql_database_reopen(root: &Path) -> SqlxMigrations {
+    let config = SqlxMigrationsConfig {
+        url: Some(format!("sqlite://{}", root.join("app.db").display())),
+        migrations: root.join("migrations"),
+        layout: rollback_db::Layout::RawSql { table: "schema_migrations".into(), column: "version".into() },
+    };
+    SqlxMigrations::connect("schema", config).await.unwrap()
 }
