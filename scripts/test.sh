@@ -34,6 +34,19 @@ setup() {
     fi
   fi
   start_postgres
+  python_tools
+}
+
+# A virtualenv with the Python tools the tests drive (Alembic); exports their paths.
+python_tools() {
+  if [ ! -x .venv/bin/alembic ]; then
+    if ! python3 -m venv .venv 2>/dev/null; then
+      [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv .venv
+    fi
+    .venv/bin/pip install -q --disable-pip-version-check alembic
+  fi
+  export ROLLBACK_TEST_ALEMBIC="$PWD/.venv/bin/alembic"
 }
 
 # Starts the Debian cluster and a test superuser; exports ROLLBACK_TEST_POSTGRES_URL.

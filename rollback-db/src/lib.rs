@@ -11,16 +11,19 @@
 //! [`PgRestoreSwap`] is runbook 002's full restore: into `<db>_restore`, verified,
 //! swapped in under the real name in one transaction, the original kept as `<db>_old`.
 //!
-//! Still to come (see the project's issues): Alembic, Django and raw
-//! `NNN_*_rollback.sql` targets, `CREATE DATABASE … TEMPLATE` clones and SQLite copies,
+//! [`Alembic`] drives the real `alembic` CLI (current, history, downgrade, SQL preview).
+//!
+//! Still to come (see the project's issues): Django targets, `CREATE DATABASE … TEMPLATE` clones and SQLite copies,
 //! data-loss estimates from `updated_at` columns.
 
+mod alembic;
 mod error;
 mod migrations;
 mod pgdump;
 mod pgurl;
 mod swap;
 
+pub use alembic::{Alembic, AlembicConfig};
 pub use migrations::{Layout, Migration, SqlxMigrations, SqlxMigrationsConfig};
 pub use pgdump::{PgDump, PgDumpConfig};
 pub use pgurl::PgUrl;
@@ -35,6 +38,9 @@ use rollback_core::{Registry, Spec, Target};
 /// kind and the `pg-dump` snapshot kind
 /// (both take the database URL as the secret `url`; SQLite URLs may be in config).
 pub fn register(registry: &mut Registry) {
+    registry.register_target_kind("alembic", |spec: Spec| async move {
+        Ok(Arc::new(Alembic::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
+    });
     registry.register_target_kind("pg-restore-swap", |spec: Spec| async move {
         let url = spec.secret("url")?;
         Ok(Arc::new(PgRestoreSwap::new(&spec.name, url.expose(), spec.config_as()?)?) as Arc<dyn Target>)
