@@ -17,6 +17,7 @@
 //! data-loss estimates from `updated_at` columns.
 
 mod alembic;
+mod copies;
 mod error;
 mod migrations;
 mod pgdump;
@@ -24,6 +25,7 @@ mod pgurl;
 mod swap;
 
 pub use alembic::{Alembic, AlembicConfig};
+pub use copies::{PgTemplateClone, PgTemplateCloneConfig, SqliteCopy, SqliteCopyConfig};
 pub use migrations::{Layout, Migration, SqlxMigrations, SqlxMigrationsConfig};
 pub use pgdump::{PgDump, PgDumpConfig};
 pub use pgurl::PgUrl;
@@ -44,6 +46,14 @@ pub fn register(registry: &mut Registry) {
     registry.register_target_kind("pg-restore-swap", |spec: Spec| async move {
         let url = spec.secret("url")?;
         Ok(Arc::new(PgRestoreSwap::new(&spec.name, url.expose(), spec.config_as()?)?) as Arc<dyn Target>)
+    });
+    registry.register_snapshot_kind("sqlite-copy", |spec: Spec| async move {
+        Ok(Arc::new(SqliteCopy::new(&spec.name, spec.config_as()?)?) as Arc<dyn rollback_core::Snapshot>)
+    });
+    registry.register_snapshot_kind("pg-clone", |spec: Spec| async move {
+        let url = spec.secret("url")?;
+        let config = if spec.config.is_null() { Default::default() } else { spec.config_as()? };
+        Ok(Arc::new(PgTemplateClone::new(&spec.name, url.expose(), config)?) as Arc<dyn rollback_core::Snapshot>)
     });
     registry.register_snapshot_kind("pg-dump", |spec: Spec| async move {
         let url = spec.secret("url")?;

@@ -134,7 +134,7 @@ async fn swap_fixture(admin: &str, dir: &std::path::Path) -> (String, String, st
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
     sqlx::raw_sql(
-        "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, note TEXT NOT NULL); \
+        "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, note TEXT NOT NULL, changed_at TIMESTAMPTZ NOT NULL DEFAULT now()); \
                    INSERT INTO items (note) SELECT 'before ' || g FROM generate_series(1, 100) g;",
     )
     .execute(&pool)
@@ -148,6 +148,7 @@ async fn swap_fixture(admin: &str, dir: &std::path::Path) -> (String, String, st
         .unwrap();
     let dump = dir.join("items.dump");
     std::fs::write(&dump, store.get(&snapshot.artifacts[0]).await.unwrap()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     sqlx::query("INSERT INTO items (note) SELECT 'after ' || g FROM generate_series(1, 50) g")
         .execute(&pool)
         .await
@@ -302,4 +303,38 @@ async fn a_failed_verification_leaves_the_original_untouched() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), rollback_core::ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn data_loss_counts_rows_changed_after_the_dump() {
+    let Some(admin) = admin_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_name, url, dump) = swap_fixture(&admin, dir.path()).await;
+    let config =
+        PgRestoreSwapConfig { changed_columns: [("items".into(), "changed_at".into())].into(), ..Default::default() };
+    let target = PgRestoreSwap::new("orders-db", &url, config).unwrap();
+    let change = target
+        .prepare(&Request::Action { action: "restore".into(), params: serde_json::json!({ "dump": dump }) })
+        .await
+        .unwrap();
+    assert_eq!(change.data_loss.items, Some(50), "{}", change.data_loss);
+    assert!(change.data_loss.summary.contains("items: 50"), "{}", change.data_loss);
+}
+
+#[tokio::test]
+async fn template_clone_refuses_while_sessions_are_connected() {
+    let Some(admin) = admin_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (name, url, _dump) = swap_fixture(&admin, dir.path()).await;
+    let store = LocalDirStore::new(dir.path().join("artifacts"));
+    let clone = rollback_db::PgTemplateClone::new("clone", &url, Default::default()).unwrap();
+    let session = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    sqlx::query("SELECT 1").execute(&session).await.unwrap();
+    let err = clone.capture(&store, &IdempotencyKey::new("r/clone/fwd")).await.unwrap_err();
+    assert!(err.to_string().contains("1 session(s) are connected"), "{err}");
+    session.close().await;
+    let snapshot = clone.capture(&store, &IdempotencyKey::new("r/clone/fwd")).await.unwrap();
+    let copy = snapshot.metadata["clone"].as_str().unwrap().to_string();
+    assert!(copy.starts_with(&format!("{name}_snap_")), "{copy}");
+    assert_eq!(count(&format!("{}/{copy}", admin.rsplit_once('/').unwrap().0)).await, 150);
 }

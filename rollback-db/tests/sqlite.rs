@@ -250,3 +250,24 @@ async fn raw_sql_database_reopen(root: &Path) -> SqlxMigrations {
     };
     SqlxMigrations::connect("schema", config).await.unwrap()
 }
+
+#[tokio::test]
+async fn sqlite_copy_captures_and_restores() {
+    use rollback_core::{ArtifactStore, LocalDirStore, Snapshot};
+    let root = tempfile::tempdir().unwrap();
+    migrated(root.path()).await;
+    let db = root.path().join("app.db");
+    let url = format!("sqlite://{}", db.display());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.unwrap();
+    sqlx::query("INSERT INTO users (name) VALUES ('ada')").execute(&pool).await.unwrap();
+    let store = LocalDirStore::new(root.path().join("artifacts"));
+    let copy = rollback_db::SqliteCopy::new("db-copy", rollback_db::SqliteCopyConfig { path: db.clone() }).unwrap();
+    let snapshot = copy.capture(&store, &IdempotencyKey::new("r/copy/fwd")).await.unwrap();
+    assert!(store.get(&snapshot.artifacts[0]).await.unwrap().starts_with(b"SQLite format 3"));
+    sqlx::query("DELETE FROM users").execute(&pool).await.unwrap();
+    pool.close().await;
+    copy.restore(&snapshot, &store).await.unwrap();
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, 1);
+}
