@@ -79,6 +79,10 @@ pub struct PgRestoreSwapConfig {
     #[serde(default)]
     #[doc(hidden)]
     pub fail_after: Option<SwapPhase>,
+    /// Testing only: abort the whole process after this phase (a kill between phases).
+    #[serde(default)]
+    #[doc(hidden)]
+    pub abort_after: Option<SwapPhase>,
 }
 
 /// Restore-and-swap of a PostgreSQL database (runbook 002): the action `restore` with
@@ -167,6 +171,10 @@ impl PgRestoreSwap {
     }
 
     fn stop_after(&self, phase: SwapPhase) -> Result<()> {
+        if self.config.abort_after == Some(phase) {
+            tracing::warn!(?phase, "test hook: aborting the process between phases");
+            std::process::abort();
+        }
         if self.config.fail_after == Some(phase) {
             return Err(Error::new(ErrorKind::Backend, format!("injected stop after {phase:?}")));
         }

@@ -338,3 +338,31 @@ async fn template_clone_refuses_while_sessions_are_connected() {
     assert!(copy.starts_with(&format!("{name}_snap_")), "{copy}");
     assert_eq!(count(&format!("{}/{copy}", admin.rsplit_once('/').unwrap().0)).await, 150);
 }
+
+#[tokio::test]
+async fn a_process_killed_between_phases_is_finished_by_another_process() {
+    let Some(admin) = admin_url() else { return };
+    for phase in ["restored", "connections_disabled", "renamed"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (name, url, dump) = swap_fixture(&admin, dir.path()).await;
+        let original = oid_of(&admin, &name).await.unwrap();
+        let child = env!("CARGO_BIN_EXE_rollback-db-swap-child");
+        let killed = std::process::Command::new(child)
+            .args([&url, dump.to_str().unwrap(), "r/restore/fwd", phase])
+            .output()
+            .unwrap();
+        assert!(!killed.status.success(), "{phase}: the child died");
+        assert!(oid_of(&admin, &name).await.is_some(), "{phase}: a database is under the real name");
+        let finished =
+            std::process::Command::new(child).args([&url, dump.to_str().unwrap(), "r/restore/fwd"]).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&finished.stdout).trim(),
+            "done",
+            "{phase}: {}",
+            String::from_utf8_lossy(&finished.stderr)
+        );
+        assert_eq!(oid_of(&admin, &format!("{name}_old")).await, Some(original), "{phase}");
+        assert_ne!(oid_of(&admin, &name).await, Some(original), "{phase}");
+        assert_eq!(count(&url).await, 100, "{phase}");
+    }
+}
