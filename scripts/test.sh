@@ -37,16 +37,17 @@ setup() {
   python_tools
 }
 
-# A virtualenv with the Python tools the tests drive (Alembic); exports their paths.
+# A virtualenv with the Python tools the tests drive (Alembic, Django); exports their paths.
 python_tools() {
-  if [ ! -x .venv/bin/alembic ]; then
+  if [ ! -x .venv/bin/alembic ] || [ ! -x .venv/bin/django-admin ]; then
     if ! python3 -m venv .venv 2>/dev/null; then
       [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-venv >/dev/null
       python3 -m venv .venv
     fi
-    .venv/bin/pip install -q --disable-pip-version-check alembic
+    .venv/bin/pip install -q --disable-pip-version-check alembic django
   fi
   export ROLLBACK_TEST_ALEMBIC="$PWD/.venv/bin/alembic"
+  export ROLLBACK_TEST_DJANGO_PYTHON="$PWD/.venv/bin/python"
 }
 
 # Starts the Debian cluster and a test superuser; exports ROLLBACK_TEST_POSTGRES_URL.

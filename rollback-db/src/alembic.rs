@@ -3,16 +3,14 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rollback_core::{
-    Capabilities, Category, Change, DataLoss, Error, ErrorKind, IdempotencyKey, Identity, Observed, Request, Result,
-    Reversibility, Revision, Target, TargetId, Version, prepare_versioned,
-};
+use crate::cli::{CliMigrations, MigrationTool, run};
+use rollback_core::{Error, ErrorKind, Result};
 
 fn default_command() -> Vec<String> {
     vec!["alembic".into()]
 }
 
-fn default_timeout() -> Duration {
+pub(crate) fn default_timeout() -> Duration {
     Duration::from_secs(600)
 }
 
@@ -31,19 +29,18 @@ pub struct AlembicConfig {
     pub timeout: Duration,
 }
 
-/// Schema revisions managed by the real `alembic` CLI: `current`, `history`,
-/// `downgrade REV`, and the SQL preview (`downgrade CUR:TARGET --sql`) shown by
-/// dry-run. Alembic keeps its own version table and has nowhere to hold our key, so
-/// `observe` goes by revision: at the target is done, on the path between is partial
-/// (running the downgrade again finishes it), anywhere else has diverged.
+/// The real `alembic` CLI: `current`, `history`, `downgrade REV`, and the SQL
+/// preview (`downgrade CUR:TARGET --sql`) shown by dry-run.
 #[derive(Debug)]
-pub struct Alembic {
-    name: TargetId,
+pub struct AlembicCli {
     config: AlembicConfig,
     dir: PathBuf,
 }
 
-impl Alembic {
+/// Schema revisions managed by Alembic.
+pub type Alembic = CliMigrations<AlembicCli>;
+
+impl CliMigrations<AlembicCli> {
     /// Checks the configuration.
     pub fn new(name: &str, config: AlembicConfig) -> Result<Self> {
         if config.command.first().is_none_or(|p| p.is_empty()) {
@@ -52,41 +49,29 @@ impl Alembic {
         let ini = std::fs::canonicalize(&config.config)
             .map_err(|e| Error::invalid_input(format!("alembic {name:?}: {}: {e}", config.config.display())))?;
         let dir = ini.parent().map(PathBuf::from).unwrap_or_default();
-        Ok(Alembic { name: TargetId::new(name), config: AlembicConfig { config: ini, ..config }, dir })
+        Ok(CliMigrations::with_tool(name, AlembicCli { config: AlembicConfig { config: ini, ..config }, dir }))
     }
+}
 
+impl AlembicCli {
     async fn alembic(&self, args: &[&str]) -> Result<String> {
-        let mut command = tokio::process::Command::new(&self.config.command[0]);
-        command
-            .args(&self.config.command[1..])
-            .arg("-c")
-            .arg(&self.config.config)
-            .args(args)
-            .current_dir(&self.dir)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let output = tokio::time::timeout(self.config.timeout, command.output())
-            .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Timeout,
-                    format!("alembic {} took over {:?}", args.join(" "), self.config.timeout),
-                )
-            })?
-            .map_err(|e| {
-                Error::new(ErrorKind::Backend, format!("cannot run {:?}", self.config.command[0])).with_source(e)
-            })?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: String =
-                stderr.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
-            return Err(Error::new(ErrorKind::Backend, format!("alembic {} failed: {tail}", args.join(" ")))
-                .with_context("target", &self.name));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        let ini = self.config.config.display().to_string();
+        let mut all = vec!["-c", ini.as_str()];
+        all.extend_from_slice(args);
+        run(&self.config.command, &all, &self.dir, self.config.timeout).await
+    }
+}
+
+#[async_trait]
+impl MigrationTool for AlembicCli {
+    fn kind(&self) -> &'static str {
+        "alembic"
     }
 
-    /// The linear chain, newest first, ending with `base`.
+    fn identity(&self) -> String {
+        format!("alembic:{}", self.config.config.display())
+    }
+
     async fn chain(&self) -> Result<Vec<(String, String)>> {
         let text = self.alembic(&["history"]).await?;
         let mut chain = Vec::new();
@@ -94,102 +79,26 @@ impl Alembic {
             if line.contains("(branchpoint)") || line.contains("(mergepoint)") || line.contains("(effective head)") {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
-                    format!("alembic {}: branched histories are not supported yet: {line}", self.name),
+                    format!("branched Alembic histories are not supported yet: {line}"),
                 ));
             }
             let (_, rest) = line.split_once(" -> ").unwrap_or_default();
             let (rev, message) = rest.split_once(", ").unwrap_or((rest, ""));
-            let rev = rev.split_whitespace().next().unwrap_or_default().to_owned();
-            chain.push((rev, message.to_owned()));
+            chain.push((rev.split_whitespace().next().unwrap_or_default().to_owned(), message.to_owned()));
         }
         chain.push(("base".into(), "before the first revision".into()));
         Ok(chain)
     }
 
     async fn live(&self) -> Result<String> {
-        let text = self.alembic(&["current"]).await?;
-        Ok(text.split_whitespace().next().unwrap_or("base").to_owned())
-    }
-}
-
-#[async_trait]
-impl Target for Alembic {
-    fn name(&self) -> &TargetId {
-        &self.name
+        Ok(self.alembic(&["current"]).await?.split_whitespace().next().unwrap_or("base").to_owned())
     }
 
-    fn kind(&self) -> &str {
-        "alembic"
+    async fn preview(&self, _chain: &[(String, String)], from: &str, to: &str) -> Result<String> {
+        self.alembic(&["downgrade", &format!("{from}:{to}"), "--sql"]).await
     }
 
-    fn category(&self) -> Category {
-        Category::Schema
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities { versioned: true, converges_from_partial: true }
-    }
-
-    async fn identity(&self) -> Result<Identity> {
-        Ok(Identity::new(format!("alembic:{}", self.config.config.display())))
-    }
-
-    async fn current(&self) -> Result<Version> {
-        Ok(Version::new(self.live().await?))
-    }
-
-    async fn history(&self) -> Result<Vec<Revision>> {
-        Ok(self
-            .chain()
-            .await?
-            .into_iter()
-            .map(|(rev, message)| Revision::new(Version::labeled(rev, message.clone()), message))
-            .collect())
-    }
-
-    async fn prepare(&self, request: &Request) -> Result<Change> {
-        let Request::To(selector) = request else {
-            return Err(Error::new(ErrorKind::Unsupported, "alembic has no actions"));
-        };
-        let change = prepare_versioned(self, selector).await?;
-        let from = change.from.as_ref().map_or("head".to_string(), |f| f.id.clone());
-        let range = format!("{from}:{}", change.to.id);
-        let preview = self.alembic(&["downgrade", &range, "--sql"]).await?;
-        let statements = preview.lines().filter(|l| l.trim_end().ends_with(';')).count();
-        let description = format!(
-            "{}: alembic downgrade {} (from {from}; SQL preview: {statements} statements)",
-            self.name, change.to.id
-        );
-        Ok(change
-            .describe(description)
-            .with_reversibility(Reversibility::NeedsSnapshot)
-            .with_data_loss(DataLoss::unknown(format!(
-                "downgrade {range} may drop columns or tables; see the SQL preview"
-            )))
-            .with_payload(serde_json::json!({ "sql_preview": preview })))
-    }
-
-    async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
-        match self.observe(change, key).await? {
-            Observed::Done => return Ok(()),
-            Observed::Diverged(detail) => {
-                return Err(Error::new(ErrorKind::Conflict, format!("expected {:?} but {detail}", change.from)));
-            }
-            Observed::NotStarted | Observed::Partial(_) => {}
-        }
-        self.alembic(&["downgrade", &change.to.id]).await.map(drop)
-    }
-
-    async fn observe(&self, change: &Change, _key: &IdempotencyKey) -> Result<Observed> {
-        let live = self.live().await?;
-        let chain = self.chain().await?;
-        let at = |rev: &str| chain.iter().position(|(r, _)| r == rev);
-        let (now, from, to) = (at(&live), change.from.as_ref().and_then(|f| at(&f.id)), at(&change.to.id));
-        Ok(match (now, from, to) {
-            (Some(n), _, Some(t)) if n == t => Observed::Done,
-            (Some(n), Some(f), _) if n == f => Observed::NotStarted,
-            (Some(n), Some(f), Some(t)) if n > f && n < t => Observed::Partial(format!("at {live}, between the two")),
-            _ => Observed::Diverged(format!("alembic is at {live}")),
-        })
+    async fn downgrade(&self, to: &str) -> Result<()> {
+        self.alembic(&["downgrade", to]).await.map(drop)
     }
 }

@@ -11,21 +11,26 @@
 //! [`PgRestoreSwap`] is runbook 002's full restore: into `<db>_restore`, verified,
 //! swapped in under the real name in one transaction, the original kept as `<db>_old`.
 //!
-//! [`Alembic`] drives the real `alembic` CLI (current, history, downgrade, SQL preview).
+//! [`Alembic`] and [`Django`] drive the real CLIs (current, history, downgrade, SQL
+//! preview) through one [`CliMigrations`] target over a [`MigrationTool`].
 //!
-//! Still to come (see the project's issues): Django targets, `CREATE DATABASE … TEMPLATE` clones and SQLite copies,
+//! Still to come (see the project's issues): `CREATE DATABASE … TEMPLATE` clones and SQLite copies,
 //! data-loss estimates from `updated_at` columns.
 
 mod alembic;
+mod cli;
 mod copies;
+mod django;
 mod error;
 mod migrations;
 mod pgdump;
 mod pgurl;
 mod swap;
 
-pub use alembic::{Alembic, AlembicConfig};
+pub use alembic::{Alembic, AlembicCli, AlembicConfig};
+pub use cli::{CliMigrations, MigrationTool};
 pub use copies::{PgTemplateClone, PgTemplateCloneConfig, SqliteCopy, SqliteCopyConfig};
+pub use django::{Django, DjangoCli, DjangoConfig};
 pub use migrations::{Layout, Migration, SqlxMigrations, SqlxMigrationsConfig};
 pub use pgdump::{PgDump, PgDumpConfig};
 pub use pgurl::PgUrl;
@@ -42,6 +47,9 @@ use rollback_core::{Registry, Spec, Target};
 pub fn register(registry: &mut Registry) {
     registry.register_target_kind("alembic", |spec: Spec| async move {
         Ok(Arc::new(Alembic::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
+    });
+    registry.register_target_kind("django", |spec: Spec| async move {
+        Ok(Arc::new(Django::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
     });
     registry.register_target_kind("pg-restore-swap", |spec: Spec| async move {
         let url = spec.secret("url")?;

@@ -1,0 +1,152 @@
+//! Migration tools driven through their command line (Alembic, Django, …): one
+//! [`Target`] for every tool whose history is a linear chain of revisions.
+
+use async_trait::async_trait;
+use std::path::Path;
+use std::time::Duration;
+
+use rollback_core::{
+    Capabilities, Category, Change, DataLoss, Error, ErrorKind, IdempotencyKey, Identity, Observed, Request, Result,
+    Reversibility, Revision, Target, TargetId, Version, prepare_versioned,
+};
+
+/// A migration tool with a linear history, driven through its CLI. Implement it to
+/// roll back with another tool (Flyway, Liquibase, a home-grown script).
+#[async_trait]
+pub trait MigrationTool: Send + Sync + 'static {
+    /// The target kind (`"alembic"`).
+    fn kind(&self) -> &'static str;
+    /// What the schema is (the project file, the database).
+    fn identity(&self) -> String;
+    /// Revisions newest first, ending with the empty-schema name (`base`, `zero`),
+    /// each with its message.
+    async fn chain(&self) -> Result<Vec<(String, String)>>;
+    /// The applied revision now.
+    async fn live(&self) -> Result<String>;
+    /// The SQL that going from `from` down to `to` would run, without running it.
+    async fn preview(&self, chain: &[(String, String)], from: &str, to: &str) -> Result<String>;
+    /// Migrates down to `to`.
+    async fn downgrade(&self, to: &str) -> Result<()>;
+}
+
+/// A [`Target`] over a [`MigrationTool`]. These tools keep their own version table
+/// and have nowhere to hold our key, so `observe` goes by revision: at the target is
+/// done, on the chain between `from` and the target is partial (migrating down again
+/// finishes it), anywhere else has diverged.
+#[derive(Debug)]
+pub struct CliMigrations<T> {
+    name: TargetId,
+    tool: T,
+}
+
+impl<T: MigrationTool> CliMigrations<T> {
+    /// A target named `name` over `tool`.
+    pub fn with_tool(name: &str, tool: T) -> Self {
+        CliMigrations { name: TargetId::new(name), tool }
+    }
+}
+
+/// Runs a tool (argv, never a shell) in `dir`; its stdout, or an error with the tail of stderr.
+pub(crate) async fn run(argv: &[String], args: &[&str], dir: &Path, timeout: Duration) -> Result<String> {
+    let program = argv.first().ok_or_else(|| Error::invalid_input("empty migration tool command"))?;
+    let mut command = tokio::process::Command::new(program);
+    command.args(&argv[1..]).args(args).current_dir(dir).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let what = format!("{} {}", argv.join(" "), args.join(" "));
+    let output = tokio::time::timeout(timeout, command.output())
+        .await
+        .map_err(|_| Error::new(ErrorKind::Timeout, format!("`{what}` took over {timeout:?}")))?
+        .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot run {program:?}")).with_source(e))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(Error::new(ErrorKind::Backend, format!("`{what}` failed: {}", tail.join(" | "))));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[async_trait]
+impl<T: MigrationTool> Target for CliMigrations<T> {
+    fn name(&self) -> &TargetId {
+        &self.name
+    }
+
+    fn kind(&self) -> &str {
+        self.tool.kind()
+    }
+
+    fn category(&self) -> Category {
+        Category::Schema
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { versioned: true, converges_from_partial: true }
+    }
+
+    async fn identity(&self) -> Result<Identity> {
+        Ok(Identity::new(self.tool.identity()))
+    }
+
+    async fn current(&self) -> Result<Version> {
+        Ok(Version::new(self.tool.live().await?))
+    }
+
+    async fn history(&self) -> Result<Vec<Revision>> {
+        Ok(self
+            .tool
+            .chain()
+            .await?
+            .into_iter()
+            .map(|(rev, message)| Revision::new(Version::labeled(rev, message.clone()), message))
+            .collect())
+    }
+
+    async fn prepare(&self, request: &Request) -> Result<Change> {
+        let Request::To(selector) = request else {
+            return Err(Error::new(ErrorKind::Unsupported, format!("{} has no actions", self.tool.kind())));
+        };
+        let change = prepare_versioned(self, selector).await?;
+        let from = change.from.as_ref().map_or(String::new(), |f| f.id.clone());
+        let to = change.to.id.clone();
+        let chain = self.tool.chain().await?;
+        let preview = self.tool.preview(&chain, &from, &change.to.id).await?;
+        let statements = preview.lines().filter(|l| l.trim_end().ends_with(';') && !l.trim().starts_with("--")).count();
+        let description = format!(
+            "{}: {} down {from} -> {} (SQL preview: {statements} statements)",
+            self.name,
+            self.tool.kind(),
+            change.to.id
+        );
+        Ok(change
+            .describe(description)
+            .with_reversibility(Reversibility::NeedsSnapshot)
+            .with_data_loss(DataLoss::unknown(format!(
+                "migrating {from} down to {to} may drop columns or tables; see the SQL preview"
+            )))
+            .with_payload(serde_json::json!({ "sql_preview": preview })))
+    }
+
+    async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
+        match self.observe(change, key).await? {
+            Observed::Done => return Ok(()),
+            Observed::Diverged(detail) => {
+                return Err(Error::new(ErrorKind::Conflict, format!("expected {:?} but {detail}", change.from)));
+            }
+            Observed::NotStarted | Observed::Partial(_) => {}
+        }
+        self.tool.downgrade(&change.to.id).await.map_err(|e| e.with_context("target", &self.name))
+    }
+
+    async fn observe(&self, change: &Change, _key: &IdempotencyKey) -> Result<Observed> {
+        let live = self.tool.live().await?;
+        let chain = self.tool.chain().await?;
+        let at = |rev: &str| chain.iter().position(|(r, _)| r == rev);
+        let (now, from, to) = (at(&live), change.from.as_ref().and_then(|f| at(&f.id)), at(&change.to.id));
+        Ok(match (now, from, to) {
+            (Some(n), _, Some(t)) if n == t => Observed::Done,
+            (Some(n), Some(f), _) if n == f => Observed::NotStarted,
+            (Some(n), Some(f), Some(t)) if n > f && n < t => Observed::Partial(format!("at {live}, between the two")),
+            _ => Observed::Diverged(format!("{} is at {live}", self.tool.kind())),
+        })
+    }
+}
