@@ -104,14 +104,8 @@ impl MigrationTool for DjangoCli {
     }
 
     async fn live(&self) -> Result<String> {
-        Ok(self
-            .migrations()
-            .await?
-            .into_iter()
-            .filter(|(_, a)| *a)
-            .map(|(n, _)| n)
-            .last()
-            .unwrap_or_else(|| "zero".into()))
+        let applied = self.migrations().await?;
+        Ok(applied.into_iter().rev().find(|(_, a)| *a).map_or_else(|| "zero".to_owned(), |(n, _)| n))
     }
 
     async fn preview(&self, chain: &[(String, String)], from: &str, to: &str) -> Result<String> {
