@@ -671,3 +671,67 @@ async fn secrets_never_reach_the_journal_or_reports() {
     assert!(haystack.contains(secret_file.to_str().unwrap()), "the reference is journaled");
     assert!(!haystack.contains(MARKER), "the value never is");
 }
+
+#[tokio::test]
+async fn the_ladder_stops_at_the_first_level_that_restores_health_and_resume_respects_it() {
+    use rollback_core::strategy::{Ladder, RollbackRequest};
+    use rollback_core::{Outcome, Strategy};
+    let fx = Fixture::new();
+    let flag = Arc::new(MemoryTarget::with_versions("checkout-flag", &["off", "on"]).category(Category::Flag));
+    let web = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
+    let db = Arc::new(MemoryTarget::with_versions("db", &["s1", "s2"]).category(Category::Schema));
+    let mut reg = registry(&[&flag, &web, &db]);
+    // Unhealthy after the flag level, healthy after the app level.
+    let mut script = vec![Outcome::Fail; 3];
+    script.extend([Outcome::Pass; 3]);
+    reg.register_verifier(Arc::new(ScriptedVerifier::new("health", script)));
+    let engine = fx.engine(reg);
+    let options = serde_json::json!({
+        "flags": [], "app": ["web"], "schema": ["db"], "verify": ["health"],
+        "verify_policy": { "interval": "1ms", "passes": 3, "max_failures": 2, "deadline": "5s" },
+    });
+    let mut plan = Ladder.plan(&[], &RollbackRequest::new("errors", Selector::Previous, options)).unwrap();
+    // Level 1 (the flag) by hand, as a flag step the memory target understands.
+    plan.stages.insert(
+        0,
+        rollback_core::Stage {
+            name: "level 0: flag".into(),
+            parallelism: 1,
+            steps: vec![rollback("flag-back", "checkout-flag")],
+        },
+    );
+    plan.stages.insert(
+        1,
+        rollback_core::Stage {
+            name: "verify level 0".into(),
+            parallelism: 1,
+            steps: vec![
+                Step::new(
+                    "verify-health-level-0",
+                    StepOp::Verify {
+                        verifier: "health".into(),
+                        policy: serde_json::from_value(
+                            serde_json::json!({"interval": "1ms", "passes": 3, "max_failures": 2, "deadline": "5s"}),
+                        )
+                        .unwrap(),
+                    },
+                )
+                .stop_if_passes()
+                .on_failure(FailurePolicy::Continue),
+            ],
+        },
+    );
+    let report = engine.run(plan, Default::default()).await.unwrap();
+    assert_eq!(report.state, RunState::Succeeded, "{report}");
+    assert_eq!(flag.effects().len(), 1);
+    assert_eq!(web.effects().len(), 1, "the app level ran");
+    assert!(db.effects().is_empty(), "the schema level was not needed");
+    let skipped = report.step("db-back", Phase::Forward).unwrap();
+    assert_eq!(skipped.state, StepState::Skipped);
+    assert!(skipped.description.contains("health restored"), "{}", skipped.description);
+    assert_eq!(report.step("verify-health-level-0", Phase::Forward).unwrap().state, StepState::Failed);
+    // Resume of a finished run does nothing, and the skipped level stays skipped.
+    let resumed = engine.resume(&report.run).await.unwrap();
+    assert_eq!(resumed.state, RunState::Succeeded);
+    assert!(db.effects().is_empty());
+}

@@ -193,6 +193,21 @@ impl RunCtx {
             if !failed.is_empty() {
                 return Ok(Flow::Failed(format!("step(s) {} failed in stage {:?}", failed.join(", "), stage.name)));
             }
+            let goal = stage.steps.iter().find(|s| {
+                s.stop_if_passes
+                    && self.with_log(|log| log.step(&s.id, Phase::Forward).is_some_and(|l| l.state == StepState::Done))
+            });
+            if let Some(goal) = goal {
+                let why = format!("health restored: {} passed", goal.id);
+                tracing::info!(run = %self.run, %why, "stopping early");
+                let later = self.plan.stages.iter().skip_while(|s| !std::ptr::eq(*s, stage)).skip(1);
+                for step in later.flat_map(|s| s.steps.iter()) {
+                    if self.needs_run(step) {
+                        self.skip(&step.id, &why).await?;
+                    }
+                }
+                return Ok(Flow::Completed);
+            }
             if self.cancel.is_cancelled() {
                 return Ok(Flow::Cancelled);
             }

@@ -101,12 +101,23 @@ pub struct Step {
     /// How to undo it during compensation; defaults from the target's [`Category`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo: Option<Undo>,
+    /// For a verify step: when it passes, the run has reached its goal — the later
+    /// stages are skipped (an escalation ladder stops at the first level that restores
+    /// health). Finally steps still run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_if_passes: bool,
 }
 
 impl Step {
     /// A step with default failure policy and undo.
     pub fn new(id: impl Into<StepId>, op: StepOp) -> Self {
-        Step { id: id.into(), op, on_failure: None, undo: None }
+        Step { id: id.into(), op, on_failure: None, undo: None, stop_if_passes: false }
+    }
+
+    /// Marks a verify step as the goal: when it passes, later stages are skipped.
+    pub fn stop_if_passes(mut self) -> Self {
+        self.stop_if_passes = true;
+        self
     }
 
     /// Sets the failure policy.
@@ -354,6 +365,9 @@ impl Plan {
         for (position, step) in positions {
             if seen.contains_key(&step.id) {
                 return invalid(format!("step id {:?} is used twice", step.id.as_str()));
+            }
+            if step.stop_if_passes && !matches!(step.op, StepOp::Verify { .. }) {
+                return invalid(format!("step {:?}: stop_if_passes is only for verify steps", step.id.as_str()));
             }
             match &step.op {
                 StepOp::Rollback { to: Selector::Back(0), .. } => {

@@ -209,3 +209,71 @@ impl Strategy for Standard {
         Ok(plan)
     }
 }
+
+/// The escalation ladder: flags off, then app and config, then schema — verifying
+/// after each level and stopping at the first that restores health (the later levels
+/// are skipped, and journaled as skipped). Still unhealthy after the last level:
+/// halt and escalate. Budget 15 minutes.
+///
+/// ```
+/// use rollback_core::strategy::{Ladder, RollbackRequest};
+/// use rollback_core::{Selector, Strategy};
+/// let options = serde_json::json!({ "flags": ["new-checkout"], "app": ["web"], "schema": ["db"], "verify": ["health"] });
+/// let plan = Ladder.plan(&[], &RollbackRequest::new("checkout errors", Selector::Previous, options)).unwrap();
+/// let stages: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+/// assert_eq!(stages, ["level 1: flags", "verify level 1", "level 2: app and config", "verify level 2", "level 3: schema", "verify level 3"]);
+/// assert!(plan.stages[1].steps[0].stop_if_passes);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ladder;
+
+impl Strategy for Ladder {
+    fn name(&self) -> &str {
+        "ladder"
+    }
+
+    fn plan(&self, targets: &[Spec], request: &RollbackRequest) -> Result<Plan> {
+        let tiers = Tiers::from(request)?;
+        if tiers.verify.is_empty() {
+            return Err(Error::invalid_input(
+                "the ladder strategy needs verifiers: it climbs until health is restored",
+            ));
+        }
+        let flags: Vec<Step> = tiers
+            .flags
+            .iter()
+            .map(|f| {
+                Step::new(
+                    format!("{f}-off"),
+                    StepOp::Action { target: TargetId::new(f), action: "disable".into(), params: Default::default() },
+                )
+            })
+            .collect();
+        let mut app = tiers.rollback_steps(&tiers.app, request);
+        app.extend(tiers.rollback_steps(&tiers.config, request));
+        let schema = tiers.rollback_steps(&tiers.schema, request);
+        let levels: Vec<(&str, Vec<Step>)> = [("flags", flags), ("app and config", app), ("schema", schema)]
+            .into_iter()
+            .filter(|(_, s)| !s.is_empty())
+            .collect();
+        if levels.is_empty() {
+            return Err(Error::invalid_input("the ladder strategy needs flags, app, config or schema targets"));
+        }
+        let mut plan = base_plan("ladder", targets, request, Duration::from_secs(15 * 60));
+        let n = tiers.parallelism();
+        let count = levels.len();
+        for (i, (what, steps)) in levels.into_iter().enumerate() {
+            let level = i + 1;
+            push(&mut plan, &format!("level {level}: {what}"), n, steps);
+            let last = level == count;
+            let checks = tiers
+                .verify_steps(&format!("-level-{level}"))
+                .into_iter()
+                .map(|s| if last { s } else { s.stop_if_passes().on_failure(crate::FailurePolicy::Continue) })
+                .collect();
+            push(&mut plan, &format!("verify level {level}"), n, checks);
+        }
+        plan.validate()?;
+        Ok(plan)
+    }
+}
