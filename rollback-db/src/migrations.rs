@@ -23,6 +23,10 @@ pub struct SqlxMigrationsConfig {
     /// How migrations are laid out and recorded.
     #[serde(default)]
     pub layout: Layout,
+    /// Data-loss estimate: rows changed since the oldest migration being undone was
+    /// applied (sqlx layout, which records when).
+    #[serde(default)]
+    pub data_loss: crate::DataLossProbe,
 }
 
 /// How migrations are laid out on disk and recorded in the database.
@@ -79,6 +83,8 @@ pub struct Migration {
 pub struct SqlxMigrations {
     name: TargetId,
     layout: Layout,
+    data_loss: crate::DataLossProbe,
+    sqlite: bool,
     pool: sqlx::AnyPool,
     identity: String,
     migrations: BTreeMap<i64, Migration>,
@@ -182,7 +188,15 @@ impl SqlxMigrations {
             sql_ident(table)?;
             sql_ident(column)?;
         }
-        Ok(SqlxMigrations { name: TargetId::new(name), layout: config.layout, pool, identity, migrations })
+        Ok(SqlxMigrations {
+            name: TargetId::new(name),
+            layout: config.layout,
+            data_loss: config.data_loss,
+            sqlite,
+            pool,
+            identity,
+            migrations,
+        })
     }
 
     /// Applied versions, newest first: (version, description, installed_on, success).
@@ -367,6 +381,22 @@ impl Target for SqlxMigrations {
             Err(err) => return Err(err),
         };
         let downs = self.downs(&applied, Self::version_of(&change.to)?)?;
+        // Rows changed since the oldest undone migration was applied.
+        let to_version = Self::version_of(&change.to)?;
+        let since = applied
+            .iter()
+            .filter(|(v, ..)| *v > to_version)
+            .filter_map(|(.., installed_on, _)| {
+                chrono::NaiveDateTime::parse_from_str(installed_on.get(..19)?, "%Y-%m-%d %H:%M:%S").ok()
+            })
+            .min()
+            .map(|t| t.and_utc());
+        let estimate = match since {
+            Some(since) => {
+                self.data_loss.estimate(&self.pool, self.sqlite, since, "with the schema changes undone").await?
+            }
+            None => None,
+        };
         let names: Vec<String> = downs.iter().map(|m| format!("{} {}", m.version, m.description)).collect();
         let description = format!(
             "{}: migrate down {} -> {} (undo {})",
@@ -378,10 +408,12 @@ impl Target for SqlxMigrations {
         Ok(change
             .describe(description)
             .with_reversibility(Reversibility::NeedsSnapshot)
-            .with_data_loss(DataLoss::unknown(format!(
-                "down migrations may drop columns or tables ({}); take a snapshot first",
-                names.join(", ")
-            )))
+            .with_data_loss(estimate.unwrap_or_else(|| {
+                DataLoss::unknown(format!(
+                    "down migrations may drop columns or tables ({}); take a snapshot first",
+                    names.join(", ")
+                ))
+            }))
             .with_payload(serde_json::json!({ "downs": downs.iter().map(|m| m.version).collect::<Vec<_>>() })))
     }
 

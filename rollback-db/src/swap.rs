@@ -71,10 +71,9 @@ pub struct PgRestoreSwapConfig {
     /// `pg_restore` program.
     #[serde(default)]
     pub pg_restore: Option<String>,
-    /// For the data-loss estimate: tables and their "last changed" column
-    /// (`orders = "updated_at"`); rows changed after the dump was taken are counted.
+    /// Data-loss estimate: rows changed after the dump was taken.
     #[serde(default)]
-    pub changed_columns: BTreeMap<String, String>,
+    pub data_loss: crate::DataLossProbe,
     /// Testing only: fail after this phase.
     #[serde(default)]
     #[doc(hidden)]
@@ -261,29 +260,19 @@ impl PgRestoreSwap {
         result
     }
 
-    /// Rows changed after `since` in the configured tables: (total, "orders: 12, users: 3").
-    async fn rows_changed_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Option<(i64, String)>> {
-        if self.config.changed_columns.is_empty() {
+    /// Rows changed after `since` in the live database, per the configured probe.
+    async fn rows_changed_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Option<DataLoss>> {
+        if self.config.data_loss.is_empty() {
             return Ok(None);
         }
+        sqlx::any::install_default_drivers();
         let url = format!("{}/{}", self.admin_url.rsplit_once('/').map_or("", |(b, _)| b), self.db());
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .map_err(|e| map("connect", e))?;
-        let mut total = 0;
-        let mut parts = Vec::new();
-        for (table, column) in &self.config.changed_columns {
-            let sql = format!("SELECT count(*) FROM {} WHERE {} > $1", ident(table), ident(column));
-            let counted: std::result::Result<(i64,), _> =
-                sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(since).fetch_one(&pool).await;
-            let (n,) = counted.map_err(|e| map("data-loss estimate", e).with_context("table", table))?;
-            total += n;
-            parts.push(format!("{table}: {n}"));
-        }
+        let pool =
+            sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await.map_err(|e| map("connect", e))?;
+        let what = format!("by restoring the dump (the original stays as {})", self.old_db());
+        let estimate = self.config.data_loss.estimate(&pool, false, since, &what).await;
         pool.close().await;
-        Ok(Some((total, parts.join(", "))))
+        estimate
     }
 
     async fn restore_into_new(&self, admin: &sqlx::PgPool, dump: &str, key: &IdempotencyKey) -> Result<()> {
@@ -395,24 +384,15 @@ impl Target for PgRestoreSwap {
         Ok(Change::new(self.name.clone(), "restore-swap", Some(from), to)
             .describe(description)
             .with_reversibility(Reversibility::Irreversible)
-            .with_data_loss(match lost {
-                Some((total, per_table)) => DataLoss::some(
-                    Some(total as u64),
-                    format!(
-                        "{total} row(s) changed after the dump was taken ({}) are not in the restored database \
-                         ({per_table}); the original stays as {}",
-                        taken.format("%Y-%m-%d %H:%M:%S UTC"),
-                        self.old_db()
-                    ),
-                ),
-                None => DataLoss::unknown(format!(
+            .with_data_loss(lost.unwrap_or_else(|| {
+                DataLoss::unknown(format!(
                     "everything written to {} after the dump was taken ({}) is not in the restored database; \
                      the original stays as {}",
                     self.db(),
                     taken.format("%Y-%m-%d %H:%M:%S UTC"),
                     self.old_db()
-                )),
-            })
+                ))
+            }))
             .with_payload(serde_json::json!({ "dump": dump })))
     }
 

@@ -66,7 +66,12 @@ async fn sqlx_migrations_on_postgres_conform() {
             Arc::new(
                 SqlxMigrations::connect(
                     "schema",
-                    SqlxMigrationsConfig { url: Some(url), migrations: dir, layout: Default::default() },
+                    SqlxMigrationsConfig {
+                        url: Some(url),
+                        migrations: dir,
+                        layout: Default::default(),
+                        data_loss: Default::default(),
+                    },
                 )
                 .await
                 .unwrap(),
@@ -83,7 +88,12 @@ async fn identity_names_the_database_oid() {
     let url = fresh_database(&admin, dir.path()).await;
     let schema = SqlxMigrations::connect(
         "schema",
-        SqlxMigrationsConfig { url: Some(url.clone()), migrations: dir.path().into(), layout: Default::default() },
+        SqlxMigrationsConfig {
+            url: Some(url.clone()),
+            migrations: dir.path().into(),
+            layout: Default::default(),
+            data_loss: Default::default(),
+        },
     )
     .await
     .unwrap();
@@ -310,15 +320,26 @@ async fn data_loss_counts_rows_changed_after_the_dump() {
     let Some(admin) = admin_url() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (_name, url, dump) = swap_fixture(&admin, dir.path()).await;
-    let config =
-        PgRestoreSwapConfig { changed_columns: [("items".into(), "changed_at".into())].into(), ..Default::default() };
+    let config = PgRestoreSwapConfig {
+        data_loss: rollback_db::DataLossProbe {
+            changed_columns: [("items".into(), "changed_at".into())].into(),
+            queries: vec![
+                "SELECT count(*) FROM items WHERE note LIKE 'after%' AND changed_at > CAST($1 AS TIMESTAMPTZ)".into(),
+            ],
+        },
+        ..Default::default()
+    };
     let target = PgRestoreSwap::new("orders-db", &url, config).unwrap();
     let change = target
         .prepare(&Request::Action { action: "restore".into(), params: serde_json::json!({ "dump": dump }) })
         .await
         .unwrap();
-    assert_eq!(change.data_loss.items, Some(50), "{}", change.data_loss);
-    assert!(change.data_loss.summary.contains("items: 50"), "{}", change.data_loss);
+    assert_eq!(change.data_loss.items, Some(100), "{}", change.data_loss);
+    assert!(
+        change.data_loss.summary.contains("items: 50") && change.data_loss.summary.contains("query 1: 50"),
+        "{}",
+        change.data_loss
+    );
 }
 
 #[tokio::test]

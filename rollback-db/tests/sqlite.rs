@@ -44,7 +44,12 @@ async fn target(root: &Path) -> Arc<SqlxMigrations> {
     Arc::new(
         SqlxMigrations::connect(
             "schema",
-            SqlxMigrationsConfig { url: Some(url), migrations: dir, layout: Default::default() },
+            SqlxMigrationsConfig {
+                url: Some(url),
+                migrations: dir,
+                layout: Default::default(),
+                data_loss: Default::default(),
+            },
         )
         .await
         .unwrap(),
@@ -127,6 +132,7 @@ async fn a_failure_half_way_is_partial_and_apply_converges() {
             url: Some(format!("sqlite://{}", root.path().join("app.db").display())),
             migrations: dir.clone(),
             layout: Default::default(),
+            data_loss: Default::default(),
         },
     )
     .await
@@ -145,6 +151,7 @@ async fn a_failure_half_way_is_partial_and_apply_converges() {
             url: Some(format!("sqlite://{}", root.path().join("app.db").display())),
             migrations: dir,
             layout: Default::default(),
+            data_loss: Default::default(),
         },
     )
     .await
@@ -200,6 +207,7 @@ async fn raw_sql_database(root: &Path) -> Arc<SqlxMigrations> {
         url: Some(format!("sqlite://{}", root.join("app.db").display())),
         migrations: dir,
         layout: rollback_db::Layout::RawSql { table: "schema_migrations".into(), column: "version".into() },
+        data_loss: Default::default(),
     };
     Arc::new(SqlxMigrations::connect("schema", config).await.unwrap())
 }
@@ -247,6 +255,7 @@ async fn raw_sql_database_reopen(root: &Path) -> SqlxMigrations {
         url: Some(format!("sqlite://{}", root.join("app.db").display())),
         migrations: root.join("migrations"),
         layout: rollback_db::Layout::RawSql { table: "schema_migrations".into(), column: "version".into() },
+        data_loss: Default::default(),
     };
     SqlxMigrations::connect("schema", config).await.unwrap()
 }
@@ -270,4 +279,29 @@ async fn sqlite_copy_captures_and_restores() {
     let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.unwrap();
     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
     assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn data_loss_counts_rows_changed_since_the_undone_migration() {
+    let root = tempfile::tempdir().unwrap();
+    let (url, dir) = migrated(root.path()).await;
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.unwrap();
+    sqlx::raw_sql("ALTER TABLE orders ADD COLUMN updated_at TEXT; \
+                   INSERT INTO orders (user_id, updated_at) VALUES (1, '2000-01-01 00:00:00'), (2, datetime('now', '+1 minute'));")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let probe = rollback_db::DataLossProbe {
+        changed_columns: [("orders".into(), "updated_at".into())].into(),
+        queries: vec![],
+    };
+    let schema = SqlxMigrations::connect(
+        "schema",
+        SqlxMigrationsConfig { url: Some(url), migrations: dir, layout: Default::default(), data_loss: probe },
+    )
+    .await
+    .unwrap();
+    let change = schema.prepare(&Request::To(Selector::Previous)).await.unwrap();
+    assert_eq!(change.data_loss.items, Some(1), "{}", change.data_loss);
+    assert!(change.data_loss.summary.contains("orders: 1"), "{}", change.data_loss);
 }
