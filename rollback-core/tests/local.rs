@@ -230,3 +230,116 @@ async fn http_flag_is_turned_off_and_restored_by_compensation() {
     assert_eq!(report.state, RunState::Compensated, "{report}");
     assert_eq!(*state.lock().unwrap(), (true, 4), "off, then back on");
 }
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    git_at(repo, args, "2025-10-20T12:00:00Z")
+}
+
+/// Runs git with fixed author and committer (and tagger) dates.
+fn git_at(repo: &Path, args: &[&str], date: &str) -> String {
+    let out = std::process::Command::new("git")
+        .env("GIT_AUTHOR_DATE", date)
+        .env("GIT_COMMITTER_DATE", date)
+        .args(["-c", "user.name=dev", "-c", "user.email=dev@localhost", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A deploy checkout with releases v1..v3 tagged; v3 changes frontend and backend in
+/// separate commits.
+fn git_repo(repo: &Path) {
+    std::fs::create_dir_all(repo.join("frontend")).unwrap();
+    std::fs::create_dir_all(repo.join("backend")).unwrap();
+    git(repo, &["init", "-q"]);
+    for (version, front, back, date) in
+        [("v1", "f1", "b1", "2025-10-14T12:00:00Z"), ("v2", "f2", "b2", "2025-10-16T12:00:00Z")]
+    {
+        std::fs::write(repo.join("frontend/app.js"), front).unwrap();
+        std::fs::write(repo.join("backend/app.py"), back).unwrap();
+        git_at(repo, &["add", "."], date);
+        git_at(repo, &["commit", "-q", "-m", &format!("release {version}")], date);
+        git_at(repo, &["tag", "-a", version, "-m", version], date);
+    }
+    std::fs::write(repo.join("frontend/app.js"), "f3-broken").unwrap();
+    git(repo, &["commit", "-q", "-am", "frontend v3"]);
+    std::fs::write(repo.join("backend/app.py"), "b3").unwrap();
+    git(repo, &["commit", "-q", "-am", "backend v3"]);
+    git(repo, &["tag", "-a", "v3", "-m", "v3"]);
+}
+
+fn git_release(repo: &Path, build: Option<Vec<String>>) -> rollback_core::local::GitRelease {
+    rollback_core::local::GitRelease::new(
+        "app",
+        rollback_core::local::GitReleaseConfig {
+            repo: repo.into(),
+            build,
+            history: rollback_core::local::GitHistory::Tags,
+            timeout: Duration::from_secs(30),
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn git_release_checks_out_the_previous_tag_and_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("checkout");
+    git_repo(&repo);
+    let built = dir.path().join("built");
+    let app = git_release(&repo, Some(vec!["touch".into(), built.display().to_string()]));
+    let history = app.history().await.unwrap();
+    let labels: Vec<&str> = history.iter().filter_map(|r| r.version.label.as_deref()).collect();
+    assert_eq!(labels, ["v3", "v2", "v1"]);
+    let change = app.prepare(&Request::To(Selector::Previous)).await.unwrap();
+    assert_eq!(change.to.label.as_deref(), Some("v2"));
+    let key = IdempotencyKey::new("r/app/fwd");
+    app.apply(&change, &key).await.unwrap();
+    assert_eq!(std::fs::read_to_string(repo.join("frontend/app.js")).unwrap(), "f2");
+    assert!(built.exists(), "the build ran in the checkout");
+    assert_eq!(app.observe(&change, &key).await.unwrap(), Observed::Done);
+    app.apply(&change, &key).await.unwrap();
+}
+
+#[tokio::test]
+async fn git_release_conforms() {
+    let base = tempfile::tempdir().unwrap();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    conformance::target_suite(|| {
+        let repo = base.path().join(format!("r{}", n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        git_repo(&repo);
+        async move { Arc::new(git_release(&repo, None)) as Arc<dyn Target> }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn git_revert_of_chosen_commits_is_a_partial_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("checkout");
+    git_repo(&repo);
+    let app = git_release(&repo, None);
+    let frontend = git(&repo, &["log", "-1", "--format=%H", "HEAD~1"]);
+    let change = app
+        .prepare(&Request::Action { action: "revert".into(), params: serde_json::json!({ "commits": [frontend] }) })
+        .await
+        .unwrap();
+    assert!(change.description.contains("partial rollback"), "{}", change.description);
+    let key = IdempotencyKey::new("r/app/fwd");
+    assert_eq!(app.observe(&change, &key).await.unwrap(), Observed::NotStarted);
+    app.apply(&change, &key).await.unwrap();
+    assert_eq!(std::fs::read_to_string(repo.join("frontend/app.js")).unwrap(), "f2", "frontend rolled back");
+    assert_eq!(std::fs::read_to_string(repo.join("backend/app.py")).unwrap(), "b3", "backend kept");
+    assert!(git(&repo, &["log", "-1", "--format=%B"]).contains("Rollback-Key: r/app/fwd"));
+    assert_eq!(app.observe(&change, &key).await.unwrap(), Observed::Done);
+    app.apply(&change, &key).await.unwrap();
+    assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]), "5", "re-applying made no second revert");
+    let err = app
+        .prepare(&Request::Action { action: "revert".into(), params: serde_json::json!({ "commits": ["nope"] }) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}

@@ -114,7 +114,7 @@ impl ConfigFile {
         }
         if let Some(validate) = &self.config.validate {
             let argv: Vec<String> = validate.iter().map(|a| a.replace("{}", &tmp.display().to_string())).collect();
-            if let Err(err) = run_command("validate", &argv, self.config.timeout).await {
+            if let Err(err) = run_command("validate", &argv, None, self.config.timeout).await {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
@@ -227,7 +227,7 @@ impl Target for ConfigFile {
         }
         self.marker.write(key, &change.to.id, Phase::Switched)?;
         if let Some(reload) = &self.config.reload {
-            run_command("reload", reload, self.config.timeout).await?;
+            run_command("reload", reload, None, self.config.timeout).await?;
         }
         self.marker.write(key, &change.to.id, Phase::Done)
     }

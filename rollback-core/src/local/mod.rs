@@ -6,6 +6,8 @@
 //!   (`.env.production.2025-10-16-180000`), validated by a command before it is put in
 //!   place (`nginx -t`), replaced atomically, then reloaded; the replaced file is kept
 //!   as evidence;
+//! - [`GitRelease`]: a deploy checkout moved to an older tag or commit, or chosen
+//!   commits reverted (a partial rollback), then built and deployed;
 //! - [`HttpFlag`] (feature `http`): a feature flag behind an HTTP API, turned off
 //!   with a PATCH and restored to its previous value.
 //!
@@ -16,6 +18,7 @@
 
 mod config_file;
 mod evidence;
+mod git_release;
 #[cfg(feature = "http")]
 mod http_flag;
 mod marker;
@@ -27,13 +30,14 @@ use std::time::Duration;
 
 pub use config_file::{ConfigFile, ConfigFileConfig};
 pub use evidence::{FilesEvidence, FilesEvidenceConfig, redact_env};
+pub use git_release::{GitHistory, GitRelease, GitReleaseConfig};
 #[cfg(feature = "http")]
 pub use http_flag::{HttpFlag, HttpFlagConfig};
 pub use release_dir::{ReleaseDir, ReleaseDirConfig};
 
 use crate::{Error, ErrorKind, Registry, Result, Spec, Target};
 
-/// Registers the targets `release-dir`, `config-file` and (feature `http`)
+/// Registers the targets `release-dir`, `git-release`, `config-file` and (feature `http`)
 /// `http-flag`, and the snapshot `files`.
 pub fn register_local_kinds(registry: &mut Registry) {
     registry.register_snapshot_kind("files", |spec: Spec| async move {
@@ -41,6 +45,9 @@ pub fn register_local_kinds(registry: &mut Registry) {
     });
     registry.register_target_kind("release-dir", |spec: Spec| async move {
         Ok(Arc::new(ReleaseDir::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
+    });
+    registry.register_target_kind("git-release", |spec: Spec| async move {
+        Ok(Arc::new(GitRelease::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
     });
     registry.register_target_kind("config-file", |spec: Spec| async move {
         Ok(Arc::new(ConfigFile::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
@@ -51,15 +58,16 @@ pub fn register_local_kinds(registry: &mut Registry) {
     });
 }
 
-/// Runs a command (argv, never a shell) to completion with a timeout; its stderr
-/// tail is in the error.
-pub(crate) async fn run_command(what: &str, argv: &[String], timeout: Duration) -> Result<()> {
+/// Runs a command (argv, never a shell) to completion with a timeout, in `dir` when
+/// given; its stderr tail is in the error.
+pub(crate) async fn run_command(what: &str, argv: &[String], dir: Option<&Path>, timeout: Duration) -> Result<()> {
     let program = argv.first().ok_or_else(|| Error::invalid_input(format!("{what} command is empty")))?;
-    let child = tokio::process::Command::new(program)
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
+    let mut command = tokio::process::Command::new(program);
+    command.args(&argv[1..]).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let child = command.output();
     let output = tokio::time::timeout(timeout, child)
         .await
         .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what} command {program:?} took over {timeout:?}")))?

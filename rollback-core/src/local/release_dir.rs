@@ -179,7 +179,7 @@ impl Target for ReleaseDir {
         }
         self.marker.write(key, &change.to.id, Phase::Switched)?;
         if let Some(restart) = &self.config.restart {
-            run_command("restart", restart, self.config.restart_timeout).await?;
+            run_command("restart", restart, None, self.config.restart_timeout).await?;
         }
         self.marker.write(key, &change.to.id, Phase::Done)
     }
