@@ -277,3 +277,125 @@ impl Strategy for Ladder {
         Ok(plan)
     }
 }
+
+/// How the schema change being rolled back relates to the old application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compatibility {
+    /// The change was additive: the old app runs on the new schema (roll the app back
+    /// first, the schema after).
+    #[default]
+    Additive,
+    /// The change was breaking: the old app needs the old schema (roll the schema back
+    /// first, with traffic stopped).
+    Breaking,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct FullOptions {
+    #[serde(flatten)]
+    tiers: serde_json::Value,
+    #[serde(default)]
+    compatibility: Compatibility,
+}
+
+/// The full rollback: traffic stopped first and restored in `finally`, the order of
+/// app and schema decided by a compatibility guard (`compatibility = "additive"`:
+/// app first; `"breaking"`: schema first), evidence, verification between tiers and
+/// at the end. Needs traffic targets. Budget 15 minutes.
+///
+/// ```
+/// use rollback_core::strategy::{Full, RollbackRequest};
+/// use rollback_core::{Selector, Strategy};
+/// let options = serde_json::json!({ "traffic": ["lb"], "app": ["web"], "schema": ["db"], "verify": ["health"], "compatibility": "breaking" });
+/// let plan = Full.plan(&[], &RollbackRequest::new("bad migration", Selector::Previous, options)).unwrap();
+/// let stages: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+/// assert_eq!(stages, ["stop traffic", "schema", "verify schema", "app and config", "verify"]);
+/// assert_eq!(plan.finally[0].id.as_str(), "lb-start");
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Full;
+
+impl Strategy for Full {
+    fn name(&self) -> &str {
+        "full"
+    }
+
+    fn plan(&self, targets: &[Spec], request: &RollbackRequest) -> Result<Plan> {
+        let options: FullOptions = serde_json::from_value(request.options.clone())
+            .map_err(|e| Error::invalid_input(format!("strategy options: {e}")))?;
+        let mut tiers_value = options.tiers;
+        if let Some(map) = tiers_value.as_object_mut() {
+            map.remove("compatibility");
+            map.insert(
+                "order".into(),
+                serde_json::json!(match options.compatibility {
+                    Compatibility::Additive => "app-first",
+                    Compatibility::Breaking => "schema-first",
+                }),
+            );
+        }
+        let tiers: Tiers = serde_json::from_value(tiers_value.clone())
+            .map_err(|e| Error::invalid_input(format!("strategy options: {e}")))?;
+        if tiers.traffic.is_empty() {
+            return Err(Error::invalid_input("the full strategy stops traffic first: give it traffic targets"));
+        }
+        let standard = RollbackRequest { options: tiers_value, ..request.clone() };
+        let mut plan = Standard.plan(targets, &standard)?;
+        plan.name = format!("full: {}", request.reason);
+        Ok(plan)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryOptions {
+    canary: Vec<String>,
+    #[serde(default)]
+    stable: Vec<String>,
+    #[serde(default)]
+    verify: Vec<String>,
+    #[serde(default)]
+    verify_policy: Option<ProbePolicy>,
+}
+
+/// Canary rollback: take the canary out (action `stop`: to zero), bring the stable
+/// version up (action `start`), verify. Undo of both is their inverse (traffic
+/// defaults), so a failed verification compensates. Budget 5 minutes.
+///
+/// ```
+/// use rollback_core::strategy::{Canary, RollbackRequest};
+/// use rollback_core::{Selector, Strategy};
+/// let options = serde_json::json!({ "canary": ["web-canary"], "stable": ["web-stable"], "verify": ["health"] });
+/// let plan = Canary.plan(&[], &RollbackRequest::new("canary errors", Selector::Previous, options)).unwrap();
+/// assert_eq!(plan.stages.len(), 3);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Canary;
+
+impl Strategy for Canary {
+    fn name(&self) -> &str {
+        "canary"
+    }
+
+    fn plan(&self, targets: &[Spec], request: &RollbackRequest) -> Result<Plan> {
+        let options: CanaryOptions = serde_json::from_value(request.options.clone())
+            .map_err(|e| Error::invalid_input(format!("strategy options: {e}")))?;
+        if options.canary.is_empty() {
+            return Err(Error::invalid_input("the canary strategy needs canary targets"));
+        }
+        let mut plan = base_plan("canary", targets, request, Duration::from_secs(5 * 60));
+        let action = |t: &String, action: &str, suffix: &str| {
+            Step::new(
+                format!("{t}-{suffix}"),
+                StepOp::Action { target: TargetId::new(t), action: action.into(), params: Default::default() },
+            )
+        };
+        push(&mut plan, "canary off", 4, options.canary.iter().map(|t| action(t, "stop", "off")).collect());
+        push(&mut plan, "stable up", 4, options.stable.iter().map(|t| action(t, "start", "up")).collect());
+        let tiers = Tiers { verify: options.verify, verify_policy: options.verify_policy, ..Tiers::default() };
+        push(&mut plan, "verify", 4, tiers.verify_steps(""));
+        plan.validate()?;
+        Ok(plan)
+    }
+}

@@ -1,11 +1,11 @@
 //! The [`Strategy`] trait: turns specs and a request into a [`Plan`], and the
-//! built-in strategies [`Emergency`], [`Standard`] and [`Ladder`].
+//! built-in strategies [`Emergency`], [`Standard`], [`Full`], [`Canary`] and [`Ladder`].
 
 mod builtin;
 
 use serde::{Deserialize, Serialize};
 
-pub use builtin::{Emergency, Ladder, Order, Standard, Tiers};
+pub use builtin::{Canary, Compatibility, Emergency, Full, Ladder, Order, Standard, Tiers};
 
 use crate::{Plan, Result, Selector, Spec};
 
