@@ -141,3 +141,28 @@ fn sample_plans_round_trip() {
         assert_eq!(Plan::from_json_str(&plan.to_json_string().unwrap()).unwrap(), plan);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_sample_plan_dry_runs_against_a_real_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    for (file, sql) in [
+        ("1_users.up.sql", "CREATE TABLE users (id INTEGER PRIMARY KEY);"),
+        ("1_users.down.sql", "DROP TABLE users;"),
+        ("2_orders.up.sql", "CREATE TABLE orders (id INTEGER PRIMARY KEY);"),
+        ("2_orders.down.sql", "DROP TABLE orders;"),
+    ] {
+        std::fs::write(migrations.join(file), sql).unwrap();
+    }
+    let db = dir.path().join("app.db");
+    let pool =
+        sqlx::sqlite::SqlitePoolOptions::new().connect(&format!("sqlite://{}?mode=rwc", db.display())).await.unwrap();
+    sqlx::migrate::Migrator::new(migrations.clone()).await.unwrap().run(&pool).await.unwrap();
+    pool.close().await;
+    let mut cmd = runner(&["dry-run", &format!("{PLANS}/sqlite-schema.toml")], dir.path(), "unused");
+    cmd.env("DB_PATH", &db).env("MIGRATIONS", &migrations);
+    let (code, text) = output(&mut cmd);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("migrate down 2 -> 1 (undo 2 orders)"), "{text}");
+}
