@@ -46,6 +46,36 @@ pub enum Observed {
     Diverged(String),
 }
 
+impl Observed {
+    /// The compare-and-swap gate at the top of `apply`: `Ok(false)` when the change is
+    /// already done with this key (nothing to do), `Ok(true)` when `from` holds or the
+    /// target is part-way (go on), a [`crate::ErrorKind::Conflict`] when someone else
+    /// changed it.
+    ///
+    /// ```
+    /// use rollback_core::{Change, ErrorKind, Observed, Version};
+    /// let change = Change::new("web", "release", Some(Version::new("v2")), Version::new("v1"));
+    /// assert_eq!(Observed::Done.proceed(&change).unwrap(), false);
+    /// assert_eq!(Observed::NotStarted.proceed(&change).unwrap(), true);
+    /// let err = Observed::Diverged("current is v3".into()).proceed(&change).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Conflict);
+    /// ```
+    pub fn proceed(self, change: &Change) -> Result<bool> {
+        match self {
+            Observed::Done => Ok(false),
+            Observed::NotStarted | Observed::Partial(_) => Ok(true),
+            Observed::Diverged(detail) => Err(Error::new(
+                crate::ErrorKind::Conflict,
+                format!(
+                    "{} was prepared against {} but {detail}",
+                    change.target,
+                    change.from.as_ref().map_or_else(|| "its state then".to_string(), |v| v.to_string())
+                ),
+            )),
+        }
+    }
+}
+
 /// What a target can do; optional methods default to an "unsupported" error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {

@@ -127,12 +127,8 @@ impl<T: MigrationTool> Target for CliMigrations<T> {
     }
 
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
-        match self.observe(change, key).await? {
-            Observed::Done => return Ok(()),
-            Observed::Diverged(detail) => {
-                return Err(Error::new(ErrorKind::Conflict, format!("expected {:?} but {detail}", change.from)));
-            }
-            Observed::NotStarted | Observed::Partial(_) => {}
+        if !self.observe(change, key).await?.proceed(change)? {
+            return Ok(());
         }
         self.tool.downgrade(&change.to.id).await.map_err(|e| e.with_context("target", &self.name))
     }

@@ -419,12 +419,8 @@ impl Target for SqlxMigrations {
 
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
         let to = Self::version_of(&change.to)?;
-        match self.observe(change, key).await? {
-            Observed::Done => return Ok(()),
-            Observed::Diverged(detail) => {
-                return Err(Error::new(ErrorKind::Conflict, format!("expected {:?} but {detail}", change.from)));
-            }
-            Observed::NotStarted | Observed::Partial(_) => {}
+        if !self.observe(change, key).await?.proceed(change)? {
+            return Ok(());
         }
         let applied = self.applied().await?;
         for migration in self.downs(&applied, to)? {

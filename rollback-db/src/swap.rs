@@ -397,10 +397,8 @@ impl Target for PgRestoreSwap {
     }
 
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
-        match self.observe(change, key).await? {
-            Observed::Done => return Ok(()),
-            Observed::Diverged(detail) => return Err(Error::new(ErrorKind::Conflict, detail)),
-            Observed::NotStarted | Observed::Partial(_) => {}
+        if !self.observe(change, key).await?.proceed(change)? {
+            return Ok(());
         }
         let dump = change
             .payload

@@ -200,12 +200,8 @@ impl Target for ConfigFile {
 
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
         let (live_id, live_bytes) = self.live()?;
-        match self.marker.observe(change, key, &live_id)? {
-            Observed::Done => return Ok(()),
-            Observed::Diverged(detail) => {
-                return Err(Error::new(ErrorKind::Conflict, format!("expected {:?} but {detail}", change.from)));
-            }
-            Observed::NotStarted | Observed::Partial(_) => {}
+        if !self.marker.observe(change, key, &live_id)?.proceed(change)? {
+            return Ok(());
         }
         if live_id != change.to.id {
             let source = Self::source_of(change)?;

@@ -217,12 +217,8 @@ impl Target for GitRelease {
     }
 
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
-        match self.observe(change, key).await? {
-            Observed::Done => return Ok(()),
-            Observed::Diverged(detail) => {
-                return Err(Error::new(ErrorKind::Conflict, format!("expected {:?} but {detail}", change.from)));
-            }
-            Observed::NotStarted | Observed::Partial(_) => {}
+        if !self.observe(change, key).await?.proceed(change)? {
+            return Ok(());
         }
         let head = self.head().await?;
         if change.payload["mode"] == "revert" {

@@ -166,12 +166,8 @@ impl Target for ReleaseDir {
 
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
         let live = self.live()?;
-        match self.marker.observe(change, key, &live)? {
-            Observed::Done => return Ok(()),
-            Observed::Diverged(detail) => {
-                return Err(Error::new(ErrorKind::Conflict, format!("expected {:?} but {detail}", change.from)));
-            }
-            Observed::NotStarted | Observed::Partial(_) => {}
+        if !self.marker.observe(change, key, &live)?.proceed(change)? {
+            return Ok(());
         }
         if live != change.to.id {
             self.marker.write(key, &change.to.id, Phase::Intent)?;
