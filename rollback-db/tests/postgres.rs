@@ -387,3 +387,41 @@ async fn a_process_killed_between_phases_is_finished_by_another_process() {
         assert_eq!(count(&url).await, 100, "{phase}");
     }
 }
+
+#[tokio::test]
+async fn wait_for_sessions_instead_of_terminating_them() {
+    let Some(admin) = admin_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (name, url, dump) = swap_fixture(&admin, dir.path()).await;
+    let original = oid_of(&admin, &name).await.unwrap();
+    let config = |wait_ms| PgRestoreSwapConfig {
+        sessions: rollback_db::Sessions::Wait,
+        wait_timeout: Some(std::time::Duration::from_millis(wait_ms)),
+        ..Default::default()
+    };
+    // A session that stays: the wait times out and the original stays in place, serving.
+    let session = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    sqlx::query("SELECT 1").execute(&session).await.unwrap();
+    let impatient = PgRestoreSwap::new("db", &url, config(300)).unwrap();
+    let change = impatient
+        .prepare(&Request::Action { action: "restore".into(), params: serde_json::json!({ "dump": dump }) })
+        .await
+        .unwrap();
+    let key = IdempotencyKey::new("r/restore/fwd");
+    let err = impatient.apply(&change, &key).await.unwrap_err();
+    assert!(
+        err.to_string().contains("did not leave in time") && err.to_string().contains("original is in place"),
+        "{err}"
+    );
+    assert_eq!(oid_of(&admin, &name).await, Some(original));
+    sqlx::query("SELECT 1").execute(&session).await.expect("connections to the original are allowed again");
+    // The session leaves during a longer wait: the swap goes through without terminating anyone.
+    let leaving = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        session.close().await;
+    });
+    let patient = PgRestoreSwap::new("db", &url, config(10_000)).unwrap();
+    patient.apply(&change, &key).await.unwrap();
+    leaving.await.unwrap();
+    assert_eq!(oid_of(&admin, &format!("{name}_old")).await, Some(original));
+}
