@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::context::RunCtx;
 use crate::crash::{CrashPoint, CrashWhen};
@@ -279,6 +280,11 @@ impl RunCtx {
 
     /// Runs one forward step.
     async fn run_step(&self, step: &Step) -> Result<StepState> {
+        let span = tracing::info_span!("step", step = %step.id, op = step.op.name());
+        self.run_step_inner(step).instrument(span).await
+    }
+
+    async fn run_step_inner(&self, step: &Step) -> Result<StepState> {
         let prior = self.with_log(|log| log.step(&step.id, Phase::Forward).cloned());
         match &step.op {
             StepOp::Rollback { .. } | StepOp::Action { .. } | StepOp::Apply { .. } => {
@@ -534,6 +540,11 @@ impl RunCtx {
 
     /// Undoes completed steps through their declared undo, newest first. `Some(reason)` if it failed.
     async fn compensate(&self) -> Result<Option<String>> {
+        let span = tracing::info_span!("compensation");
+        self.compensate_inner().instrument(span).await
+    }
+
+    async fn compensate_inner(&self) -> Result<Option<String>> {
         let done: Vec<StepLog> = self.with_log(|log| {
             log.steps.iter().filter(|s| s.phase == Phase::Forward && s.state == StepState::Done).cloned().collect()
         });

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::broadcast;
+use tracing::Instrument;
 
 use crate::crash::CrashPoint;
 use crate::journal::{Durability, Entry, Phase, RunIndexEntry, RunLog};
@@ -259,10 +260,15 @@ impl Engine {
     pub async fn run(&self, plan: Plan, options: RunOptions) -> Result<Report> {
         plan.validate()?;
         let run = options.run_id.clone().unwrap_or_else(RunId::generate);
-        let components = preflight::Components::build(&self.inner.registry, &plan).await?;
-        let identities = components.identities().await?;
-        let ctx = RunCtx::start(self.inner.clone(), run, plan, components, &identities, options).await?;
-        ctx.drive_new().await
+        let span = tracing::info_span!("rollback_run", run = %run, plan = %plan.name);
+        async move {
+            let components = preflight::Components::build(&self.inner.registry, &plan).await?;
+            let identities = components.identities().await?;
+            let ctx = RunCtx::start(self.inner.clone(), run, plan, components, &identities, options).await?;
+            ctx.drive_new().await
+        }
+        .instrument(span)
+        .await
     }
 
     /// Resumes a run in this process: rebuilds its targets from the registry, checks
@@ -281,8 +287,13 @@ impl Engine {
         if log.state == RunState::Failed && !log.any_effect_started() && !log.prepared.is_empty() {
             return Ok(Report::from_log(&log));
         }
-        let components = preflight::Components::build(&self.inner.registry, &log.plan).await?;
-        RunCtx::resume(self.inner.clone(), log, components, options).await?.drive_resumed().await
+        let span = tracing::info_span!("rollback_resume", run = %run, plan = %log.plan.name);
+        async move {
+            let components = preflight::Components::build(&self.inner.registry, &log.plan).await?;
+            RunCtx::resume(self.inner.clone(), log, components, options).await?.drive_resumed().await
+        }
+        .instrument(span)
+        .await
     }
 
     /// Approves or rejects a gate of a run (from this or any other process: the
