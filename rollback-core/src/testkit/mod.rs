@@ -5,6 +5,7 @@
 pub mod conformance;
 mod fakes;
 mod file_target;
+pub mod fuzz;
 mod http;
 mod memory_target;
 

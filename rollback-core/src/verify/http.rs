@@ -220,8 +220,11 @@ impl Verifier for HttpVerifier {
             }
         };
         let status = response.status().as_u16();
+        // Always read the body to its end: a response dropped half-read takes its
+        // connection with it, and the next check would open a new one.
+        let bytes = response.bytes().await.unwrap_or_default();
         let wants_body = self.check.body_contains.is_some() || self.check.json.is_some();
-        let body = if wants_body { Some(response.text().await.unwrap_or_default()) } else { None };
+        let body = wants_body.then(|| String::from_utf8_lossy(&bytes).into_owned());
         let latency = started.elapsed();
         let (outcome, detail) = self.verdict(status, latency, body.as_deref());
         Ok(Check::new(outcome, detail)

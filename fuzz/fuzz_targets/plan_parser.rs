@@ -1,0 +1,4 @@
+//! Plan files from untrusted bytes (see `rollback_core::testkit::fuzz::check_plan_bytes`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rollback_core::testkit::fuzz::check_plan_bytes(data));
