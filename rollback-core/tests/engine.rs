@@ -384,6 +384,24 @@ async fn budget_abort_stops_at_the_next_step_boundary_when_configured() {
     assert!(web.effects().is_empty());
 }
 
+/// Starts `plan` in the background and waits until its gate asks for approval.
+async fn start_until_gate(
+    engine: &Engine,
+    plan: Plan,
+) -> (tokio::task::JoinHandle<Result<rollback_core::Report>>, rollback_core::RunId) {
+    let mut events = engine.subscribe();
+    let running = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run(plan, Default::default()).await }
+    });
+    loop {
+        let event = events.recv().await.unwrap();
+        if let EventKind::ApprovalRequested { .. } = event.kind {
+            return (running, event.run);
+        }
+    }
+}
+
 /// Cancels the run when a given step finishes.
 struct CancelAfter(String, rollback_core::CancelHandle);
 
@@ -427,7 +445,6 @@ async fn approval_travels_through_the_journal_from_another_engine() {
     let web = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
     let settings = Settings { approval_poll: Duration::from_millis(10), ..Settings::default() };
     let engine = fx.engine_with(registry(&[&web]), settings, vec![]);
-    let mut events = engine.subscribe();
     let plan = Plan::new("p")
         .stage(
             "gate",
@@ -438,16 +455,7 @@ async fn approval_travels_through_the_journal_from_another_engine() {
             )],
         )
         .stage("app", 1, vec![rollback("web", "web")]);
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run(plan, Default::default()).await }
-    });
-    let run = loop {
-        let event = events.recv().await.unwrap();
-        if let EventKind::ApprovalRequested { .. } = event.kind {
-            break event.run;
-        }
-    };
+    let (running, run) = start_until_gate(&engine, plan).await;
     assert!(web.effects().is_empty(), "nothing happens before approval");
     // Another process: its own journal handle on the same directory.
     let other = Engine::builder(Registry::new())
@@ -473,7 +481,6 @@ async fn rejection_halts_the_run() {
     let web = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
     let settings = Settings { approval_poll: Duration::from_millis(10), ..Settings::default() };
     let engine = fx.engine_with(registry(&[&web]), settings, vec![]);
-    let mut events = engine.subscribe();
     let plan = Plan::new("p")
         .stage(
             "gate",
@@ -481,15 +488,7 @@ async fn rejection_halts_the_run() {
             vec![Step::new("go", StepOp::Approval { prompt: "?".into(), timeout: None, approvers: vec![] })],
         )
         .stage("app", 1, vec![rollback("web", "web")]);
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run(plan, Default::default()).await }
-    });
-    let run = loop {
-        if let EventKind::ApprovalRequested { .. } = events.recv().await.unwrap().kind {
-            break engine.runs().await.unwrap()[0].run.clone();
-        }
-    };
+    let (running, run) = start_until_gate(&engine, plan).await;
     engine.approve(&run, &"go".into(), false, "bob").await.unwrap();
     let report = running.await.unwrap().unwrap();
     assert_eq!(report.state, RunState::Escalated);
@@ -535,7 +534,6 @@ async fn a_holder_that_lost_its_lease_stops_issuing_effects() {
         .artifacts_dir(fx.dir.join("artifacts"))
         .settings(settings)
         .build();
-    let mut events = engine.subscribe();
     let plan = Plan::new("p")
         .stage(
             "gate",
@@ -543,16 +541,7 @@ async fn a_holder_that_lost_its_lease_stops_issuing_effects() {
             vec![Step::new("go", StepOp::Approval { prompt: "?".into(), timeout: None, approvers: vec![] })],
         )
         .stage("app", 1, vec![rollback("web", "web")]);
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run(plan, Default::default()).await }
-    });
-    let run = loop {
-        let event = events.recv().await.unwrap();
-        if let EventKind::ApprovalRequested { .. } = event.kind {
-            break event.run;
-        }
-    };
+    let (running, run) = start_until_gate(&engine, plan).await;
     lock.stolen.store(true, std::sync::atomic::Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
     engine.approve(&run, &"go".into(), true, "alice").await.unwrap();
@@ -568,7 +557,6 @@ async fn a_second_run_on_the_same_target_is_refused_naming_the_holder() {
     let web = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2", "v3"]));
     let settings = Settings { approval_poll: Duration::from_millis(10), ..Settings::default() };
     let engine = fx.engine_with(registry(&[&web]), settings, vec![]);
-    let mut events = engine.subscribe();
     let gated = Plan::new("first")
         .stage(
             "gate",
@@ -576,16 +564,7 @@ async fn a_second_run_on_the_same_target_is_refused_naming_the_holder() {
             vec![Step::new("go", StepOp::Approval { prompt: "?".into(), timeout: None, approvers: vec![] })],
         )
         .stage("app", 1, vec![rollback("web", "web")]);
-    let first = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run(gated, Default::default()).await }
-    });
-    let run = loop {
-        let event = events.recv().await.unwrap();
-        if let EventKind::ApprovalRequested { .. } = event.kind {
-            break event.run;
-        }
-    };
+    let (first, run) = start_until_gate(&engine, gated).await;
     let second = Plan::new("second").stage("app", 1, vec![rollback("web", "web")]);
     let err = engine.run(second, Default::default()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Locked);
