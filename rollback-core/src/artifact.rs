@@ -1,10 +1,10 @@
 //! The [`ArtifactStore`] trait and [`LocalDirStore`], the embedded default.
 
 use async_trait::async_trait;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::{Error, ErrorKind, Result};
+pub use crate::fsutil::write_private_atomic;
+use crate::{Error, Result};
 
 /// Where snapshots and evidence go. Keys are `/`-separated relative paths.
 #[async_trait]
@@ -130,26 +130,10 @@ fn collect_keys(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600, creating parents with 0700.
-/// Used for artifacts and for the file-based targets' state.
-pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let parent = path.parent().ok_or_else(|| Error::invalid_input("artifact path has no parent"))?;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
-    let name = path.file_name().ok_or_else(|| Error::invalid_input("artifact path has no file name"))?;
-    let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), name.to_string_lossy()));
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(parent)?
-        .sync_all()
-        .map_err(|e| Error::new(ErrorKind::Backend, "fsync of directory failed").with_source(e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
     use std::os::unix::fs::PermissionsExt;
 
     #[tokio::test]

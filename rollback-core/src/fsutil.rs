@@ -2,13 +2,12 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::{Error, ErrorKind, Result};
-
-pub use crate::artifact::write_private_atomic;
 
 /// Runs short blocking file I/O (a journal append, an fsync) on the current worker.
 /// On a multi-threaded runtime it tells tokio first (`block_in_place`), so other tasks
@@ -110,4 +109,21 @@ where
         guard.unlock()?;
         result
     }
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600, creating parents with 0700.
+/// Used for artifacts and for the file-based targets' state.
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let parent = path.parent().ok_or_else(|| Error::invalid_input("artifact path has no parent"))?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+    let name = path.file_name().ok_or_else(|| Error::invalid_input("artifact path has no file name"))?;
+    let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), name.to_string_lossy()));
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(parent)?
+        .sync_all()
+        .map_err(|e| Error::new(ErrorKind::Backend, "fsync of directory failed").with_source(e))
 }

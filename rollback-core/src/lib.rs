@@ -31,6 +31,7 @@ pub mod local;
 pub mod lock;
 pub mod model;
 pub mod notify;
+pub mod process;
 pub mod registry;
 pub mod report;
 pub mod snapshot;

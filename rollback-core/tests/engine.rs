@@ -333,14 +333,8 @@ async fn observe_decides_in_flight_steps_partial_and_diverged() {
     assert!(web.effects().is_empty());
 }
 
-#[tokio::test(start_paused = true)]
-async fn budget_escalates_and_notifies_without_aborting() {
-    let fx = Fixture::new();
-    let web = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
-    let mut reg = registry(&[&web]);
-    reg.register_verifier(Arc::new(ScriptedVerifier::passing("slow")));
-    let notifier = Arc::new(RecordingNotifier::new());
-    let engine = fx.engine_with(reg, Settings::default(), vec![notifier.clone()]);
+/// A 30 s budget and a verification that takes three minutes, then the web step.
+fn over_budget_plan() -> Plan {
     let slow = ProbePolicy {
         interval: Duration::from_secs(60),
         passes: 3,
@@ -351,6 +345,18 @@ async fn budget_escalates_and_notifies_without_aborting() {
         .stage("verify", 1, vec![Step::new("health", StepOp::Verify { verifier: "slow".into(), policy: slow })])
         .stage("app", 1, vec![rollback("web", "web")]);
     plan.budget = Duration::from_secs(30);
+    plan
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_escalates_and_notifies_without_aborting() {
+    let fx = Fixture::new();
+    let web = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
+    let mut reg = registry(&[&web]);
+    reg.register_verifier(Arc::new(ScriptedVerifier::passing("slow")));
+    let notifier = Arc::new(RecordingNotifier::new());
+    let engine = fx.engine_with(reg, Settings::default(), vec![notifier.clone()]);
+    let plan = over_budget_plan();
     let report = engine.run(plan, Default::default()).await.unwrap();
     assert_eq!(report.state, RunState::Succeeded, "not aborted: {report}");
     assert!(report.budget_exceeded);
@@ -366,16 +372,7 @@ async fn budget_abort_stops_at_the_next_step_boundary_when_configured() {
     let mut reg = registry(&[&web]);
     reg.register_verifier(Arc::new(ScriptedVerifier::passing("slow")));
     let engine = fx.engine(reg);
-    let slow = ProbePolicy {
-        interval: Duration::from_secs(60),
-        passes: 3,
-        deadline: Duration::from_secs(600),
-        ..Default::default()
-    };
-    let mut plan = Plan::new("p")
-        .stage("verify", 1, vec![Step::new("health", StepOp::Verify { verifier: "slow".into(), policy: slow })])
-        .stage("app", 1, vec![rollback("web", "web")]);
-    plan.budget = Duration::from_secs(30);
+    let mut plan = over_budget_plan();
     plan.abort_on_budget = true;
     let report = engine.run(plan, Default::default()).await.unwrap();
     assert_eq!(report.step("health", Phase::Forward).unwrap().state, StepState::Done, "the running step finished");

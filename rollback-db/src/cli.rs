@@ -46,23 +46,13 @@ impl<T: MigrationTool> CliMigrations<T> {
     }
 }
 
-/// Runs a tool (argv, never a shell) in `dir`; its stdout, or an error with the tail of stderr.
+/// Runs a tool (argv prefix + args, never a shell) in `dir`; its stdout.
 pub(crate) async fn run(argv: &[String], args: &[&str], dir: &Path, timeout: Duration) -> Result<String> {
-    let program = argv.first().ok_or_else(|| Error::invalid_input("empty migration tool command"))?;
-    let mut command = tokio::process::Command::new(program);
-    command.args(&argv[1..]).args(args).current_dir(dir).stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let what = format!("{} {}", argv.join(" "), args.join(" "));
-    let output = tokio::time::timeout(timeout, command.output())
-        .await
-        .map_err(|_| Error::new(ErrorKind::Timeout, format!("`{what}` took over {timeout:?}")))?
-        .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot run {program:?}")).with_source(e))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(Error::new(ErrorKind::Backend, format!("`{what}` failed: {}", tail.join(" | "))));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    let mut full = argv.to_vec();
+    full.extend(args.iter().map(|a| a.to_string()));
+    let what = format!("`{}`", full.join(" "));
+    let invocation = rollback_core::process::Invocation { what: &what, argv: &full, dir: Some(dir), env: &[], timeout };
+    Ok(String::from_utf8_lossy(&rollback_core::process::run(invocation).await?).into_owned())
 }
 
 #[async_trait]

@@ -1,9 +1,10 @@
 use async_trait::async_trait;
 use serde::Deserialize;
-use std::process::Stdio;
+use std::time::Duration;
 
 use crate::PgUrl;
-use rollback_core::{ArtifactStore, Error, ErrorKind, IdempotencyKey, Result, Snapshot, SnapshotRef};
+use rollback_core::process::{Invocation, run};
+use rollback_core::{ArtifactStore, Error, IdempotencyKey, Result, Snapshot, SnapshotRef};
 
 /// Configuration of a [`PgDump`] snapshot. The URL comes from the spec's secret `url`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,25 +40,14 @@ impl PgDump {
     }
 
     async fn run(&self, program: &str, args: &[String], input: Option<&std::path::Path>) -> Result<Vec<u8>> {
-        let mut command = tokio::process::Command::new(program);
-        command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        if let Some(path) = input {
-            command.arg(path);
-        }
-        self.url.apply_env(&mut command);
-        let output = command
-            .output()
-            .await
-            .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot run {program}")).with_source(e))?;
-        if !output.status.success() {
-            let stderr: String = String::from_utf8_lossy(&output.stderr).chars().take(400).collect();
-            return Err(Error::new(
-                ErrorKind::Backend,
-                format!("{program} exited {}: {stderr}", output.status.code().unwrap_or(-1)),
-            )
-            .with_context("database", &self.url.database));
-        }
-        Ok(output.stdout)
+        let mut argv = vec![program.to_owned()];
+        argv.extend(args.iter().cloned());
+        argv.extend(input.map(|p| p.display().to_string()));
+        let what = format!("{program} of {}", self.url.database);
+        let env = self.url.tool_env();
+        let invocation =
+            Invocation { what: &what, argv: &argv, dir: None, env: &env, timeout: Duration::from_secs(3600) };
+        run(invocation).await
     }
 }
 

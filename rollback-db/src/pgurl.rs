@@ -65,10 +65,8 @@ impl PgUrl {
         ]
     }
 
-    /// Applies the password to a child's environment.
-    pub fn apply_env(&self, command: &mut tokio::process::Command) {
-        if let Some(password) = &self.password {
-            command.env("PGPASSWORD", password.expose());
-        }
+    /// The environment a libpq tool needs: the password, if any, as `PGPASSWORD`.
+    pub fn tool_env(&self) -> Vec<(&'static str, &str)> {
+        self.password.iter().map(|p| ("PGPASSWORD", p.expose())).collect()
     }
 }

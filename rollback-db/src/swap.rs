@@ -295,20 +295,21 @@ impl PgRestoreSwap {
         let program = self.config.pg_restore.clone().unwrap_or_else(|| "pg_restore".into());
         let mut target = self.url.clone();
         target.database = restore.clone();
-        let mut command = tokio::process::Command::new(&program);
-        command.args(["--no-owner", "--exit-on-error"]).args(target.tool_args()).arg(dump).kill_on_drop(true);
-        target.apply_env(&mut command);
-        let output = command
-            .output()
-            .await
-            .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot run {program}")).with_source(e))?;
-        if !output.status.success() {
-            let stderr: String = String::from_utf8_lossy(&output.stderr).chars().take(400).collect();
-            return Err(Error::new(
-                ErrorKind::Backend,
-                format!("{program} into {restore} failed ({stderr}); the original is untouched under {}", self.db()),
-            ));
-        }
+        let mut argv = vec![program.clone(), "--no-owner".into(), "--exit-on-error".into()];
+        argv.extend(target.tool_args());
+        argv.push(dump.to_owned());
+        let what = format!("{program} into {restore}");
+        let env = target.tool_env();
+        let invocation = rollback_core::process::Invocation {
+            what: &what,
+            argv: &argv,
+            dir: None,
+            env: &env,
+            timeout: Duration::from_secs(3600),
+        };
+        rollback_core::process::run(invocation).await.map_err(|e| {
+            Error::new(e.kind(), format!("{}; the original is untouched under {}", e.message(), self.db()))
+        })?;
         self.exec(admin, format!("COMMENT ON DATABASE {} IS 'rollback:{key}:restored'", ident(&restore))).await
     }
 }

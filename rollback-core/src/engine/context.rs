@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::lease::LeaseGuard;
 use super::preflight::{Components, prepare_step};
-use super::{Inner, RunOptions, holder_of};
+use super::{Inner, RunOptions};
 use crate::journal::{Durability, Entry, Record, RunLog};
 use crate::{
     CancelHandle, Error, ErrorKind, Event, EventKind, Identity, Plan, Report, Result, RunEvent, RunId, RunState,
@@ -45,7 +45,7 @@ impl RunCtx {
         if engine.journal.read(&run).await.is_ok() {
             return Err(Error::invalid_input(format!("run {run} already exists; resume it instead")));
         }
-        let holder = holder_of(&run);
+        let holder = crate::Holder::this_process(&run);
         let resources = lock_resources(&run, identities);
         let lease = engine.lock.acquire(&resources, &holder, engine.settings.lease_ttl).await?;
         let lease = LeaseGuard::start(engine.lock.clone(), lease, engine.settings.lease_ttl);
@@ -110,7 +110,7 @@ impl RunCtx {
                 }
             }
         }
-        let holder = holder_of(&run);
+        let holder = crate::Holder::this_process(&run);
         let resources = lock_resources(&run, if log.identities.is_empty() { &identities } else { &log.identities });
         let lease = engine.lock.acquire(&resources, &holder, engine.settings.lease_ttl).await?;
         let lease = LeaseGuard::start(engine.lock.clone(), lease, engine.settings.lease_ttl);

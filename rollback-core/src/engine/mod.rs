@@ -14,8 +14,8 @@ use tracing::Instrument;
 use crate::crash::CrashPoint;
 use crate::journal::{Durability, Entry, Phase, RunIndexEntry, RunLog};
 use crate::{
-    ArtifactStore, Error, ErrorKind, Event, FileJournal, FileLock, HistoryQuery, HistoryRecord, Holder, Journal,
-    LocalDirStore, Lock, Notifier, Plan, Registry, Report, Result, RunId, RunState, Selector, Step, StepId, StepOp,
+    ArtifactStore, Error, ErrorKind, Event, FileJournal, FileLock, HistoryQuery, HistoryRecord, Journal, LocalDirStore,
+    Lock, Notifier, Plan, Registry, Report, Result, RunId, RunState, Selector, Step, StepId, StepOp,
 };
 
 use context::RunCtx;
@@ -407,8 +407,4 @@ impl Engine {
         }
         Ok(plan)
     }
-}
-
-pub(crate) fn holder_of(run: &RunId) -> Holder {
-    Holder::this_process(run)
 }

@@ -72,19 +72,14 @@ impl GitRelease {
     }
 
     async fn git(&self, args: &[&str]) -> Result<String> {
-        let output = tokio::process::Command::new("git")
-            .arg("-C")
-            .arg(&self.config.repo)
-            .args(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .await
-            .map_err(|e| Error::new(ErrorKind::Backend, "cannot run git").with_source(e))?;
-        if !output.status.success() {
-            let stderr: String = String::from_utf8_lossy(&output.stderr).trim().chars().take(300).collect();
-            return Err(Error::new(ErrorKind::Backend, format!("git {} failed: {stderr}", args.join(" "))));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        let mut argv = vec!["git".to_string(), "-C".into(), self.config.repo.display().to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let what = format!("`git {}`", args.join(" "));
+        let env = [("GIT_TERMINAL_PROMPT", "0")];
+        let invocation =
+            crate::process::Invocation { what: &what, argv: &argv, dir: None, env: &env, timeout: self.config.timeout };
+        let stdout = crate::process::run(invocation).await?;
+        Ok(String::from_utf8_lossy(&stdout).trim().to_owned())
     }
 
     async fn head(&self) -> Result<String> {

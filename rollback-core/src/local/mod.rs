@@ -35,7 +35,7 @@ pub use git_release::{GitHistory, GitRelease, GitReleaseConfig};
 pub use http_flag::{HttpFlag, HttpFlagConfig};
 pub use release_dir::{ReleaseDir, ReleaseDirConfig};
 
-use crate::{Error, ErrorKind, Registry, Result, Spec, Target};
+use crate::{Error, Registry, Result, Spec, Target};
 
 /// Registers the targets `release-dir`, `git-release`, `config-file` and (feature `http`)
 /// `http-flag`, and the snapshot `files`.
@@ -58,31 +58,11 @@ pub fn register_local_kinds(registry: &mut Registry) {
     });
 }
 
-/// Runs a command (argv, never a shell) to completion with a timeout, in `dir` when
-/// given; its stderr tail is in the error.
+/// Runs a target's command (`restart`, `validate`, `reload`, `build`) to completion.
 pub(crate) async fn run_command(what: &str, argv: &[String], dir: Option<&Path>, timeout: Duration) -> Result<()> {
-    let program = argv.first().ok_or_else(|| Error::invalid_input(format!("{what} command is empty")))?;
-    let mut command = tokio::process::Command::new(program);
-    command.args(&argv[1..]).stdin(std::process::Stdio::null()).kill_on_drop(true);
-    if let Some(dir) = dir {
-        command.current_dir(dir);
-    }
-    let child = command.output();
-    let output = tokio::time::timeout(timeout, child)
-        .await
-        .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what} command {program:?} took over {timeout:?}")))?
-        .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot run {what} command {program:?}")).with_source(e))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let tail: String = format!("{stderr}{stdout}").trim().chars().take(400).collect();
-        return Err(Error::new(
-            ErrorKind::Backend,
-            format!("{what} command {program:?} exited {}: {tail}", output.status.code().unwrap_or(-1)),
-        )
-        .set_retryable(false));
-    }
-    Ok(())
+    let program = argv.first().map(String::as_str).unwrap_or_default();
+    let what = format!("{what} command {program:?}");
+    crate::process::run(crate::process::Invocation { what: &what, argv, dir, env: &[], timeout }).await.map(drop)
 }
 
 /// `dev:inode` of a path, for identities.

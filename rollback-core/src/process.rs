@@ -1,0 +1,72 @@
+//! Running tools as child processes, the one way every target does it: argv (never a
+//! shell), stdin closed, a timeout after which the child is killed, and the tail of
+//! its stderr in the error. Environment values (a `PGPASSWORD`) never appear in errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{Error, ErrorKind, Result};
+
+/// One run of a tool.
+#[derive(Debug, Clone, Copy)]
+pub struct Invocation<'a> {
+    /// How errors name it (`restart command "systemctl"`, `` `alembic downgrade` ``).
+    pub what: &'a str,
+    /// Program and arguments.
+    pub argv: &'a [String],
+    /// Working directory (the caller's when `None`).
+    pub dir: Option<&'a Path>,
+    /// Extra environment variables.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Kill it after this long.
+    pub timeout: Duration,
+}
+
+impl<'a> Invocation<'a> {
+    /// `argv` named `what`, in the caller's directory, with `timeout`.
+    pub fn new(what: &'a str, argv: &'a [String], timeout: Duration) -> Self {
+        Invocation { what, argv, dir: None, env: &[], timeout }
+    }
+}
+
+/// Runs it to completion and returns its stdout; a non-zero exit is a
+/// [`ErrorKind::Backend`] error with the exit code and the end of stderr.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use rollback_core::process::{run, Invocation};
+/// use std::time::Duration;
+/// let argv = vec!["echo".to_string(), "a;b".to_string()];
+/// assert_eq!(run(Invocation::new("echo", &argv, Duration::from_secs(5))).await.unwrap(), b"a;b\n");
+/// let argv = vec!["false".to_string()];
+/// let err = run(Invocation::new("check \"false\"", &argv, Duration::from_secs(5))).await.unwrap_err();
+/// assert!(err.to_string().contains("check \"false\" exited 1"));
+/// # });
+/// ```
+pub async fn run(invocation: Invocation<'_>) -> Result<Vec<u8>> {
+    let Invocation { what, argv, dir, env, timeout } = invocation;
+    let program =
+        argv.first().filter(|p| !p.is_empty()).ok_or_else(|| Error::invalid_input(format!("{what}: empty command")))?;
+    let mut command = tokio::process::Command::new(program);
+    command.args(&argv[1..]).envs(env.iter().copied()).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = tokio::time::timeout(timeout, command.output())
+        .await
+        .map_err(|_| Error::new(ErrorKind::Timeout, format!("{what} took over {timeout:?} and was killed")))?
+        .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot run {what}")).with_source(e))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let text = if stderr.trim().is_empty() { stdout } else { stderr };
+        let lines: Vec<&str> = text.trim().lines().rev().take(6).collect();
+        let tail: String = lines.into_iter().rev().collect::<Vec<_>>().join(" | ").chars().take(400).collect();
+        return Err(Error::new(
+            ErrorKind::Backend,
+            format!("{what} exited {}: {tail}", output.status.code().unwrap_or(-1)),
+        )
+        .set_retryable(false));
+    }
+    Ok(output.stdout)
+}
