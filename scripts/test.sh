@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on a fresh Debian machine (run as root) and
-# runs every test. Servers the backends need are installed and started here as the
-# backends land; today the suite needs none.
+# runs every test: installs and starts PostgreSQL, Redis, the Docker engine and an S3
+# server (moto), makes a Python venv with Alembic, Django, moto and boto3, and exports
+# the ROLLBACK_TEST_* variables the integration tests read.
 #
 #   ./scripts/test.sh            # set up + all tests
 #   QUICK=1 ./scripts/test.sh    # skip the apt step (machine already set up)
@@ -23,21 +24,65 @@ setup() {
   fi
   if [ -z "${QUICK:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     # Build essentials for -sys crates, curl and wrk for the side-by-side benchmarks,
-    # PostgreSQL for rollback-db; docker.io, redis and moto join with their backends.
+    # PostgreSQL for rollback-db, Redis and Docker (with busybox for the test images and
+    # Debian's docker-compose for the side-by-side benchmark) for the other backends.
     local need=()
     for pkg in gcc pkg-config curl wrk; do
       command -v "$pkg" >/dev/null || need+=("$pkg")
     done
     command -v pg_ctlcluster >/dev/null || need+=(postgresql postgresql-client)
+    command -v redis-server >/dev/null || need+=(redis-server redis-tools)
+    command -v dockerd >/dev/null || need+=(docker.io)
+    [ -x /bin/busybox ] || need+=(busybox-static)
+    command -v docker-compose >/dev/null || need+=(docker-compose)
     if [ ${#need[@]} -gt 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
     fi
   fi
   start_postgres
   python_tools
+  start_redis
+  start_s3
+  start_docker
 }
 
-# A virtualenv with the Python tools the tests drive (Alembic, Django); exports their paths.
+# A throwaway Redis on its own port; exports ROLLBACK_TEST_REDIS_URL.
+start_redis() {
+  if ! command -v redis-server >/dev/null; then
+    echo "Redis is not installed: rollback-storage's Redis tests will fail under CI=true" >&2
+    return 0
+  fi
+  redis-cli -p 6390 ping >/dev/null 2>&1 ||
+    redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >/dev/null
+  for _ in $(seq 1 30); do redis-cli -p 6390 ping >/dev/null 2>&1 && break; sleep 0.2; done
+  export ROLLBACK_TEST_REDIS_URL="redis://127.0.0.1:6390/"
+}
+
+# moto's S3 server from the venv; exports ROLLBACK_TEST_S3_ENDPOINT.
+start_s3() {
+  if ! curl -fs http://127.0.0.1:5055/moto-api/ >/dev/null 2>&1; then
+    nohup .venv/bin/moto_server -H 127.0.0.1 -p 5055 >/tmp/rollback-moto.log 2>&1 &
+  fi
+  for _ in $(seq 1 50); do curl -fs http://127.0.0.1:5055/moto-api/ >/dev/null 2>&1 && break; sleep 0.2; done
+  export ROLLBACK_TEST_S3_ENDPOINT="http://127.0.0.1:5055"
+  export ROLLBACK_TEST_BOTO3_PYTHON="$PWD/.venv/bin/python"
+}
+
+# dockerd from Debian's docker.io; exports ROLLBACK_TEST_DOCKER.
+start_docker() {
+  if ! command -v dockerd >/dev/null; then
+    echo "Docker is not installed: rollback-docker's tests will fail under CI=true" >&2
+    return 0
+  fi
+  if ! /usr/bin/docker info >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    nohup dockerd >/tmp/rollback-dockerd.log 2>&1 &
+  fi
+  for _ in $(seq 1 60); do /usr/bin/docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  /usr/bin/docker info --format 'docker engine {{.ServerVersion}}'
+  export ROLLBACK_TEST_DOCKER="unix:///var/run/docker.sock"
+}
+
+# A virtualenv with the Python tools the tests drive (Alembic, Django, moto, boto3); exports their paths.
 python_tools() {
   if [ ! -x .venv/bin/alembic ] || [ ! -x .venv/bin/django-admin ]; then
     if ! python3 -m venv .venv 2>/dev/null; then
@@ -45,6 +90,9 @@ python_tools() {
       python3 -m venv .venv
     fi
     .venv/bin/pip install -q --disable-pip-version-check alembic django
+  fi
+  if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import boto3' 2>/dev/null; then
+    .venv/bin/pip install -q --disable-pip-version-check 'moto[server]' boto3
   fi
   export ROLLBACK_TEST_ALEMBIC="$PWD/.venv/bin/alembic"
   export ROLLBACK_TEST_DJANGO_PYTHON="$PWD/.venv/bin/python"

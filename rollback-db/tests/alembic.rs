@@ -11,16 +11,7 @@ use rollback_core::{IdempotencyKey, Observed, Request, Reversibility, Selector, 
 use rollback_db::{Alembic, AlembicConfig};
 
 fn alembic_program() -> Option<String> {
-    match std::env::var("ROLLBACK_TEST_ALEMBIC") {
-        Ok(program) => Some(program),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("ROLLBACK_TEST_ALEMBIC is not set: Alembic is required under CI (scripts/test.sh installs it)")
-        }
-        Err(_) => {
-            eprintln!("\n*** NOT RUN: Alembic tests need ROLLBACK_TEST_ALEMBIC (run ./scripts/test.sh) ***\n");
-            None
-        }
-    }
+    rollback_core::testkit::server_env("ROLLBACK_TEST_ALEMBIC", "Alembic")
 }
 
 /// `alembic init`, three revisions, `alembic upgrade head` — all with the real CLI.

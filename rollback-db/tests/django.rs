@@ -11,16 +11,7 @@ use rollback_core::{IdempotencyKey, Observed, Request, Selector, Target};
 use rollback_db::{Django, DjangoConfig};
 
 fn python() -> Option<String> {
-    match std::env::var("ROLLBACK_TEST_DJANGO_PYTHON") {
-        Ok(python) => Some(python),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("ROLLBACK_TEST_DJANGO_PYTHON is not set: Django is required under CI (scripts/test.sh installs it)")
-        }
-        Err(_) => {
-            eprintln!("\n*** NOT RUN: Django tests need ROLLBACK_TEST_DJANGO_PYTHON (run ./scripts/test.sh) ***\n");
-            None
-        }
-    }
+    rollback_core::testkit::server_env("ROLLBACK_TEST_DJANGO_PYTHON", "Django")
 }
 
 /// `startproject`, `startapp`, three model changes with `makemigrations`, `migrate`.

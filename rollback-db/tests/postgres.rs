@@ -10,16 +10,7 @@ use rollback_core::{ArtifactStore, IdempotencyKey, LocalDirStore, Request, Selec
 use rollback_db::{PgDump, PgDumpConfig, SqlxMigrations, SqlxMigrationsConfig};
 
 fn admin_url() -> Option<String> {
-    match std::env::var("ROLLBACK_TEST_POSTGRES_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("ROLLBACK_TEST_POSTGRES_URL is not set: PostgreSQL is required under CI (scripts/test.sh starts it)")
-        }
-        Err(_) => {
-            eprintln!("\n*** NOT RUN: PostgreSQL tests need ROLLBACK_TEST_POSTGRES_URL (run ./scripts/test.sh) ***\n");
-            None
-        }
-    }
+    rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL")
 }
 
 /// A fresh database on the server, migrated up by sqlx's own migrator.

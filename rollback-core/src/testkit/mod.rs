@@ -8,8 +8,10 @@ mod file_target;
 pub mod fuzz;
 mod http;
 mod memory_target;
+mod server_env;
 
 pub use fakes::{MemorySnapshot, RecordingNotifier, ScriptedVerifier};
 pub use file_target::{FileSnapshot, FileTarget, register_file_kinds};
 pub use http::{CapturedRequest, TestHttpServer};
 pub use memory_target::{Fault, MemoryTarget};
+pub use server_env::server_env;

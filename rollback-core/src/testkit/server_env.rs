@@ -1,0 +1,27 @@
+//! How integration tests find the real servers they need.
+
+/// Reads the environment variable that points a test at a real server or tool
+/// (`scripts/test.sh` starts the server and sets it).
+///
+/// Missing under `CI=true`: panics, so a missing server fails CI instead of skipping.
+/// Missing locally: prints a loud `*** NOT RUN` line to stderr and returns `None`.
+///
+/// ```
+/// use rollback_core::testkit::server_env;
+/// // SAFETY-free: only reads the environment.
+/// if std::env::var("CI").as_deref() != Ok("true") {
+///     assert_eq!(server_env("ROLLBACK_TEST_SURELY_UNSET", "a doc example"), None);
+/// }
+/// ```
+pub fn server_env(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{var} is not set: {what} is required under CI (scripts/test.sh starts or installs it)")
+        }
+        _ => {
+            eprintln!("\n*** NOT RUN: {what} tests need {var} (run ./scripts/test.sh) ***\n");
+            None
+        }
+    }
+}
