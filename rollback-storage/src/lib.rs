@@ -1,6 +1,52 @@
-//! Storage backend for `rollback` — **not implemented yet**.
+//! Storage backend for `rollback`: Redis cache invalidation and lock, S3 bucket restore.
 //!
-//! This crate will hold Redis cache invalidation (non-blocking flush or
-//! `SCAN` + `UNLINK`), a Redis lock, S3 point-in-time restore from object
-//! versions, mirror restore from a backup prefix, and an S3 artifact store.
-//! Until then it exports nothing: see the project's issues for its plan.
+//! - [`redis`]: [`redis::RedisInvalidate`] (kind `redis-invalidate`) drops a cache by
+//!   `FLUSHDB ASYNC` or by `SCAN` + `UNLINK` in batches — never `KEYS`, never a
+//!   blocking flush; [`redis::RedisLock`] implements [`rollback_core::Lock`] with
+//!   fencing tokens; `PING` and `INFO keyspace` verifiers.
+//! - [`s3`]: [`s3::S3Restore`] (kind `s3-restore`) restores a bucket or prefix to a
+//!   point in time from its versions, idempotently and without destroying a version.
+//!
+//! Errors from both clients are mapped to [`rollback_core::Error`] in one module.
+
+mod error;
+pub mod redis;
+pub mod s3;
+
+use std::sync::Arc;
+
+use rollback_core::{Registry, Spec, Target, Verifier};
+
+/// Registers this crate's kinds: targets `redis-invalidate`, `s3-restore`; verifiers
+/// `redis-ping`, `redis-keyspace`. Redis specs take the URL as the secret `url` (or
+/// a credential-free config `url`); S3 specs take `client = {endpoint, region, …}`
+/// and the secrets `access_key_id` / `secret_access_key`, or use the default AWS chain.
+pub fn register(registry: &mut Registry) {
+    registry.register_target_kind("redis-invalidate", |spec: Spec| async move {
+        let config: redis::RedisInvalidateConfig = spec.config_as()?;
+        let conn = redis::RedisConn::from_spec(&spec, &config.conn)?;
+        Ok(Arc::new(redis::RedisInvalidate::new(&spec.name, conn, &config)?) as Arc<dyn Target>)
+    });
+    registry.register_target_kind("s3-restore", |spec: Spec| async move {
+        let config: s3::S3RestoreConfig = spec.config_as()?;
+        let client = s3::S3::from_spec(&spec, &config.client).await?;
+        Ok(Arc::new(s3::S3Restore::new(&spec.name, client, config)?) as Arc<dyn Target>)
+    });
+    registry.register_verifier_kind("redis-ping", |spec: Spec| async move {
+        let config: redis::RedisConnConfig = if spec.config.is_null() { Default::default() } else { spec.config_as()? };
+        let conn = redis::RedisConn::from_spec(&spec, &config)?;
+        Ok(Arc::new(redis::RedisPing::new(&spec.name, conn)) as Arc<dyn Verifier>)
+    });
+    registry.register_verifier_kind("redis-keyspace", |spec: Spec| async move {
+        #[derive(serde::Deserialize)]
+        struct Config {
+            #[serde(flatten)]
+            conn: redis::RedisConnConfig,
+            #[serde(flatten)]
+            check: redis::KeyspaceCheck,
+        }
+        let config: Config = spec.config_as()?;
+        let conn = redis::RedisConn::from_spec(&spec, &config.conn)?;
+        Ok(Arc::new(redis::RedisKeyspace::new(&spec.name, conn, config.check)) as Arc<dyn Verifier>)
+    });
+}

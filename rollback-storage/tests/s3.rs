@@ -1,0 +1,398 @@
+//! S3 point-in-time restore against a real S3 server (moto_server from
+//! ROLLBACK_TEST_S3_ENDPOINT), checked against an independent boto3 oracle
+//! (ROLLBACK_TEST_BOTO3_PYTHON running tests/s3_oracle.py).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::Utc;
+use rollback_core::testkit::{conformance, server_env};
+use rollback_core::{ErrorKind, IdempotencyKey, Observed, Request, Target};
+use rollback_storage::s3::{S3, S3ClientConfig, S3Credentials, S3Restore, S3RestoreConfig};
+
+struct Env {
+    endpoint: String,
+    python: String,
+}
+
+fn env() -> Option<Env> {
+    let endpoint = server_env("ROLLBACK_TEST_S3_ENDPOINT", "S3 (moto_server)")?;
+    let python = server_env("ROLLBACK_TEST_BOTO3_PYTHON", "the boto3 oracle")?;
+    Some(Env { endpoint, python })
+}
+
+async fn client(endpoint: &str, timeout: Option<Duration>, attempts: Option<u32>) -> S3 {
+    let config =
+        S3ClientConfig { endpoint: Some(endpoint.to_owned()), timeout, max_attempts: attempts, ..Default::default() };
+    S3::connect(&config, Some(S3Credentials::new("test", "test"))).await.unwrap()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid_like()[..12])
+}
+
+fn uuid_like() -> String {
+    format!("{:x}{:x}", Utc::now().timestamp_nanos_opt().unwrap(), std::process::id())
+        .chars()
+        .rev()
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+async fn make_bucket(s3: &S3, bucket: &str) {
+    s3.client().create_bucket().bucket(bucket).send().await.unwrap();
+    s3.client()
+        .put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn put(s3: &S3, bucket: &str, key: &str, body: &str) {
+    s3.client()
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("text/plain")
+        .metadata("owner", "fixture")
+        .body(ByteStream::from(body.as_bytes().to_vec()))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn put_all(s3: &S3, bucket: &str, keys: &[String], body: &str) {
+    use futures::StreamExt;
+    futures::stream::iter(keys).for_each_concurrent(8, |k| put(s3, bucket, k, body)).await;
+}
+
+async fn del(s3: &S3, bucket: &str, key: &str) {
+    s3.client().delete_object().bucket(bucket).key(key).send().await.unwrap();
+}
+
+/// Waits until the wall clock is in a new second (LastModified has 1 s resolution).
+async fn next_second() {
+    let now = Utc::now();
+    let ms = 1000 - (now.timestamp_subsec_millis() as u64) + 50;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[derive(serde::Deserialize)]
+struct Oracle {
+    state_at_t: BTreeMap<String, String>,
+    current: BTreeMap<String, String>,
+    versions: BTreeMap<String, Vec<String>>,
+    total_versions: usize,
+}
+
+fn oracle(env: &Env, endpoint: &str, bucket: &str, prefix: &str, t_ms: i64) -> Oracle {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_oracle.py");
+    let out = std::process::Command::new(&env.python)
+        .args([script, endpoint, bucket, prefix, &t_ms.to_string()])
+        .output()
+        .expect("run the boto3 oracle");
+    assert!(out.status.success(), "oracle failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("oracle json")
+}
+
+fn target(s3: S3, bucket: &str, prefix: &str, concurrency: usize) -> S3Restore {
+    S3Restore::new(
+        "bucket",
+        s3,
+        S3RestoreConfig {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            concurrency: Some(concurrency),
+            attempts: Some(2),
+            client: Default::default(),
+        },
+    )
+    .unwrap()
+}
+
+/// The fixture of the issue: delete markers, keys created after T, delete-then-recreate,
+/// several versions within one second. Returns T (ms).
+async fn fixture(s3: &S3, bucket: &str, p: &str) -> i64 {
+    next_second().await;
+    for k in ["a", "b", "c", "d", "g"] {
+        put(s3, bucket, &format!("{p}{k}"), &format!("{k}1")).await;
+    }
+    for v in ["e1", "e2", "e3"] {
+        put(s3, bucket, &format!("{p}e"), v).await; // several versions in one second
+    }
+    put(s3, bucket, &format!("{p}h"), "h1").await;
+    del(s3, bucket, &format!("{p}h")).await; // version + delete marker in one second (marker latest)
+    next_second().await;
+    del(s3, bucket, &format!("{p}g")).await; // deleted before T
+    next_second().await;
+    let t = Utc::now().timestamp_millis();
+    next_second().await;
+    put(s3, bucket, &format!("{p}a"), "a2").await; // overwritten after T
+    del(s3, bucket, &format!("{p}b")).await; // delete marker after T
+    del(s3, bucket, &format!("{p}c")).await; // delete then recreate
+    put(s3, bucket, &format!("{p}c"), "c2").await;
+    del(s3, bucket, &format!("{p}d")).await;
+    put(s3, bucket, &format!("{p}e"), "e4").await;
+    put(s3, bucket, &format!("{p}e"), "e5").await;
+    put(s3, bucket, &format!("{p}f"), "f1").await; // created after T
+    put(s3, bucket, &format!("{p}g"), "g2").await; // recreated after T
+    put(s3, bucket, "outside/x", "x1").await; // outside the prefix: never touched
+    t
+}
+
+fn all_version_ids(o: &Oracle) -> BTreeSet<String> {
+    o.versions.values().flatten().cloned().collect()
+}
+
+#[tokio::test]
+async fn point_in_time_restore_matches_the_boto3_oracle() {
+    let Some(env) = env() else { return };
+    let s3 = client(&env.endpoint, None, None).await;
+    let bucket = unique("pit");
+    make_bucket(&s3, &bucket).await;
+    let t = fixture(&s3, &bucket, "app/").await;
+    let before = oracle(&env, &env.endpoint, &bucket, "", t);
+    let expected = before.state_at_t.iter().filter(|(k, _)| k.starts_with("app/")).collect::<BTreeMap<_, _>>();
+    assert_eq!(
+        expected.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        vec!["app/a", "app/b", "app/c", "app/d", "app/e"],
+        "fixture sanity"
+    );
+
+    let target = target(s3.clone(), &bucket, "app/", 8);
+    let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
+    let diff = target.diff_at(at).await.unwrap();
+    assert_eq!((diff.overwritten, diff.recreated, diff.removed), (3, 2, 2), "{diff:?}");
+    assert_eq!(diff.written_after, 5, "a, c, e, f, g were written after T");
+
+    let request = Request::Action { action: "restore_at".into(), params: serde_json::json!({ "at": at }) };
+    let change = target.prepare(&request).await.unwrap();
+    assert_eq!(change.data_loss.items, Some(5), "{}", change.data_loss);
+    assert!(change.data_loss.summary.contains("nothing is destroyed"));
+    let after_prepare = oracle(&env, &env.endpoint, &bucket, "", t);
+    assert_eq!(after_prepare.total_versions, before.total_versions, "prepare (dry-run) changed nothing");
+
+    let key = IdempotencyKey::new("run-1/restore/fwd");
+    assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::NotStarted);
+    target.apply(&change, &key).await.unwrap();
+    assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::Done);
+    assert_eq!(target.current().await.unwrap().id, change.to.id);
+
+    let after = oracle(&env, &env.endpoint, &bucket, "", t);
+    let restored: BTreeMap<_, _> = after.current.iter().filter(|(k, _)| k.starts_with("app/")).collect();
+    assert_eq!(restored, expected, "current state equals the oracle's state at T");
+    assert_eq!(after.current.get("outside/x").map(String::as_str), before.current.get("outside/x").map(String::as_str));
+    assert!(after.total_versions > before.total_versions, "restores add versions");
+    assert!(all_version_ids(&before).is_subset(&all_version_ids(&after)), "no version was destroyed");
+    assert_eq!(after.total_versions, before.total_versions + 7, "one new version per planned key");
+
+    // The copies carry the run key and keep the object's metadata and content type.
+    let head = s3.client().head_object().bucket(&bucket).key("app/a").send().await.unwrap();
+    let meta = head.metadata().unwrap();
+    assert_eq!(meta.get("rollback-key").map(String::as_str), Some("run-1/restore/fwd"));
+    assert_eq!(meta.get("owner").map(String::as_str), Some("fixture"));
+    assert_eq!(head.content_type(), Some("text/plain"));
+
+    // Re-running (as after a crash) creates no extra versions.
+    target.apply(&change, &key).await.unwrap();
+    let again = oracle(&env, &env.endpoint, &bucket, "", t);
+    assert_eq!(again.total_versions, after.total_versions, "re-applying a done restore wrote versions");
+}
+
+#[tokio::test]
+async fn interrupted_restore_resumes_and_diverged_is_refused() {
+    let Some(env) = env() else { return };
+    let s3 = client(&env.endpoint, None, None).await;
+    let bucket = unique("pitpart");
+    make_bucket(&s3, &bucket).await;
+    let t = fixture(&s3, &bucket, "").await;
+    let target = target(s3.clone(), &bucket, "", 4);
+    let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
+    let change = target
+        .prepare(&Request::Action { action: "restore_at".into(), params: serde_json::json!({ "at": at }) })
+        .await
+        .unwrap();
+    let key = IdempotencyKey::new("run-2/restore/fwd");
+    // Half-finished: the key f got its delete marker, nothing else happened.
+    del(&s3, &bucket, "f").await;
+    let progress = target.progress(&change, &key).await.unwrap();
+    assert_eq!((progress.done, progress.planned), (1, 8), "{progress:?}");
+    assert!(matches!(target.observe(&change, &key).await.unwrap(), Observed::Partial(_)));
+    let before = oracle(&env, &env.endpoint, &bucket, "", t);
+    target.apply(&change, &key).await.unwrap();
+    assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::Done);
+    let after = oracle(&env, &env.endpoint, &bucket, "", t);
+    assert_eq!(after.total_versions, before.total_versions + 7, "only the seven remaining keys were written");
+    assert_eq!(after.current, after.state_at_t);
+
+    // Someone else writes a key outside the plan after prepare: a fresh change is diverged.
+    let other = target
+        .prepare(&Request::To(rollback_core::Selector::Before(
+            chrono::DateTime::from_timestamp_millis(t - 1500).unwrap(),
+        )))
+        .await;
+    if let Ok(other) = other {
+        put(&s3, &bucket, "late-writer", "zzz").await;
+        let k2 = IdempotencyKey::new("run-3/restore/fwd");
+        assert!(matches!(target.observe(&other, &k2).await.unwrap(), Observed::Diverged(_)));
+        let err = target.apply(&other, &k2).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    }
+}
+
+/// A bucket with three revisions, each in its own second, newest current.
+async fn three_revisions(endpoint: &str) -> Arc<dyn Target> {
+    let s3 = client(endpoint, None, None).await;
+    let bucket = unique("conf");
+    make_bucket(&s3, &bucket).await;
+    next_second().await;
+    put(&s3, &bucket, "a", "1").await;
+    next_second().await;
+    put(&s3, &bucket, "a", "2").await;
+    put(&s3, &bucket, "b", "1").await;
+    next_second().await;
+    put(&s3, &bucket, "a", "3").await;
+    put(&s3, &bucket, "b", "2").await;
+    Arc::new(target(s3, &bucket, "", 4))
+}
+
+#[tokio::test]
+async fn conformance_suite() {
+    let Some(env) = env() else { return };
+    let endpoint = env.endpoint.clone();
+    conformance::target_suite(|| three_revisions(&endpoint)).await;
+    let t = three_revisions(&endpoint).await;
+    let s3 = client(&endpoint, None, None).await;
+    conformance::observe_between_phases(t, |change, _key| async move {
+        // Restore one of the two keys by hand, the way a crash half-way leaves it.
+        let payload = &change.payload;
+        let bucket = payload["bucket"].as_str().unwrap().to_owned();
+        let row = &payload["rows"][0];
+        let key = row[0].as_str().unwrap();
+        let version = row[3].as_str().unwrap();
+        s3.client()
+            .copy_object()
+            .bucket(&bucket)
+            .key(key)
+            .copy_source(format!("{bucket}/{key}?versionId={version}"))
+            .send()
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_stopped_mid_restore_then_resumed() {
+    let Some(env) = env() else { return };
+    // A private moto_server, stopped with SIGSTOP (past the client timeouts) and
+    // continued with SIGCONT: moto keeps its state in memory, so it cannot be killed.
+    let moto = std::path::Path::new(&env.python).with_file_name("moto_server");
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let mut child = std::process::Command::new(&moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a private moto_server");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let result = std::panic::AssertUnwindSafe(async {
+        let setup = client(&endpoint, None, None).await;
+        let s3 = client(&endpoint, Some(Duration::from_secs(1)), Some(2)).await;
+        make_bucket(&setup, "fault").await;
+        next_second().await;
+        let keys: Vec<String> = (0..400).map(|i| format!("k{i:04}")).collect();
+        put_all(&setup, "fault", &keys, "old").await;
+        next_second().await;
+        let t = Utc::now().timestamp_millis();
+        next_second().await;
+        put_all(&setup, "fault", &keys, "new").await;
+        let before = oracle(&env, &endpoint, "fault", "", t);
+        assert_eq!(before.total_versions, 800);
+
+        let target = Arc::new(target(s3.clone(), "fault", "", 8));
+        let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
+        let change = target
+            .prepare(&Request::Action { action: "restore_at".into(), params: serde_json::json!({ "at": at }) })
+            .await
+            .unwrap();
+        let key = IdempotencyKey::new("run-f/restore/fwd");
+        let running = {
+            let (target, change, key) = (target.clone(), change.clone(), key.clone());
+            tokio::spawn(async move { target.apply(&change, &key).await })
+        };
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let err = running.await.unwrap().expect_err("the restore must fail while the server is stopped");
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        let text = err.to_string();
+        assert!(matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Backend), "{text}");
+        assert!(err.is_retryable());
+        assert!(err.context_value("failed_key").is_some(), "the report names the key: {text}");
+        assert!(err.context_value("restored_in_this_attempt").is_some(), "{text}");
+        assert!(err.context_value("remaining_at_start") == Some("400"), "{text}");
+        // Requests queued while stopped finish now; then resume observes and completes.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let observed = target.observe(&change, &key).await.unwrap();
+        assert!(matches!(observed, Observed::Partial(_)), "{observed:?}");
+        target.apply(&change, &key).await.unwrap();
+        assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::Done);
+        let after = oracle(&env, &endpoint, "fault", "", t);
+        assert!(all_version_ids(&before).is_subset(&all_version_ids(&after)), "no version lost");
+        for k in &keys {
+            assert_eq!(after.versions[k].len(), 3, "{k}: exactly one restore copy, no duplicate");
+            assert_eq!(after.current[k], after.state_at_t[k]);
+        }
+        eprintln!("fault report was: {text}");
+    });
+    let outcome = futures::FutureExt::catch_unwind(result).await;
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_before_anything_changes() {
+    let Some(env) = env() else { return };
+    let s3 = client(&env.endpoint, None, None).await;
+    let err = S3Restore::new(
+        "x",
+        s3.clone(),
+        S3RestoreConfig {
+            bucket: "ab".into(),
+            prefix: String::new(),
+            concurrency: None,
+            attempts: None,
+            client: Default::default(),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let bucket = unique("unver");
+    s3.client().create_bucket().bucket(&bucket).send().await.unwrap();
+    let t = target(s3.clone(), &bucket, "", 2);
+    let err = t.identity().await.unwrap_err();
+    assert!(err.to_string().contains("versioning"), "{err}");
+    let missing = target(s3, "no-such-bucket-here", "", 2);
+    assert_eq!(missing.current().await.unwrap_err().kind(), ErrorKind::NotFound);
+    let err = missing.prepare(&Request::Action { action: "explode".into(), params: serde_json::Value::Null }).await;
+    assert_eq!(err.unwrap_err().kind(), ErrorKind::InvalidInput);
+}
