@@ -304,10 +304,11 @@ async fn server_stopped_mid_restore_then_resumed() {
         .spawn()
         .expect("start a private moto_server");
     let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
+    for _ in 0..600 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
         }
+        assert!(child.try_wait().unwrap().is_none(), "the private moto_server exited");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -325,18 +326,25 @@ async fn server_stopped_mid_restore_then_resumed() {
         let before = oracle(&env, &endpoint, "fault", "", t);
         assert_eq!(before.total_versions, 800);
 
-        let target = Arc::new(target(s3.clone(), "fault", "", 8));
+        let restore = Arc::new(target(s3.clone(), "fault", "", 8));
         let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
-        let change = target
+        let change = restore
             .prepare(&Request::Action { action: "restore_at".into(), params: serde_json::json!({ "at": at }) })
             .await
             .unwrap();
         let key = IdempotencyKey::new("run-f/restore/fwd");
         let running = {
-            let (target, change, key) = (target.clone(), change.clone(), key.clone());
+            let (target, change, key) = (restore.clone(), change.clone(), key.clone());
             tokio::spawn(async move { target.apply(&change, &key).await })
         };
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Stop the server once some keys are restored (observed from the server).
+        let watcher = target(client(&endpoint, None, None).await, "fault", "", 1);
+        for _ in 0..200 {
+            if watcher.progress(&change, &key).await.unwrap().done >= 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
         let err = running.await.unwrap().expect_err("the restore must fail while the server is stopped");
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
@@ -344,14 +352,15 @@ async fn server_stopped_mid_restore_then_resumed() {
         assert!(matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Backend), "{text}");
         assert!(err.is_retryable());
         assert!(err.context_value("failed_key").is_some(), "the report names the key: {text}");
-        assert!(err.context_value("restored_in_this_attempt").is_some(), "{text}");
+        let restored: u64 = err.context_value("restored_in_this_attempt").unwrap().parse().unwrap();
+        assert!(restored >= 20 && restored < 400, "{text}");
         assert!(err.context_value("remaining_at_start") == Some("400"), "{text}");
         // Requests queued while stopped finish now; then resume observes and completes.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let observed = target.observe(&change, &key).await.unwrap();
+        let observed = restore.observe(&change, &key).await.unwrap();
         assert!(matches!(observed, Observed::Partial(_)), "{observed:?}");
-        target.apply(&change, &key).await.unwrap();
-        assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::Done);
+        restore.apply(&change, &key).await.unwrap();
+        assert_eq!(restore.observe(&change, &key).await.unwrap(), Observed::Done);
         let after = oracle(&env, &endpoint, "fault", "", t);
         assert!(all_version_ids(&before).is_subset(&all_version_ids(&after)), "no version lost");
         for k in &keys {

@@ -229,6 +229,12 @@ async fn restore_row(s3: &S3, payload: &RestorePayload, row: &Row, key: &Idempot
     }
 }
 
+/// Writes are retried by [`restore_row`] only after checking the key (a lost response
+/// may hide a write that happened); the SDK's blind retries would add versions.
+fn no_sdk_retries() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+}
+
 async fn act(s3: &S3, payload: &RestorePayload, row: &Row, key: &IdempotencyKey) -> Result<()> {
     let client = s3.client();
     let Some(to_etag) = &row.4 else {
@@ -236,6 +242,8 @@ async fn act(s3: &S3, payload: &RestorePayload, row: &Row, key: &IdempotencyKey)
             .delete_object()
             .bucket(&payload.bucket)
             .key(&row.0)
+            .customize()
+            .config_override(no_sdk_retries())
             .send()
             .await
             .map_err(|e| error::s3("delete object", e))?;
@@ -274,6 +282,6 @@ async fn act(s3: &S3, payload: &RestorePayload, row: &Row, key: &IdempotencyKey)
         // No version pins the source: the copy must be of the prepared content.
         request = request.copy_source_if_match(format!("\"{to_etag}\""));
     }
-    request.send().await.map_err(|e| error::s3("copy object", e))?;
+    request.customize().config_override(no_sdk_retries()).send().await.map_err(|e| error::s3("copy object", e))?;
     Ok(())
 }
