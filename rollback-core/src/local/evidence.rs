@@ -38,12 +38,14 @@ impl FilesEvidence {
     }
 }
 
-/// Redacts values of secret-looking keys in `KEY=value` lines.
+/// Redacts values of secret-looking keys in `KEY=value` lines, and passwords inside
+/// URLs anywhere (`postgres://app:***@db/app`).
 ///
 /// ```
 /// use rollback_core::local::redact_env;
 /// let text = "PORT=8080\nDB_PASSWORD=hunter2\nexport API_TOKEN=abc\n# SECRET=comment\n";
 /// assert_eq!(redact_env(text), "PORT=8080\nDB_PASSWORD=***\nexport API_TOKEN=***\n# SECRET=comment\n");
+/// assert_eq!(redact_env("DATABASE_URL=postgres://app:hunter2@db:5432/app"), "DATABASE_URL=postgres://app:***@db:5432/app");
 /// ```
 pub fn redact_env(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -63,10 +65,18 @@ pub fn redact_env(text: &str) -> String {
                 out.push('\n');
             }
         } else {
-            out.push_str(line);
+            out.push_str(&redact_url_passwords(line));
         }
     }
     out
+}
+
+/// Replaces the password of every `scheme://user:password@` in `text` with `***`.
+fn redact_url_passwords(text: &str) -> std::borrow::Cow<'_, str> {
+    static URL_PASSWORD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s]*@").expect("a valid pattern")
+    });
+    URL_PASSWORD.replace_all(text, "${1}:***@")
 }
 
 #[async_trait]

@@ -87,6 +87,56 @@ pub struct Stage {
     pub steps: Vec<Step>,
 }
 
+impl Stage {
+    /// Orders steps into stages so that every step comes after the steps it depends
+    /// on; steps whose dependencies are met together share a stage and run up to
+    /// `parallelism` at once (compose's `depends_on`: dependencies first). Stages are
+    /// named `<name> 1`, `<name> 2`, …. A dependency on an unknown step or a cycle is
+    /// an error naming it.
+    ///
+    /// ```
+    /// use rollback_core::{Stage, Step, StepId, StepOp, Selector};
+    /// let step = |id: &str| Step::new(id, StepOp::Rollback { target: id.into(), to: Selector::Previous });
+    /// let stages = Stage::in_dependency_order("services", 4, vec![
+    ///     (step("api"), vec![StepId::new("db")]),
+    ///     (step("worker"), vec![StepId::new("db")]),
+    ///     (step("db"), vec![]),
+    /// ]).unwrap();
+    /// let names: Vec<Vec<&str>> = stages.iter().map(|s| s.steps.iter().map(|st| st.id.as_str()).collect()).collect();
+    /// assert_eq!(names, vec![vec!["db"], vec!["api", "worker"]]);
+    /// assert!(Stage::in_dependency_order("x", 1, vec![(step("a"), vec![StepId::new("a")])]).is_err());
+    /// ```
+    pub fn in_dependency_order(name: &str, parallelism: usize, steps: Vec<(Step, Vec<StepId>)>) -> Result<Vec<Stage>> {
+        let known: BTreeSet<StepId> = steps.iter().map(|(s, _)| s.id.clone()).collect();
+        for (step, deps) in &steps {
+            if let Some(unknown) = deps.iter().find(|d| !known.contains(*d)) {
+                return Err(Error::invalid_input(format!("step {} depends on unknown step {unknown}", step.id)));
+            }
+        }
+        let mut pending = steps;
+        let mut placed: BTreeSet<StepId> = BTreeSet::new();
+        let mut stages = Vec::new();
+        while !pending.is_empty() {
+            let (ready, rest): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|(_, deps)| deps.iter().all(|d| placed.contains(d)));
+            if ready.is_empty() {
+                let stuck: Vec<&str> = rest.iter().map(|(s, _)| s.id.as_str()).collect();
+                return Err(Error::invalid_input(format!("dependency cycle among steps {}", stuck.join(", "))));
+            }
+            let mut ready: Vec<Step> = ready.into_iter().map(|(s, _)| s).collect();
+            ready.sort_by(|a, b| a.id.cmp(&b.id));
+            placed.extend(ready.iter().map(|s| s.id.clone()));
+            stages.push(Stage {
+                name: format!("{name} {}", stages.len() + 1),
+                parallelism: parallelism.max(1),
+                steps: ready,
+            });
+            pending = rest;
+        }
+        Ok(stages)
+    }
+}
+
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {

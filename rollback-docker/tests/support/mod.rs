@@ -1,0 +1,216 @@
+//! Shared set-up for the Docker integration tests: test images built locally from
+//! Debian's busybox (no registry here), containers on host networking probed on
+//! 127.0.0.1 only, and clean-up of everything a test made.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+
+use rollback_docker::{DockerApi, DockerEndpoint};
+
+/// The engine's socket, from `ROLLBACK_TEST_DOCKER` (`scripts/test.sh` starts dockerd).
+pub fn docker_host() -> Option<String> {
+    rollback_core::testkit::server_env("ROLLBACK_TEST_DOCKER", "Docker")
+}
+
+pub fn endpoint(host: &str) -> DockerEndpoint {
+    DockerEndpoint { host: Some(host.to_string()), ..DockerEndpoint::default() }
+}
+
+pub fn api(host: &str) -> DockerApi {
+    DockerApi::connect(&endpoint(host)).unwrap()
+}
+
+/// Runs the docker CLI against `host`, panicking with its stderr on failure.
+pub fn docker(host: &str, args: &[&str]) -> String {
+    let out = Command::new("docker").env("DOCKER_HOST", host).args(args).output().expect("the docker CLI");
+    assert!(out.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Like [`docker`] but failures are ignored (clean-up).
+pub fn docker_quiet(host: &str, args: &[&str]) {
+    let _ = Command::new("docker").env("DOCKER_HOST", host).args(args).output();
+}
+
+/// Three images `<repo>:v1`, `:v2`, `:v3`, built in that order: each serves
+/// `/version` with its tag over busybox httpd on 127.0.0.1:$PORT; v2's healthcheck fails.
+pub struct Images {
+    pub repo: String,
+    /// Image IDs of v1, v2, v3.
+    pub ids: Vec<String>,
+    host: String,
+}
+
+impl Images {
+    pub fn build(host: &str, repo: &str, dir: &Path) -> Images {
+        let ctx = dir.join(format!("build-{repo}"));
+        std::fs::create_dir_all(ctx.join("www")).unwrap();
+        std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("/bin/busybox (Debian's busybox-static)");
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            r#"FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY www /www
+HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/bin/sh", "-c", "test \"$(cat /www/health)\" = ok"]
+CMD ["/bin/sh", "-c", "exec httpd -f -p 127.0.0.1:${PORT:-8080} -h /www"]
+"#,
+        )
+        .unwrap();
+        let mut ids = Vec::new();
+        for (tag, health) in [("v1", "ok"), ("v2", "fail"), ("v3", "ok")] {
+            std::fs::write(ctx.join("www/version"), tag).unwrap();
+            std::fs::write(ctx.join("www/health"), health).unwrap();
+            let reference = format!("{repo}:{tag}");
+            docker(host, &["build", "-q", "-t", &reference, ctx.to_str().unwrap()]);
+            ids.push(docker(host, &["image", "inspect", "--format", "{{.Id}}", &reference]));
+        }
+        Images { repo: repo.to_string(), ids, host: host.to_string() }
+    }
+
+    pub fn tag(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.repo)
+    }
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for tag in ["v1", "v2", "v3"] {
+            docker_quiet(&self.host, &["rmi", "-f", &self.tag(tag)]);
+        }
+    }
+}
+
+/// Removes every container whose name starts with the prefix when dropped.
+pub struct Containers {
+    pub prefix: String,
+    host: String,
+}
+
+impl Containers {
+    pub fn new(host: &str, prefix: &str) -> Self {
+        let me = Containers { prefix: prefix.to_string(), host: host.to_string() };
+        me.remove_all();
+        me
+    }
+
+    pub fn remove_all(&self) {
+        let out = Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(["ps", "-aq", "--filter", &format!("name=^/{}", self.prefix)])
+            .output();
+        if let Ok(out) = out {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                docker_quiet(&self.host, &["rm", "-f", "-v", id]);
+            }
+        }
+    }
+
+    /// Names of the containers with the prefix, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let out =
+            docker(&self.host, &["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("name=^/{}", self.prefix)]);
+        let mut names: Vec<String> = out.lines().map(str::to_string).collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        self.remove_all();
+    }
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs `image` as `name` on host networking serving on `port`, with extra `docker run` args.
+pub fn run(host: &str, name: &str, image: &str, port: u16, extra: &[&str]) -> String {
+    let port_env = format!("PORT={port}");
+    let mut args = vec!["run", "-d", "--name", name, "--network", "host", "-e", &port_env];
+    args.extend_from_slice(extra);
+    args.push(image);
+    docker(host, &args)
+}
+
+/// What `/version` answers on 127.0.0.1:port (waits up to 10 s for the server).
+pub async fn version_served(port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/version");
+    for _ in 0..100 {
+        if let Ok(response) = reqwest::get(&url).await
+            && response.status().is_success()
+        {
+            return response.text().await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("nothing serves {url}");
+}
+
+/// `docker inspect` of a container as JSON.
+pub fn inspect(host: &str, name: &str) -> serde_json::Value {
+    let text = docker(host, &["inspect", name]);
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()[0].clone()
+}
+
+/// The configuration a user set on a container, for before/after comparison: Config
+/// (without Hostname and Image, and without this library's `io.rollback.*` labels),
+/// HostConfig, Mounts, Name, the networks with their aliases. Runtime fields (ID,
+/// Created, State, addresses the engine assigned, paths that contain the ID) are left out.
+///
+/// One deliberate difference is normalised: an anonymous volume (`-v /cache`) is
+/// re-attached to the replacement by its name, as compose does, so it shows up in
+/// the replacement's `HostConfig.Binds` as `<volume>:/cache`; those entries are
+/// dropped here, and `Mounts` (same volume, same place) is compared sorted by
+/// destination, without the engine's `Mode` hint.
+pub fn user_config(inspect: &serde_json::Value) -> serde_json::Value {
+    let mut mounts = inspect["Mounts"].as_array().cloned().unwrap_or_default();
+    mounts.sort_by_key(|m| m["Destination"].as_str().unwrap_or_default().to_string());
+    let anonymous: Vec<String> = mounts
+        .iter()
+        .filter(|m| m["Type"] == "volume" && m["Name"].as_str().is_some_and(|n| n.len() == 64))
+        .map(|m| format!("{}:{}", m["Name"].as_str().unwrap(), m["Destination"].as_str().unwrap()))
+        .collect();
+    for mount in &mut mounts {
+        mount.as_object_mut().unwrap().remove("Mode");
+    }
+    let mut host_config = inspect["HostConfig"].clone();
+    if let Some(binds) = host_config["Binds"].as_array_mut() {
+        binds.retain(|b| !anonymous.iter().any(|a| b.as_str() == Some(a)));
+    }
+    let mut config = inspect["Config"].clone();
+    let fields = config.as_object_mut().unwrap();
+    fields.remove("Hostname");
+    fields.remove("Image");
+    if let Some(labels) = fields.get_mut("Labels").and_then(|l| l.as_object_mut()) {
+        labels.retain(|k, _| !k.starts_with("io.rollback."));
+    }
+    let id = inspect["Id"].as_str().unwrap_or_default();
+    let networks: serde_json::Map<String, serde_json::Value> = inspect["NetworkSettings"]["Networks"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, n)| {
+            let aliases: Vec<serde_json::Value> = n["Aliases"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| !id.starts_with(a.as_str().unwrap_or("-")))
+                .collect();
+            (name, serde_json::json!({ "Aliases": aliases, "NetworkID": n["NetworkID"] }))
+        })
+        .collect();
+    serde_json::json!({
+        "Name": inspect["Name"],
+        "Config": config,
+        "HostConfig": host_config,
+        "Mounts": mounts,
+        "Networks": networks,
+    })
+}
