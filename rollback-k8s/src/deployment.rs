@@ -1,0 +1,505 @@
+//! The Deployment target: history from the ReplicaSets it controls, undo as
+//! `kubectl rollout undo` does (but compare-and-swap), wait as `kubectl rollout status`.
+
+use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kube::api::ListParams;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{Cluster, ClusterConfig, UNDO_KEY_ANNOTATION, check_name, patch_if_unchanged};
+use crate::error::err;
+use crate::rollout::{
+    ANNOTATIONS_TO_SKIP, CHANGE_CAUSE, ConfigRefs, REVISION_HISTORY, RolloutStatus, controlled_by, images, revision,
+    rollout_status, strip_hash, template_id,
+};
+use rollback_core::{
+    Capabilities, Category, Change, Error, ErrorKind, IdempotencyKey, Identity, Observed, Request, Result, Revision,
+    Selector, Target, TargetId, Version,
+};
+
+fn default_true() -> bool {
+    true
+}
+
+/// How to wait for a rollout (`kubectl rollout status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitConfig {
+    /// Wait for the rollout after changing the Deployment (default true).
+    #[serde(default = "default_true")]
+    pub wait: bool,
+    /// Give up waiting after this long (default 10 minutes); the change stays made.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time between status reads (default 2 s).
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_poll() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl Default for WaitConfig {
+    fn default() -> Self {
+        WaitConfig { wait: true, timeout: default_timeout(), poll_interval: default_poll() }
+    }
+}
+
+/// Configuration of a [`DeploymentTarget`] (`kind = "k8s-deployment"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Where the cluster is.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// The namespace.
+    pub namespace: String,
+    /// The Deployment's name.
+    pub deployment: String,
+    /// Waiting for the rollout.
+    #[serde(default, flatten)]
+    pub wait: WaitConfig,
+}
+
+/// A Deployment rolled back to an earlier revision.
+///
+/// - **Versions** are pod templates, identified by content ([`template_id`]), labelled
+///   with their revision number (which moves when a ReplicaSet is re-used, like a tag);
+///   the history is the ReplicaSets the Deployment controls, newest revision first.
+///   `exact = "3"` is `kubectl rollout undo --to-revision=3`.
+/// - **prepare** refuses a paused Deployment (as kubectl does), checks that the
+///   ConfigMaps and Secrets the chosen template needs still exist, and returns a no-op
+///   change when the template already matches ("skipped rollback").
+/// - **apply** re-reads the Deployment, checks `from` (compare-and-swap on the template's
+///   content), then sends kubectl's JSON patch (`/spec/template` from the ReplicaSet
+///   without `pod-template-hash`, annotations copied from the ReplicaSet) preceded by a
+///   `test` of the `resourceVersion` it just read, and stamps the run key in the
+///   annotation `rollback.dev/undo-key`; then waits like `kubectl rollout status`
+///   (`ProgressDeadlineExceeded` is a failure).
+/// - **observe**: template and key in place and rolled out → Done; in place but not
+///   rolled out → Partial (apply again only waits); `from` still live → NotStarted;
+///   anything else → Diverged.
+pub struct DeploymentTarget {
+    name: TargetId,
+    cluster: Cluster,
+    namespace: String,
+    deployment: String,
+    wait: WaitConfig,
+}
+
+impl std::fmt::Debug for DeploymentTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentTarget")
+            .field("name", &self.name)
+            .field("cluster", &self.cluster.label)
+            .field("namespace", &self.namespace)
+            .field("deployment", &self.deployment)
+            .finish()
+    }
+}
+
+/// Where a change's template comes from (journaled; no template content, so no env values).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+struct Payload {
+    namespace: String,
+    deployment: String,
+    uid: String,
+    /// The ReplicaSet holding the `to` template.
+    to_replica_set: String,
+    /// The ReplicaSet holding the `from` template (for the inverse).
+    from_replica_set: Option<String>,
+    /// The template already matched: nothing to do.
+    #[serde(default)]
+    noop: bool,
+}
+
+pub(crate) fn live_version(d: &Deployment, rses: &[ReplicaSet]) -> Version {
+    let id = template_id(&d.spec.template);
+    let rev = rses
+        .iter()
+        .find(|rs| rs.spec.template.as_ref().is_some_and(|t| template_id(t) == id))
+        .and_then(|rs| revision(&rs.metadata));
+    match rev {
+        Some(rev) => Version::labeled(id, rev.to_string()),
+        None => Version::new(id),
+    }
+}
+
+fn annotation<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+impl DeploymentTarget {
+    /// A target on a connected cluster.
+    pub fn new(name: &str, cluster: Cluster, config: DeploymentConfig) -> Result<Self> {
+        check_name("namespace", &config.namespace)?;
+        check_name("deployment", &config.deployment)?;
+        Ok(DeploymentTarget {
+            name: TargetId::new(name),
+            cluster,
+            namespace: config.namespace,
+            deployment: config.deployment,
+            wait: config.wait,
+        })
+    }
+
+    /// Connects as `config.cluster` says.
+    pub async fn connect(name: &str, config: DeploymentConfig) -> Result<Self> {
+        let cluster = Cluster::connect(&config.cluster).await?;
+        Self::new(name, cluster, config)
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        self.cluster.api(&self.namespace)
+    }
+
+    fn replica_sets(&self) -> Api<ReplicaSet> {
+        self.cluster.api(&self.namespace)
+    }
+
+    fn what(&self) -> String {
+        format!("deployment {}/{}", self.namespace, self.deployment)
+    }
+
+    async fn get(&self) -> Result<Deployment> {
+        self.deployments()
+            .get(&self.deployment)
+            .await
+            .map_err(err("get deployment"))
+            .map_err(|e| e.with_context("deployment", format!("{}/{}", self.namespace, self.deployment)))
+    }
+
+    /// The Deployment and the ReplicaSets it controls (GET + LIST, as kubectl does).
+    async fn load(&self) -> Result<(Deployment, Vec<ReplicaSet>)> {
+        let d = self.get().await?;
+        let uid = d.metadata.uid.clone().unwrap_or_default();
+        let selector = d
+            .spec
+            .selector
+            .match_labels
+            .as_ref()
+            .map(|labels| labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
+        let list = self
+            .replica_sets()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(err("list replicasets"))?;
+        let rses = list.items.into_iter().filter(|rs| controlled_by(rs, &uid)).collect();
+        Ok((d, rses))
+    }
+
+    fn refuse_paused(&self, d: &Deployment) -> Result<()> {
+        if d.spec.paused.unwrap_or(false) {
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                format!(
+                    "{} is paused: you cannot roll back a paused deployment; resume it first \
+                     (kubectl rollout resume) and try again",
+                    self.what()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn history_of(rses: &[ReplicaSet]) -> Vec<(Revision, String)> {
+        let mut out: Vec<(i64, Revision, String)> = rses
+            .iter()
+            .filter_map(|rs| {
+                let template = rs.spec.template.as_ref()?;
+                let rev = revision(&rs.metadata)?;
+                let cause = annotation(&rs.metadata, CHANGE_CAUSE).map(|c| format!(" — {c}")).unwrap_or_default();
+                let mut r = Revision::new(
+                    Version::labeled(template_id(template), rev.to_string()),
+                    format!("{}{cause}", images(template).join(",")),
+                );
+                // A re-used ReplicaSet keeps its creation time but was deployed again later:
+                // Kubernetes does not record when, so claim no time rather than a wrong one.
+                if annotation(&rs.metadata, REVISION_HISTORY).is_none() {
+                    r.created = rs.metadata.creation_timestamp.as_ref().map(|t| {
+                        chrono::DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond() as u32)
+                            .unwrap_or_default()
+                    });
+                }
+                Some((rev, r, rs.metadata.name.clone().unwrap_or_default()))
+            })
+            .collect();
+        out.sort_by_key(|r| std::cmp::Reverse(r.0));
+        out.into_iter().map(|(_, r, n)| (r, n)).collect()
+    }
+
+    /// Checks that the ConfigMaps and Secrets a template needs exist (Secrets by metadata
+    /// only: their data is never read here).
+    async fn check_config(&self, rs: &ReplicaSet, revision: &Version) -> Result<()> {
+        let Some(template) = rs.spec.template.as_ref() else { return Ok(()) };
+        let refs = ConfigRefs::of(template);
+        let cms: Api<ConfigMap> = self.cluster.api(&self.namespace);
+        for (name, _) in refs.config_maps.iter().filter(|(_, optional)| !optional) {
+            if cms.get_metadata_opt(name).await.map_err(err("get configmap"))?.is_none() {
+                return Err(Error::not_found(format!(
+                    "revision {revision} of {} needs ConfigMap {name:?}, which no longer exists",
+                    self.what()
+                )));
+            }
+        }
+        let secrets: Api<Secret> = self.cluster.api(&self.namespace);
+        for (name, _) in refs.secrets.iter().filter(|(_, optional)| !optional) {
+            if secrets.get_metadata_opt(name).await.map_err(err("get secret"))?.is_none() {
+                return Err(Error::not_found(format!(
+                    "revision {revision} of {} needs Secret {name:?}, which no longer exists",
+                    self.what()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn classify(&self, d: &Deployment, change: &Change, key: &IdempotencyKey, payload: &Payload) -> Observed {
+        if d.metadata.uid.as_deref() != Some(payload.uid.as_str()) {
+            return Observed::Diverged(format!("{} was deleted and re-created", self.what()));
+        }
+        let live = template_id(&d.spec.template);
+        let stamped = annotation(&d.metadata, UNDO_KEY_ANNOTATION);
+        if live == change.to.id && (payload.noop || stamped == Some(key.as_str())) {
+            if !self.wait.wait || payload.noop {
+                return Observed::Done;
+            }
+            return match rollout_status(d) {
+                RolloutStatus::Complete => Observed::Done,
+                RolloutStatus::Waiting(m) | RolloutStatus::Failed(m) => {
+                    Observed::Partial(format!("template switched, rollout not complete: {m}"))
+                }
+            };
+        }
+        if Some(live.as_str()) == change.from.as_ref().map(|f| f.id.as_str()) {
+            return Observed::NotStarted;
+        }
+        Observed::Diverged(format!("the live template is {live}"))
+    }
+
+    /// Waits like `kubectl rollout status`: done when rolled out, an error on
+    /// `ProgressDeadlineExceeded` or after `timeout`.
+    pub async fn wait_for_rollout(&self) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let d = self.get().await?;
+            match rollout_status(&d) {
+                RolloutStatus::Complete => return Ok(()),
+                RolloutStatus::Failed(message) => {
+                    return Err(Error::new(ErrorKind::Backend, format!("rollout failed: {message}"))
+                        .set_retryable(false)
+                        .with_context("deployment", format!("{}/{}", self.namespace, self.deployment)));
+                }
+                RolloutStatus::Waiting(message) if started.elapsed() >= self.wait.timeout => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("{} not rolled out after {:?}: {message}", self.what(), self.wait.timeout),
+                    ));
+                }
+                RolloutStatus::Waiting(message) => {
+                    tracing::debug!(deployment = %self.deployment, message, "waiting for rollout");
+                    tokio::time::sleep(self.wait.poll_interval).await;
+                }
+            }
+        }
+    }
+
+    /// kubectl's annotations for an undo: the Deployment keeps the skipped ones, takes the
+    /// others from the ReplicaSet; plus our key.
+    fn undo_annotations(d: &Deployment, rs: &ReplicaSet, key: &IdempotencyKey) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = d
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| ANNOTATIONS_TO_SKIP.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in rs.metadata.annotations.iter().flatten() {
+            if !ANNOTATIONS_TO_SKIP.contains(&k.as_str()) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        out.insert(UNDO_KEY_ANNOTATION.into(), key.to_string());
+        out
+    }
+
+    /// Switches the template to the one of ReplicaSet `rs_name` (whose content id must be
+    /// `to`), testing `resourceVersion` of `d`.
+    pub(crate) async fn switch_template(
+        &self,
+        d: &Deployment,
+        rs_name: &str,
+        to: &str,
+        key: &IdempotencyKey,
+    ) -> Result<()> {
+        let uid = d.metadata.uid.clone().unwrap_or_default();
+        let rs = self.replica_sets().get_opt(rs_name).await.map_err(err("get replicaset"))?.ok_or_else(|| {
+            Error::not_found(format!(
+                "ReplicaSet {rs_name:?} holding template {to} of {} is gone (revisionHistoryLimit?)",
+                self.what()
+            ))
+        })?;
+        let template = rs.spec.template.as_ref().map(strip_hash);
+        match template {
+            Some(t) if controlled_by(&rs, &uid) && template_id(&t) == to => {
+                let annotations = Self::undo_annotations(d, &rs, key);
+                let rv = d.metadata.resource_version.clone().unwrap_or_default();
+                let ops = vec![
+                    serde_json::json!({"op": "replace", "path": "/spec/template", "value": t}),
+                    serde_json::json!({"op": "add", "path": "/metadata/annotations", "value": annotations}),
+                ];
+                patch_if_unchanged(&self.deployments(), &self.deployment, &rv, ops, "patch deployment").await?;
+                Ok(())
+            }
+            _ => Err(Error::new(
+                ErrorKind::Conflict,
+                format!("ReplicaSet {rs_name:?} no longer holds template {to} of {}", self.what()),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Target for DeploymentTarget {
+    fn name(&self) -> &TargetId {
+        &self.name
+    }
+
+    fn kind(&self) -> &str {
+        "k8s-deployment"
+    }
+
+    fn category(&self) -> Category {
+        Category::App
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { versioned: true, converges_from_partial: true }
+    }
+
+    async fn identity(&self) -> Result<Identity> {
+        let d = self.get().await?;
+        Ok(Identity::new(format!(
+            "k8s:{}/namespaces/{}/deployments/{}@{}",
+            self.cluster.label,
+            self.namespace,
+            self.deployment,
+            d.metadata.uid.unwrap_or_default()
+        )))
+    }
+
+    async fn current(&self) -> Result<Version> {
+        let (d, rses) = self.load().await?;
+        Ok(live_version(&d, &rses))
+    }
+
+    async fn history(&self) -> Result<Vec<Revision>> {
+        let (_, rses) = self.load().await?;
+        Ok(Self::history_of(&rses).into_iter().map(|(r, _)| r).collect())
+    }
+
+    async fn prepare(&self, request: &Request) -> Result<Change> {
+        let Request::To(selector) = request else {
+            return Err(Error::new(ErrorKind::Unsupported, format!("{} only rolls back to a revision", self.kind())));
+        };
+        let (d, rses) = self.load().await?;
+        self.refuse_paused(&d)?;
+        let current = live_version(&d, &rses);
+        let history = Self::history_of(&rses);
+        let revisions: Vec<Revision> = history.iter().map(|(r, _)| r.clone()).collect();
+        let resolved = match selector {
+            // "previous" is kubectl's revision 0: the newest revision other than the live template.
+            Selector::Previous => revisions.iter().find(|r| r.version.id != current.id).ok_or_else(|| {
+                Error::not_found(format!("{} has no previous revision", self.what())).with_context("selector", selector)
+            })?,
+            other => other.resolve(&revisions, &current)?,
+        };
+        let to_rs = history.iter().find(|(r, _)| r.version.id == resolved.version.id).map(|(_, n)| n.clone());
+        let from_rs = history.iter().find(|(r, _)| r.version.id == current.id).map(|(_, n)| n.clone());
+        let uid = d.metadata.uid.clone().unwrap_or_default();
+        let mut payload = Payload {
+            namespace: self.namespace.clone(),
+            deployment: self.deployment.clone(),
+            uid,
+            to_replica_set: to_rs.unwrap_or_default(),
+            from_replica_set: from_rs,
+            noop: false,
+        };
+        if resolved.version.id == current.id {
+            payload.noop = true;
+            return Ok(Change::new(self.name.clone(), "deployment", Some(current.clone()), current.clone())
+                .describe(format!(
+                    "{}: skipped rollback ({} already matches revision {})",
+                    self.name,
+                    self.what(),
+                    resolved.version
+                ))
+                .with_payload(serde_json::to_value(&payload).map_err(|e| Error::internal(e.to_string()))?));
+        }
+        if let Some(rs) = rses.iter().find(|rs| rs.metadata.name.as_deref() == Some(payload.to_replica_set.as_str())) {
+            self.check_config(rs, &resolved.version).await?;
+        }
+        let description = format!(
+            "{}: roll {} back from revision {} to revision {} [{}] ({selector})",
+            self.name,
+            self.what(),
+            current,
+            resolved.version,
+            resolved.description
+        );
+        Ok(Change::new(self.name.clone(), "deployment", Some(current), resolved.version.clone())
+            .describe(description)
+            .with_payload(serde_json::to_value(&payload).map_err(|e| Error::internal(e.to_string()))?))
+    }
+
+    async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
+        let payload: Payload = serde_json::from_value(change.payload.clone())
+            .map_err(|e| Error::invalid_input(format!("not a k8s-deployment change: {e}")))?;
+        let d = self.get().await?;
+        let observed = self.classify(&d, change, key, &payload);
+        let part_way = matches!(observed, Observed::Partial(_));
+        if !observed.proceed(change)? {
+            return Ok(());
+        }
+        if !part_way {
+            self.refuse_paused(&d)?;
+            self.switch_template(&d, &payload.to_replica_set, &change.to.id, key).await?;
+            tracing::info!(deployment = %self.deployment, to = %change.to, "deployment template switched");
+        }
+        if self.wait.wait { self.wait_for_rollout().await } else { Ok(()) }
+    }
+
+    async fn observe(&self, change: &Change, key: &IdempotencyKey) -> Result<Observed> {
+        let payload: Payload = serde_json::from_value(change.payload.clone())
+            .map_err(|e| Error::invalid_input(format!("not a k8s-deployment change: {e}")))?;
+        Ok(self.classify(&self.get().await?, change, key, &payload))
+    }
+
+    fn inverse(&self, change: &Change) -> Result<Change> {
+        let payload: Payload = serde_json::from_value(change.payload.clone())
+            .map_err(|e| Error::invalid_input(format!("not a k8s-deployment change: {e}")))?;
+        let (Some(from), Some(from_rs)) = (change.from.clone(), payload.from_replica_set.clone()) else {
+            return Err(Error::unsupported("inverse").with_context("reason", "the pre-state's ReplicaSet is unknown"));
+        };
+        let inverse = Payload {
+            to_replica_set: from_rs,
+            from_replica_set: Some(payload.to_replica_set.clone()),
+            noop: payload.noop,
+            ..payload
+        };
+        Ok(Change::new(self.name.clone(), "deployment", Some(change.to.clone()), from.clone())
+            .describe(format!("{}: undo: {} back to revision {from}", self.name, self.what()))
+            .with_payload(serde_json::to_value(&inverse).map_err(|e| Error::internal(e.to_string()))?))
+    }
+}
