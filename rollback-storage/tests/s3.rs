@@ -353,7 +353,7 @@ async fn server_stopped_mid_restore_then_resumed() {
         assert!(err.is_retryable());
         assert!(err.context_value("failed_key").is_some(), "the report names the key: {text}");
         let restored: u64 = err.context_value("restored_in_this_attempt").unwrap().parse().unwrap();
-        assert!(restored >= 20 && restored < 400, "{text}");
+        assert!((20..400).contains(&restored), "{text}");
         assert!(err.context_value("remaining_at_start") == Some("400"), "{text}");
         // Requests queued while stopped finish now; then resume observes and completes.
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1,0 +1,295 @@
+//! rollback-storage side by side:
+//!
+//! (a) point-in-time restore of N objects (default 10,000) on the S3 server of
+//!     ROLLBACK_TEST_S3_ENDPOINT — this library (prepare + apply, 16 parallel copies)
+//!     against a sequential boto3 restore (`benches/storage_boto3.py`, THREADS=1) and
+//!     the server's ceiling measured with boto3 in 16 threads; each on its own bucket
+//!     with the same fixture;
+//! (b) peak memory (VmHWM of a child process doing only prepare + apply) at 1k and
+//!     10k objects (50k with ROLLBACK_BENCH_50K=1: the fixture alone takes minutes);
+//! (c) pattern invalidation of 1,000,000 Redis keys (ROLLBACK_TEST_REDIS_URL, db 11):
+//!     PING latency from a second connection every 10 ms while SCAN + UNLINK runs,
+//!     against `KEYS` + `DEL`.
+//!
+//! ```text
+//! cargo bench -p rollback-benches --bench storage            # full (minutes)
+//! ROLLBACK_BENCH_50K=1 cargo bench -p rollback-benches --bench storage   # + 50k memory point
+//! cargo bench -p rollback-benches --bench storage -- --test  # smoke: small sizes; skips without servers
+//! ```
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use futures::StreamExt;
+use rollback_core::{IdempotencyKey, Request, Target};
+use rollback_storage::redis::{Invalidation, RedisConn, RedisInvalidate, RedisInvalidateConfig};
+use rollback_storage::s3::{S3, S3ClientConfig, S3Credentials, S3Restore, S3RestoreConfig};
+
+fn env(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
+}
+
+async fn client(endpoint: &str) -> S3 {
+    let config = S3ClientConfig { endpoint: Some(endpoint.into()), ..Default::default() };
+    S3::connect(&config, Some(S3Credentials::new("test", "test"))).await.unwrap()
+}
+
+async fn next_second() {
+    let ms = 1000 - chrono::Utc::now().timestamp_subsec_millis() as u64 + 50;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Creates `buckets` versioned buckets holding `n` keys, each overwritten after T. Returns T.
+async fn fixture(s3: &S3, buckets: &[String], n: usize) -> i64 {
+    for b in buckets {
+        s3.client().create_bucket().bucket(b).send().await.unwrap();
+        s3.client()
+            .put_bucket_versioning()
+            .bucket(b)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let put_all = |body: &'static str| {
+        let jobs: Vec<(String, String)> =
+            buckets.iter().flat_map(|b| (0..n).map(move |i| (b.clone(), format!("obj/{i:06}")))).collect();
+        futures::stream::iter(jobs).for_each_concurrent(32, move |(b, k)| async move {
+            s3.client()
+                .put_object()
+                .bucket(b)
+                .key(k)
+                .body(ByteStream::from_static(body.as_bytes()))
+                .send()
+                .await
+                .unwrap();
+        })
+    };
+    put_all("version one").await;
+    next_second().await;
+    let t = chrono::Utc::now().timestamp_millis();
+    next_second().await;
+    put_all("version two, written after T").await;
+    t
+}
+
+fn target(s3: S3, bucket: &str) -> S3Restore {
+    let config = S3RestoreConfig {
+        bucket: bucket.into(),
+        prefix: String::new(),
+        concurrency: Some(16),
+        attempts: None,
+        client: Default::default(),
+    };
+    S3Restore::new("bench", s3, config).unwrap()
+}
+
+async fn ours(s3: &S3, bucket: &str, t: i64) -> (f64, usize) {
+    let target = target(s3.clone(), bucket);
+    let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
+    let started = Instant::now();
+    let change = target
+        .prepare(&Request::Action { action: "restore_at".into(), params: serde_json::json!({ "at": at }) })
+        .await
+        .unwrap();
+    let key = IdempotencyKey::new(format!("bench/{bucket}/fwd"));
+    target.apply(&change, &key).await.unwrap();
+    let rows = change.payload["rows"].as_array().map_or(0, Vec::len);
+    (started.elapsed().as_secs_f64(), rows)
+}
+
+fn boto3(python: &str, endpoint: &str, bucket: &str, t: i64, threads: usize) -> Option<(f64, usize)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/storage_boto3.py");
+    let out =
+        Command::new(python).args([script, endpoint, bucket, &t.to_string(), &threads.to_string()]).output().ok()?;
+    if !out.status.success() {
+        eprintln!("boto3 baseline failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace();
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn vm_hwm_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Child mode: prepare + apply on a prepared bucket, print VmHWM before and after.
+fn child(endpoint: &str, bucket: &str, t: i64) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let s3 = client(endpoint).await;
+        let before = vm_hwm_kb();
+        let (secs, rows) = ours(&s3, bucket, t).await;
+        println!("{before} {} {secs:.3} {rows}", vm_hwm_kb());
+    });
+}
+
+async fn s3_bench(endpoint: &str, python: Option<&str>, n: usize, memory_sizes: &[usize]) {
+    let s3 = client(endpoint).await;
+    let run = format!("{:x}", chrono::Utc::now().timestamp_millis());
+    let buckets: Vec<String> = ["ours", "seq", "par"].iter().map(|w| format!("bench-{w}-{run}")).collect();
+    let setup = Instant::now();
+    let t = fixture(&s3, &buckets, n).await;
+    eprintln!("fixture: {} buckets x {n} keys x 2 versions in {:.1}s", buckets.len(), setup.elapsed().as_secs_f64());
+    let (ours_s, rows) = ours(&s3, &buckets[0], t).await;
+    println!("\n(a) point-in-time restore of {n} objects ({rows} keys to restore), same moto_server");
+    println!("| restore | seconds | objects/s | vs sequential boto3 |");
+    println!("|---|---:|---:|---:|");
+    let seq = python.and_then(|p| boto3(p, endpoint, &buckets[1], t, 1));
+    let par = python.and_then(|p| boto3(p, endpoint, &buckets[2], t, 16));
+    let base = seq.map(|s| s.0);
+    let line = |name: &str, secs: f64| {
+        let ratio = base.map_or("-".to_owned(), |b| format!("{:.2}x", b / secs));
+        println!("| {name} | {secs:.2} | {:.0} | {ratio} |", n as f64 / secs);
+    };
+    line("rollback-storage (prepare + apply, 16 parallel, HEAD + COPY per key)", ours_s);
+    if let Some((s, _)) = seq {
+        line("boto3 sequential (list + copy_object per key)", s);
+    }
+    if let Some((s, _)) = par {
+        line("boto3 16 threads (server ceiling, copy only)", s);
+    }
+    if python.is_none() {
+        println!("(ROLLBACK_TEST_BOTO3_PYTHON not set: boto3 baselines not run)");
+    }
+
+    println!("\n(b) peak memory of prepare + apply (child process, VmHWM)");
+    println!("| objects | VmHWM before (MB) | VmHWM after (MB) | growth (MB) | seconds |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &size in memory_sizes {
+        let bucket = format!("bench-mem{size}-{run}");
+        let t = fixture(&s3, std::slice::from_ref(&bucket), size).await;
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new(exe).env("ROLLBACK_BENCH_CHILD", format!("{endpoint} {bucket} {t}")).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<f64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if v.len() == 4 {
+            println!(
+                "| {size} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                v[0] / 1024.0,
+                v[1] / 1024.0,
+                (v[1] - v[0]) / 1024.0,
+                v[2]
+            );
+        } else {
+            println!(
+                "| {size} | child failed: {} |",
+                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            );
+        }
+    }
+}
+
+async fn fill(conn: &mut redis::aio::MultiplexedConnection, n: usize) {
+    for start in (0..n).step_by(10_000) {
+        let mut pipe = redis::pipe();
+        for i in start..(start + 10_000).min(n) {
+            pipe.cmd("SET").arg(format!("bench:sess:{i}")).arg("cached value").ignore();
+        }
+        pipe.query_async::<()>(conn).await.unwrap();
+    }
+}
+
+/// PINGs every 10 ms on its own connection until `stop`; returns (max ms, p99 ms, count).
+async fn pinger(conn: RedisConn, stop: Arc<AtomicBool>) -> (f64, f64, usize) {
+    let mut c = conn.connect(Some(11)).await.unwrap();
+    let mut lat = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let _: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let p99 = lat.get((lat.len().saturating_sub(1) as f64 * 0.99) as usize).copied().unwrap_or(0.0);
+    (lat.last().copied().unwrap_or(0.0), p99, lat.len())
+}
+
+async fn redis_bench(url: &str, n: usize) {
+    let conn = RedisConn::open(url, Duration::from_secs(120)).unwrap();
+    let mut c = conn.connect(Some(11)).await.unwrap();
+    println!("\n(c) invalidating {n} Redis keys matching bench:sess:* (PING every 10 ms from another connection)");
+    println!("| method | seconds | PING max (ms) | PING p99 (ms) | pings |");
+    println!("|---|---:|---:|---:|---:|");
+    // ours
+    redis::cmd("FLUSHDB").query_async::<()>(&mut c).await.unwrap();
+    fill(&mut c, n).await;
+    let config = RedisInvalidateConfig {
+        conn: Default::default(),
+        db: Some(11),
+        what: Invalidation::Pattern { pattern: "bench:sess:*".into() },
+        batch: Some(1000),
+    };
+    let target = RedisInvalidate::new("bench", conn.clone(), &config).unwrap();
+    let change =
+        target.prepare(&Request::Action { action: "invalidate".into(), params: serde_json::json!({}) }).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ping = tokio::spawn(pinger(conn.clone(), stop.clone()));
+    let t = Instant::now();
+    target.apply(&change, &IdempotencyKey::new(format!("bench-{}", std::process::id()))).await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let (max, p99, count) = ping.await.unwrap();
+    println!("| rollback-storage SCAN + UNLINK (batch 1000) | {secs:.2} | {max:.1} | {p99:.1} | {count} |");
+    // KEYS + DEL
+    fill(&mut c, n).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ping = tokio::spawn(pinger(conn.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("bench:sess:*").query_async(&mut c).await.unwrap();
+    for chunk in keys.chunks(100_000) {
+        redis::cmd("DEL").arg(chunk).query_async::<()>(&mut c).await.unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let (max, p99, count) = ping.await.unwrap();
+    println!("| KEYS + DEL (chunks of 100k) | {secs:.2} | {max:.1} | {p99:.1} | {count} |");
+    redis::cmd("FLUSHDB").query_async::<()>(&mut c).await.unwrap();
+}
+
+fn main() {
+    if let Some(args) = env("ROLLBACK_BENCH_CHILD") {
+        let v: Vec<&str> = args.split(' ').collect();
+        child(v[0], v[1], v[2].parse().unwrap());
+        return;
+    }
+    let smoke = std::env::args().any(|a| a == "--test");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        match env("ROLLBACK_TEST_S3_ENDPOINT") {
+            Some(endpoint) => {
+                let python = env("ROLLBACK_TEST_BOTO3_PYTHON");
+                let (n, sizes): (usize, Vec<usize>) = if smoke {
+                    (50, vec![50])
+                } else if env("ROLLBACK_BENCH_50K").is_some() {
+                    (10_000, vec![1_000, 10_000, 50_000])
+                } else {
+                    (10_000, vec![1_000, 10_000])
+                };
+                s3_bench(&endpoint, python.as_deref(), n, &sizes).await;
+            }
+            None => println!("storage bench: ROLLBACK_TEST_S3_ENDPOINT not set, S3 part skipped"),
+        }
+        match env("ROLLBACK_TEST_REDIS_URL") {
+            Some(url) => redis_bench(&url, if smoke { 5_000 } else { 1_000_000 }).await,
+            None => println!("storage bench: ROLLBACK_TEST_REDIS_URL not set, Redis part skipped"),
+        }
+    });
+}
