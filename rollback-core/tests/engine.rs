@@ -234,6 +234,22 @@ async fn failed_compensation_escalates_and_resume_finishes_it() {
     assert_eq!(web.effects().len(), 0, "the failed app step is not retried during compensation");
 }
 
+/// A failed rollback is not followed by the rest of its stage (its checks, the next
+/// target): those steps stay pending, in the report's not-started list.
+#[tokio::test]
+async fn a_failed_step_stops_its_stage_from_starting_more_steps() {
+    let fx = Fixture::new();
+    let web = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
+    let api = Arc::new(MemoryTarget::with_versions("api", &["v1", "v2"]));
+    web.inject(Fault::FailOnCall { method: "apply", n: 1 });
+    let engine = fx.engine(registry(&[&web, &api]));
+    let plan = Plan::new("p").stage("app", 1, vec![rollback("web", "web"), rollback("api", "api")]);
+    let report = engine.run(plan, Default::default()).await.unwrap();
+    assert_eq!(report.state, RunState::Escalated, "{report}");
+    assert_eq!(api.current().await.unwrap().id, "v2", "api was not rolled back after web failed");
+    assert!(report.not_started.iter().any(|s| s.as_str() == "api"), "{report}");
+}
+
 #[tokio::test]
 async fn halt_escalates_but_finally_steps_still_run() {
     let fx = Fixture::new();

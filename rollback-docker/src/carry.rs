@@ -57,9 +57,8 @@ pub(crate) fn replacement(
     let mounted: HashSet<String> = host_config.mounts.iter().flatten().filter_map(|m| m.target.clone()).collect();
     for mount in old.mounts.iter().flatten() {
         let (Some(name), Some(destination)) = (&mount.name, &mount.destination) else { continue };
-        let anonymous = mount.typ.as_deref() == Some("volume")
-            && name.len() == 64
-            && name.chars().all(|c| c.is_ascii_hexdigit());
+        let anonymous =
+            mount.typ.as_deref() == Some("volume") && name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit());
         if anonymous && !bound.contains(destination) && !mounted.contains(destination) {
             binds.push(format!("{name}:{destination}"));
         }

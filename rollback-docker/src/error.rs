@@ -21,6 +21,7 @@ pub(crate) fn map(operation: &'static str, subject: &str, err: DockerError) -> E
         DockerError::IOError { .. }
         | DockerError::HyperResponseError { .. }
         | DockerError::HttpClientError { .. }
+        | DockerError::HyperLegacyError { .. }
         | DockerError::RequestTimeoutError => {
             (ErrorKind::Backend, true, format!("cannot reach the docker engine: {err}"))
         }

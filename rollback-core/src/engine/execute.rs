@@ -166,16 +166,25 @@ impl RunCtx {
             if let Some(flow) = self.boundary()? {
                 return Ok(flow);
             }
+            // Once a step of the stage failed (and its policy is not `continue`), steps
+            // not yet started stay pending: a failed rollback is not followed by its checks.
+            let stage_failed = std::sync::atomic::AtomicBool::new(false);
+            let stage_failed = &stage_failed;
             // Boxed up front: a lazily mapped stream of borrowing futures trips the
             // compiler's Send inference (rust-lang/rust#102211).
             let steps: Vec<BoxFuture<'_, Result<Option<StepState>>>> = todo
                 .iter()
                 .map(|step| -> BoxFuture<'_, Result<Option<StepState>>> {
                     Box::pin(async move {
-                        if self.cancel.is_cancelled() {
+                        if self.cancel.is_cancelled() || stage_failed.load(std::sync::atomic::Ordering::SeqCst) {
                             return Ok(None);
                         }
-                        self.run_step(step).await.map(Some)
+                        let state = self.run_step(step).await?;
+                        let policy = self.with_log(|log| log.prepared(&step.id).map(|p| p.on_failure));
+                        if state == StepState::Failed && policy != Some(FailurePolicy::Continue) {
+                            stage_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok(Some(state))
                     })
                 })
                 .collect();

@@ -131,7 +131,8 @@ pub fn free_port() -> u16 {
 /// Runs `image` as `name` on host networking serving on `port`, with extra `docker run` args.
 pub fn run(host: &str, name: &str, image: &str, port: u16, extra: &[&str]) -> String {
     let port_env = format!("PORT={port}");
-    let mut args = vec!["run", "-d", "--name", name, "--network", "host", "-e", &port_env];
+    // busybox httpd as PID 1 ignores SIGTERM: one second's grace, not ten.
+    let mut args = vec!["run", "-d", "--name", name, "--network", "host", "--stop-timeout", "1", "-e", &port_env];
     args.extend_from_slice(extra);
     args.push(image);
     docker(host, &args)
@@ -213,4 +214,131 @@ pub fn user_config(inspect: &serde_json::Value) -> serde_json::Value {
         "Mounts": mounts,
         "Networks": networks,
     })
+}
+
+/// A Unix-socket proxy in front of the engine that can go away and come back, as
+/// dockerd does when it is stopped and started: while down, its socket file does not
+/// exist and every open connection is cut. It can also go down by itself the moment
+/// a request whose head contains a given text arrives (that request is not forwarded).
+pub struct EngineProxy {
+    pub path: std::path::PathBuf,
+    upstream: std::path::PathBuf,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    generation: std::sync::atomic::AtomicU64,
+    trip_on: std::sync::Mutex<Option<String>>,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl EngineProxy {
+    pub fn start(upstream: &str, dir: &Path) -> EngineProxy {
+        let upstream = std::path::PathBuf::from(upstream.trim_start_matches("unix://"));
+        let (down, _) = tokio::sync::watch::channel(false);
+        let state =
+            std::sync::Arc::new(ProxyState { generation: Default::default(), trip_on: Default::default(), down });
+        let proxy = EngineProxy { path: dir.join("docker-proxy.sock"), upstream, state };
+        proxy.up();
+        proxy
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// Goes down when a request head contains `text`.
+    pub fn trip_on(&self, text: &str) {
+        *self.state.trip_on.lock().unwrap() = Some(text.to_string());
+    }
+
+    pub fn is_down(&self) -> bool {
+        *self.state.down.borrow()
+    }
+
+    pub fn down(&self) {
+        take_down(&self.state, &self.path);
+    }
+
+    pub fn up(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = tokio::net::UnixListener::bind(&self.path).unwrap();
+        self.state.down.send_replace(false);
+        let generation = self.state.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let (state, upstream, path) = (self.state.clone(), self.upstream.clone(), self.path.clone());
+        tokio::spawn(async move {
+            let mut down = state.down.subscribe();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((client, _)) = accepted else { return };
+                        tokio::spawn(forward(client, upstream.clone(), state.clone(), path.clone()));
+                    }
+                    _ = down.wait_for(|d| *d) => return,
+                }
+                if state.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn take_down(state: &ProxyState, path: &Path) {
+    state.down.send_replace(true);
+    let _ = std::fs::remove_file(path);
+}
+
+async fn forward(
+    client: tokio::net::UnixStream,
+    upstream: std::path::PathBuf,
+    state: std::sync::Arc<ProxyState>,
+    path: std::path::PathBuf,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = tokio::net::UnixStream::connect(&upstream).await else { return };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let mut down = state.down.subscribe();
+    let requests = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = client_read.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            let trip = state.trip_on.lock().unwrap().clone();
+            if let Some(text) = trip
+                && String::from_utf8_lossy(&buf[..n]).contains(&text)
+            {
+                *state.trip_on.lock().unwrap() = None;
+                take_down(&state, &path);
+                return;
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let responses = async {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+    };
+    tokio::select! {
+        _ = async { tokio::join!(requests, responses) } => {}
+        _ = down.wait_for(|d| *d) => {}
+    }
+}
+
+/// Everything under `dir` (journal, reports, artifacts) as one lossy string.
+pub fn text_under(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text.push_str(&text_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    text
 }
