@@ -5,7 +5,9 @@
 //!   blocking flush; [`redis::RedisLock`] implements [`rollback_core::Lock`] with
 //!   fencing tokens; `PING` and `INFO keyspace` verifiers.
 //! - [`s3`]: [`s3::S3Restore`] (kind `s3-restore`) restores a bucket or prefix to a
-//!   point in time from its versions, idempotently and without destroying a version.
+//!   point in time from its versions, idempotently and without destroying a version;
+//!   [`s3::S3ArtifactStore`] keeps evidence in a bucket with retention that spares
+//!   unfinished runs; [`s3::S3BucketVerifier`] checks reachability and object counts.
 //!
 //! Errors from both clients are mapped to [`rollback_core::Error`] in one module.
 
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use rollback_core::{Registry, Spec, Target, Verifier};
 
 /// Registers this crate's kinds: targets `redis-invalidate`, `s3-restore`; verifiers
-/// `redis-ping`, `redis-keyspace`. Redis specs take the URL as the secret `url` (or
+/// `redis-ping`, `redis-keyspace`, `s3-bucket`. Redis specs take the URL as the secret `url` (or
 /// a credential-free config `url`); S3 specs take `client = {endpoint, region, …}`
 /// and the secrets `access_key_id` / `secret_access_key`, or use the default AWS chain.
 pub fn register(registry: &mut Registry) {
@@ -31,6 +33,18 @@ pub fn register(registry: &mut Registry) {
         let config: s3::S3RestoreConfig = spec.config_as()?;
         let client = s3::S3::from_spec(&spec, &config.client).await?;
         Ok(Arc::new(s3::S3Restore::new(&spec.name, client, config)?) as Arc<dyn Target>)
+    });
+    registry.register_verifier_kind("s3-bucket", |spec: Spec| async move {
+        #[derive(serde::Deserialize)]
+        struct Config {
+            #[serde(flatten)]
+            check: s3::BucketCheck,
+            #[serde(default)]
+            client: s3::S3ClientConfig,
+        }
+        let config: Config = spec.config_as()?;
+        let client = s3::S3::from_spec(&spec, &config.client).await?;
+        Ok(Arc::new(s3::S3BucketVerifier::new(&spec.name, client, config.check)) as Arc<dyn Verifier>)
     });
     registry.register_verifier_kind("redis-ping", |spec: Spec| async move {
         let config: redis::RedisConnConfig = if spec.config.is_null() { Default::default() } else { spec.config_as()? };

@@ -405,3 +405,35 @@ async fn bad_input_is_refused_before_anything_changes() {
     let err = missing.prepare(&Request::Action { action: "explode".into(), params: serde_json::Value::Null }).await;
     assert_eq!(err.unwrap_err().kind(), ErrorKind::InvalidInput);
 }
+
+#[tokio::test]
+async fn artifact_store_retention_spares_unfinished_runs_and_bucket_verifier() {
+    use rollback_core::{ArtifactStore, Outcome, Verifier};
+    use rollback_storage::s3::{BucketCheck, Retention, S3ArtifactStore, S3BucketVerifier};
+    let Some(env) = env() else { return };
+    let s3 = client(&env.endpoint, None, None).await;
+    let bucket = unique("art");
+    s3.client().create_bucket().bucket(&bucket).send().await.unwrap();
+    let store = S3ArtifactStore::new(s3.clone(), &bucket, "rollback/");
+    for run in ["run-a", "run-b", "run-c", "run-d"] {
+        store.put(&format!("{run}/snap/manifest.json"), run.as_bytes().to_vec()).await.unwrap();
+        next_second().await;
+    }
+    assert_eq!(store.get("run-a/snap/manifest.json").await.unwrap(), b"run-a");
+    assert!(store.put("../escape", vec![]).await.is_err());
+    assert_eq!(store.location("x/y"), format!("s3://{bucket}/rollback/x/y"));
+    let protected: BTreeSet<String> = ["run-a".to_owned()].into();
+    let pruned = store.prune(Retention { keep: Some(2), max_age: None }, &protected).await.unwrap();
+    assert_eq!(pruned, vec!["run-b".to_owned()], "keep the newest two, never the unfinished run-a");
+    let left = store.list("").await.unwrap();
+    assert_eq!(left, vec!["run-a/snap/manifest.json", "run-c/snap/manifest.json", "run-d/snap/manifest.json"]);
+
+    let check =
+        BucketCheck { bucket: bucket.clone(), prefix: "rollback/".into(), min_objects: Some(3), max_objects: None };
+    let verifier = S3BucketVerifier::new("bucket", s3.clone(), check);
+    let c = verifier.check().await.unwrap();
+    assert_eq!((c.outcome, c.measurements["objects"]), (Outcome::Pass, 3.0));
+    let missing =
+        S3BucketVerifier::new("x", s3, BucketCheck { bucket: "no-such-bucket-zz".into(), ..Default::default() });
+    assert_eq!(missing.check().await.unwrap().outcome, Outcome::Fail);
+}

@@ -11,3 +11,8 @@ mod restore;
 pub use client::{S3, S3ClientConfig, S3Credentials};
 pub use plan::{META_ROLLBACK_KEY, META_SOURCE, Progress};
 pub use restore::{RestoreDiff, S3Restore, S3RestoreConfig};
+mod store;
+mod verify;
+
+pub use store::{Retention, S3ArtifactStore, unfinished_runs};
+pub use verify::{BucketCheck, S3BucketVerifier};
