@@ -148,7 +148,9 @@ impl ComposeFiles {
         }
         argv.extend(args.iter().map(|a| a.to_string()));
         let dir = self.config.compose_file.parent().filter(|d| !d.as_os_str().is_empty());
-        let out = run(Invocation { dir, ..Invocation::new(what, &argv, self.config.timeout) }).await?;
+        let host = self.config.docker.host.clone().unwrap_or_default();
+        let env: Vec<(&str, &str)> = if host.is_empty() { vec![] } else { vec![("DOCKER_HOST", host.as_str())] };
+        let out = run(Invocation { dir, env: &env, ..Invocation::new(what, &argv, self.config.timeout) }).await?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
