@@ -113,6 +113,8 @@ fn engine(home: &Path) -> Result<Engine> {
     register_local_kinds(&mut registry);
     register_builtin_verifiers(&mut registry);
     rollback_db::register(&mut registry);
+    rollback_docker::register(&mut registry);
+    rollback_storage::register(&mut registry);
     Engine::builder(registry).home(home).try_build()
 }
 

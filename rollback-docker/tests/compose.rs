@@ -290,3 +290,26 @@ async fn evidence_redacts_environment_values_and_secrets_in_files() {
     assert!(all.contains("postgres://app:***@db:5432/app"));
     assert!(all.contains("\"Image\""), "the inspect document is there");
 }
+
+/// The shipped sample plan, pointed at a real compose project, dry-runs: every
+/// component builds from its spec and the rollback resolves to the previous image ID.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_plan_dry_runs_against_a_compose_project() {
+    let Some(host) = docker_host() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let images = Images::build(&host, "rbtest-csample", dir.path());
+    let project = Project::up(&host, "rbtcsample", &images.repo, "v3", dir.path());
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/plans/docker-service.toml"))
+        .unwrap()
+        .replace("${COMPOSE_PROJECT}", &project.name)
+        .replace("${API_HEALTH_URL}", &format!("http://127.0.0.1:{}/version", project.ports[0]));
+    let plan = Plan::from_toml_str(&text).unwrap();
+    let mut registry = Registry::new();
+    register_builtin_verifiers(&mut registry);
+    rollback_docker::register(&mut registry);
+    let engine = Engine::builder(registry).home(dir.path().join("home")).try_build().unwrap();
+    let dry = engine.dry_run(&plan).await.unwrap();
+    let step = dry.steps.iter().find(|s| s.step.as_str() == "api-image").unwrap();
+    assert_eq!(step.change.as_ref().unwrap().to.id, images.ids[1], "previous of v3 is v2, by image ID");
+    assert_eq!(project.container("api")["Image"], images.ids[2], "a dry-run changes nothing");
+}
