@@ -466,16 +466,32 @@ impl Target for DeploymentTarget {
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
         let payload: Payload = serde_json::from_value(change.payload.clone())
             .map_err(|e| Error::invalid_input(format!("not a k8s-deployment change: {e}")))?;
-        let d = self.get().await?;
-        let observed = self.classify(&d, change, key, &payload);
-        let part_way = matches!(observed, Observed::Partial(_));
-        if !observed.proceed(change)? {
-            return Ok(());
-        }
-        if !part_way {
+        // The resourceVersion test guards the window between our GET and PATCH; the
+        // controller's status writes also move the resourceVersion, so on a refused test
+        // re-read and try again — but only while `from` (the template's content) holds.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let d = self.get().await?;
+            let observed = self.classify(&d, change, key, &payload);
+            let part_way = matches!(observed, Observed::Partial(_));
+            if !observed.proceed(change)? {
+                return Ok(());
+            }
+            if part_way {
+                break;
+            }
             self.refuse_paused(&d)?;
-            self.switch_template(&d, &payload.to_replica_set, &change.to.id, key).await?;
-            tracing::info!(deployment = %self.deployment, to = %change.to, "deployment template switched");
+            match self.switch_template(&d, &payload.to_replica_set, &change.to.id, key).await {
+                Ok(()) => {
+                    tracing::info!(deployment = %self.deployment, to = %change.to, "deployment template switched");
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Conflict && attempts < 5 => {
+                    tracing::debug!(deployment = %self.deployment, error = %e, "resourceVersion moved; re-reading");
+                }
+                Err(e) => return Err(e),
+            }
         }
         if self.wait.wait { self.wait_for_rollout().await } else { Ok(()) }
     }

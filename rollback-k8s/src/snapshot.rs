@@ -104,12 +104,18 @@ impl std::fmt::Debug for DeploymentSnapshot {
     }
 }
 
-/// Replaces `env[].value` in every container of a JSON object tree by `"<redacted>"`.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Replaces `env[].value` in every container of a JSON object tree (and the
+/// `last-applied-configuration` annotation) by `"<redacted>"`.
 fn redact_env(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                if k == "env"
+                if k == LAST_APPLIED {
+                    // `kubectl apply` keeps the whole spec, env values included, as a string.
+                    *v = serde_json::Value::String("<redacted>".into());
+                } else if k == "env"
                     && let serde_json::Value::Array(items) = v
                 {
                     for item in items.iter_mut() {

@@ -398,6 +398,9 @@ async fn snapshot_keeps_evidence_and_restores_config_with_the_workload() {
         "envFrom": [{"configMapRef": {"name": "web-config"}}, {"secretRef": {"name": "web-secret"}}],
         "env": [{"name": "INLINE_TOKEN", "value": "inline-value-42"}]}]}}}});
     tc.create("web", IMAGES[0], 2, env).await;
+    let applied = serde_json::json!({"metadata": {"annotations": {
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"env\":[{\"name\":\"INLINE_TOKEN\",\"value\":\"inline-value-42\"}]}"}}});
+    tc.deployments().patch("web", &PatchParams::default(), &Patch::Merge(applied)).await.unwrap();
     tc.rolled_out("web").await;
 
     let dir = tempfile::tempdir().unwrap();
