@@ -127,6 +127,18 @@ impl S3 {
         &self.client
     }
 
+    /// Whether `bucket` has versioning enabled (a suspended or never-enabled bucket is not).
+    pub async fn versioning_enabled(&self, bucket: &str) -> Result<bool> {
+        let out = self
+            .client
+            .get_bucket_versioning()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| crate::error::s3("get bucket versioning", e).with_context("bucket", bucket))?;
+        Ok(out.status().map(|s| s.as_str()) == Some("Enabled"))
+    }
+
     /// The endpoint (or `aws`).
     pub fn endpoint(&self) -> &str {
         &self.endpoint

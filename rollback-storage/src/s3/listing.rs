@@ -185,6 +185,90 @@ pub(crate) async fn for_each_current(
     Ok(())
 }
 
+/// One current object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Object {
+    pub key: String,
+    pub etag: String,
+    pub modified_ms: i64,
+}
+
+/// A pull-based listing of the current objects under a prefix (ListObjectsV2), in
+/// key order, one page in memory: two of them can be merge-joined (mirror plans,
+/// manifest restores) without holding either side.
+pub(crate) struct CurrentObjects<'a> {
+    s3: &'a S3,
+    bucket: String,
+    prefix: String,
+    token: Option<String>,
+    page: std::collections::VecDeque<Object>,
+    last: Option<String>,
+    finished: bool,
+}
+
+impl<'a> CurrentObjects<'a> {
+    /// A listing of `bucket` under `prefix`; nothing is sent until [`Self::next`].
+    pub fn new(s3: &'a S3, bucket: &str, prefix: &str) -> Self {
+        CurrentObjects {
+            s3,
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            token: None,
+            page: Default::default(),
+            last: None,
+            finished: false,
+        }
+    }
+
+    /// The next object, or `None` at the end. Refuses a listing out of key order
+    /// (a merge-join over it would be wrong).
+    pub async fn next(&mut self) -> Result<Option<Object>> {
+        while self.page.is_empty() && !self.finished {
+            let page = self
+                .s3
+                .client()
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .set_continuation_token(self.token.take())
+                .max_keys(1000)
+                .send()
+                .await
+                .map_err(|e| error::s3("list objects", e).with_context("bucket", &self.bucket))?;
+            for o in page.contents() {
+                self.page.push_back(Object {
+                    key: o.key().unwrap_or_default().to_owned(),
+                    etag: etag(o.e_tag()).unwrap_or_default(),
+                    modified_ms: millis(o.last_modified()),
+                });
+            }
+            self.token = page.next_continuation_token().map(str::to_owned);
+            self.finished = page.is_truncated() != Some(true) || self.token.is_none();
+        }
+        let Some(next) = self.page.pop_front() else { return Ok(None) };
+        if self.last.as_deref().is_some_and(|last| last >= next.key.as_str()) {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("the server listed {:?} after {:?}: keys out of order", next.key, self.last),
+            )
+            .with_context("bucket", &self.bucket));
+        }
+        self.last = Some(next.key.clone());
+        Ok(Some(next))
+    }
+}
+
+/// The immediate "sub-folders" of `prefix` (ListObjectsV2 with delimiter `/`), in order.
+pub(crate) async fn sub_prefixes(s3: &S3, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut pages = s3.client().list_objects_v2().bucket(bucket).prefix(prefix).delimiter("/").into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| error::s3("list prefixes", e).with_context("bucket", bucket))?;
+        out.extend(page.common_prefixes().iter().filter_map(|p| p.prefix()).map(str::to_owned));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,6 @@
 //! restored, so re-running after a crash creates no extra versions for keys already
 //! restored.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::S3;
 use super::client::{encode_key, etag};
 use super::digest::StateDigest;
-use super::listing::for_each_current;
+use super::listing::CurrentObjects;
 use crate::error;
 
 /// Object metadata key (`x-amz-meta-rollback-key`) holding the run's idempotency key.
@@ -46,6 +45,20 @@ pub(crate) struct RestorePayload {
     pub outside: String,
     /// The rows.
     pub rows: Vec<Row>,
+}
+
+impl RestorePayload {
+    /// The payload of a prepared change (deserialized in place, no copy of the JSON).
+    pub fn from_change(change: &rollback_core::Change) -> Result<Self> {
+        RestorePayload::deserialize(&change.payload).map_err(|e| {
+            Error::invalid_input(format!("bad s3 restore payload: {e}")).with_context("target", &change.target)
+        })
+    }
+
+    /// The payload as JSON, for the change.
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(self).map_err(|e| Error::internal(e.to_string()))
+    }
 }
 
 /// How far a restore is, per key.
@@ -94,31 +107,40 @@ fn matches(current: Option<&str>, expected: Option<&str>) -> bool {
     current == expected
 }
 
-/// Observes every row against the bucket: one streaming listing, plus a HEAD for
-/// rows whose target ETag cannot be compared (multipart ETags change on copy).
+/// Observes every row against the bucket: one streaming listing merge-joined with
+/// the rows (in key order; rows out of order are visited through a sorted index),
+/// plus a HEAD for rows whose target ETag cannot be compared (multipart ETags change
+/// on copy). Memory: the rows, one listing page and one index per row.
 pub(crate) async fn observe(s3: &S3, payload: &RestorePayload, key: &IdempotencyKey) -> Result<(Progress, Vec<usize>)> {
-    let index: HashMap<&str, usize> = payload.rows.iter().enumerate().map(|(i, r)| (r.0.as_str(), i)).collect();
-    let mut seen: Vec<Option<String>> = vec![None; payload.rows.len()];
+    let rows = &payload.rows;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    if !rows.windows(2).all(|w| w[0].0 < w[1].0) {
+        order.sort_by(|&a, &b| rows[a].0.cmp(&rows[b].0));
+    }
+    let mut listing = CurrentObjects::new(s3, &payload.bucket, &payload.prefix);
+    let mut next = listing.next().await?;
     let mut outside = StateDigest::default();
-    for_each_current(s3, &payload.bucket, &payload.prefix, |k, e| {
-        match index.get(k) {
-            Some(&i) => seen[i] = Some(e.to_owned()),
-            None => outside.add(k, Some(e)),
-        }
-        Ok(())
-    })
-    .await?;
-    let mut progress = Progress {
-        planned: payload.rows.len(),
-        outside_changed: outside.id() != payload.outside,
-        ..Default::default()
-    };
+    let mut progress = Progress { planned: rows.len(), ..Default::default() };
     let mut pending = Vec::new();
-    for (i, row) in payload.rows.iter().enumerate() {
-        let cur = seen[i].as_deref();
-        if matches(cur, row.4.as_deref()) {
+    for i in order {
+        let row = &rows[i];
+        while let Some(o) = next.as_ref().filter(|o| o.key < row.0) {
+            outside.add(&o.key, Some(&o.etag));
+            next = listing.next().await?;
+        }
+        let cur = match next.take() {
+            Some(o) if o.key == row.0 => {
+                next = listing.next().await?;
+                Some(o.etag)
+            }
+            other => {
+                next = other;
+                None
+            }
+        };
+        if matches(cur.as_deref(), row.4.as_deref()) {
             progress.done += 1;
-        } else if matches(cur, row.1.as_deref()) {
+        } else if matches(cur.as_deref(), row.1.as_deref()) {
             progress.pending += 1;
             pending.push(i);
         } else if row.4.as_deref().is_some_and(|t| t.contains('-')) && stamped(s3, payload, row, key).await? {
@@ -127,6 +149,12 @@ pub(crate) async fn observe(s3: &S3, payload: &RestorePayload, key: &Idempotency
             progress.diverged.push(row.0.clone());
         }
     }
+    while let Some(o) = next {
+        outside.add(&o.key, Some(&o.etag));
+        next = listing.next().await?;
+    }
+    progress.outside_changed = outside.id() != payload.outside;
+    pending.sort_unstable();
     Ok((progress, pending))
 }
 
@@ -159,6 +187,13 @@ fn source_label(payload: &RestorePayload, row: &Row) -> String {
 pub(crate) struct ExecOptions {
     pub concurrency: usize,
     pub attempts: u32,
+}
+
+impl ExecOptions {
+    /// From optional settings: 16 parallel copies, 4 attempts per key by default.
+    pub fn new(concurrency: Option<usize>, attempts: Option<u32>) -> Self {
+        ExecOptions { concurrency: concurrency.unwrap_or(16).max(1), attempts: attempts.unwrap_or(4).max(1) }
+    }
 }
 
 /// Applies the rows at `indices` with bounded parallelism. A failed row stops the

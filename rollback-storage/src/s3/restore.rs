@@ -84,7 +84,7 @@ impl S3Restore {
     }
 
     fn options(&self) -> ExecOptions {
-        ExecOptions { concurrency: self.config.concurrency.unwrap_or(16), attempts: self.config.attempts.unwrap_or(4) }
+        ExecOptions::new(self.config.concurrency, self.config.attempts)
     }
 
     /// Resolves the plan for the state at `t_ms` (inclusive), streaming the versions.
@@ -164,9 +164,7 @@ impl S3Restore {
 }
 
 fn payload(change: &Change) -> Result<RestorePayload> {
-    serde_json::from_value(change.payload.clone()).map_err(|e| {
-        Error::invalid_input(format!("bad s3 restore payload: {e}")).with_context("target", &change.target)
-    })
+    RestorePayload::from_change(change)
 }
 
 pub(crate) fn describe_loss(diff: &RestoreDiff, at: &str) -> DataLoss {
@@ -202,11 +200,7 @@ impl Target for S3Restore {
     }
 
     async fn identity(&self) -> Result<Identity> {
-        let versioning =
-            self.s3.client().get_bucket_versioning().bucket(&self.config.bucket).send().await.map_err(|e| {
-                crate::error::s3("get bucket versioning", e).with_context("bucket", &self.config.bucket)
-            })?;
-        if versioning.status().map(|s| s.as_str()) != Some("Enabled") {
+        if !self.s3.versioning_enabled(&self.config.bucket).await? {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
