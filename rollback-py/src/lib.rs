@@ -1,5 +1,44 @@
-//! Python binding for `rollback` — **not implemented yet**.
+//! The Python package `rollback` (module `rollback._rollback`), built with maturin.
 //!
-//! This crate will build the Python package `rollback` (pyo3 + maturin): plans,
-//! dry-run, run, resume, verifiers, Python-defined targets, and one exception
-//! class per error kind. Until then it exports nothing: see the project's issues.
+//! - [`engine`]: `Plan`, `Engine` (blocking, GIL released) and `AsyncEngine`
+//!   (asyncio), `Report`, `DryRun`, `Cancel`;
+//! - [`handles`]: `Target` and `Verifier` built from spec dicts or Python objects,
+//!   `should_rollback`, `gather_signals`;
+//! - [`components`]: Python targets, verifiers and notifiers inside plans run by
+//!   the Rust engine;
+//! - [`errors`]: one exception class per error kind, all `RollbackError`s;
+//! - [`convert`]: Python objects ↔ the core's serde types.
+//!
+//! Backends are Cargo features (`db`, `docker`); `pyproject.toml` enables both and
+//! pyo3's `extension-module`, so plain `cargo` builds of the workspace link normally.
+
+pub mod components;
+pub mod convert;
+pub mod engine;
+pub mod errors;
+pub mod handles;
+pub mod runtime;
+
+use pyo3::prelude::*;
+
+/// The extension module.
+#[pymodule]
+fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    m.add_class::<engine::PyPlan>()?;
+    m.add_class::<engine::PyEngine>()?;
+    m.add_class::<engine::PyAsyncEngine>()?;
+    m.add_class::<engine::PyReport>()?;
+    m.add_class::<engine::PyDryRun>()?;
+    m.add_class::<engine::PyCancel>()?;
+    m.add_class::<handles::PyTargetHandle>()?;
+    m.add_class::<handles::PyVerifierHandle>()?;
+    m.add_class::<handles::PyDecision>()?;
+    m.add_function(wrap_pyfunction!(handles::should_rollback, m)?)?;
+    m.add_function(wrap_pyfunction!(handles::gather_signals, m)?)?;
+    m.add_function(wrap_pyfunction!(handles::_bench_rust_checks, m)?)?;
+    m.add_function(wrap_pyfunction!(handles::_bench_rust_runs, m)?)?;
+    m.add("BACKENDS", components::backends())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

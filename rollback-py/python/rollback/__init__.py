@@ -1,0 +1,76 @@
+"""rollback: journaled, verified, resumable production rollbacks.
+
+The Rust engine does the work; this package lets deploy scripts build plans from
+dicts or TOML, dry-run, run, resume and approve them, read the history, decide
+with ``should_rollback``, verify, and plug Python targets, verifiers and
+notifiers into plans the Rust engine runs.
+
+Blocking methods release the GIL while Rust works; ``AsyncEngine`` and the
+``*_async`` methods return awaitables for asyncio.
+"""
+
+from ._rollback import (
+    BACKENDS,
+    AsyncEngine,
+    BackendError,
+    Cancel,
+    CancelledError,
+    ConflictError,
+    CorruptError,
+    Decision,
+    DivergedError,
+    DryRun,
+    Engine,
+    InternalError,
+    InvalidInputError,
+    InvalidStateError,
+    LockedError,
+    NotFoundError,
+    PermissionDeniedError,
+    Plan,
+    Report,
+    RollbackError,
+    Target,
+    TimeoutError,
+    UnsupportedError,
+    VerificationFailedError,
+    Verifier,
+    __version__,
+    gather_signals,
+    should_rollback,
+)
+from .protocols import NotifierProtocol, TargetProtocol, VerifierProtocol
+
+__all__ = [
+    "BACKENDS",
+    "AsyncEngine",
+    "BackendError",
+    "Cancel",
+    "CancelledError",
+    "ConflictError",
+    "CorruptError",
+    "Decision",
+    "DivergedError",
+    "DryRun",
+    "Engine",
+    "InternalError",
+    "InvalidInputError",
+    "InvalidStateError",
+    "LockedError",
+    "NotFoundError",
+    "NotifierProtocol",
+    "PermissionDeniedError",
+    "Plan",
+    "Report",
+    "RollbackError",
+    "Target",
+    "TargetProtocol",
+    "TimeoutError",
+    "UnsupportedError",
+    "VerificationFailedError",
+    "Verifier",
+    "VerifierProtocol",
+    "__version__",
+    "gather_signals",
+    "should_rollback",
+]

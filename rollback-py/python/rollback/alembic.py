@@ -1,0 +1,109 @@
+"""Alembic tooling: an existing project's ``alembic.ini`` as a rollback target.
+
+``Alembic("alembic.ini")`` drives the project's real ``alembic`` CLI (by default
+``python -m alembic`` with this interpreter, so the project's virtualenv and
+``env.py`` are used as they are): ``current()``, ``history()``, ``sql_preview(to)``
+(``alembic downgrade CUR:TARGET --sql``, nothing executed), ``downgrade(to)``
+(prepared once, applied as compare-and-swap), and ``spec`` to put the same target
+in a plan next to the app.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from ._rollback import Target
+
+Selector = Union[str, int, Dict[str, Any]]
+
+
+def selector(to: Selector) -> Any:
+    """``"previous"``, a revision id (exact), ``n`` (n back) or a selector dict."""
+    if isinstance(to, bool):
+        raise TypeError("a selector is 'previous', a revision, an int or a dict")
+    if isinstance(to, int):
+        return {"back": to}
+    if isinstance(to, str) and to != "previous":
+        return {"exact": to}
+    return to
+
+
+class Alembic:
+    """An Alembic project (its ``alembic.ini``) as the rollback target kind ``alembic``."""
+
+    def __init__(
+        self,
+        config: Union[str, "os.PathLike[str]"] = "alembic.ini",
+        *,
+        name: str = "schema",
+        command: Optional[Sequence[str]] = None,
+        timeout: str = "10m",
+    ) -> None:
+        self.config = os.path.abspath(os.fspath(config))
+        if not os.path.isfile(self.config):
+            raise FileNotFoundError(f"no Alembic config at {self.config}")
+        self.name = name
+        self.command: List[str] = list(command) if command else [sys.executable, "-m", "alembic"]
+        self.timeout = timeout
+        self._target: Optional[Target] = None
+
+    @property
+    def spec(self) -> Dict[str, Any]:
+        """The target spec for a plan's ``targets`` list."""
+        return {
+            "kind": "alembic",
+            "name": self.name,
+            "config": {"config": self.config, "command": self.command, "timeout": self.timeout},
+        }
+
+    @property
+    def target(self) -> Target:
+        """The rollback ``Target`` (built once)."""
+        if self._target is None:
+            self._target = Target(self.spec)
+        return self._target
+
+    def current(self) -> str:
+        """The revision the database is at (``base`` when empty)."""
+        return self.target.current()["id"]
+
+    def history(self) -> List[Dict[str, Any]]:
+        """Revisions newest first: ``{"revision", "message"}``, ending with ``base``."""
+        return [
+            {"revision": r["version"]["id"], "message": r.get("description", "")} for r in self.target.history()
+        ]
+
+    def prepare(self, to: Selector = "previous") -> Dict[str, Any]:
+        """Resolves ``to`` once into an absolute change (with the SQL preview); changes nothing."""
+        return self.target.prepare(selector(to))
+
+    def sql_preview(self, to: Selector = "previous") -> str:
+        """The SQL that migrating down to ``to`` would run, without running it."""
+        return self.prepare(to)["payload"]["sql_preview"]
+
+    def downgrade(self, to: Selector = "previous", *, key: Optional[str] = None) -> Dict[str, Any]:
+        """Prepares and applies a downgrade (compare-and-swap on the current revision);
+        returns the change. Prefer a plan run by an ``Engine`` for a journaled rollback."""
+        change = self.prepare(to)
+        self.target.apply(change, key or f"alembic-{uuid.uuid4()}")
+        return change
+
+    def upgrade(self, revision: str = "head") -> None:
+        """``alembic upgrade REVISION`` with the same command (for deploy scripts)."""
+        subprocess.run(
+            [*self.command, "-c", self.config, "upgrade", revision],
+            cwd=os.path.dirname(self.config),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"Alembic({self.config!r}, name={self.name!r})"
+
+
+__all__ = ["Alembic", "selector"]
