@@ -54,12 +54,21 @@ fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn owned_by<'a>(items: &'a [Value], uid: &str) -> impl Iterator<Item = &'a Value> {
-    items.iter().filter(move |o| {
-        o.pointer("/metadata/ownerReferences")
+/// Objects grouped by the uid of their controller (one pass instead of one list per owner).
+fn by_owner(items: Vec<Value>) -> std::collections::HashMap<String, Vec<Value>> {
+    let mut out: std::collections::HashMap<String, Vec<Value>> = std::collections::HashMap::new();
+    for o in items {
+        let owner = o
+            .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
-            .is_some_and(|r| r.iter().any(|r| r["uid"] == uid && r["controller"] == true))
-    })
+            .and_then(|r| r.iter().find(|r| r["controller"] == true))
+            .and_then(|r| r["uid"].as_str())
+            .map(str::to_owned);
+        if let Some(owner) = owner {
+            out.entry(owner).or_default().push(o);
+        }
+    }
+    out
 }
 
 fn revision(v: &Value) -> i64 {
@@ -122,23 +131,25 @@ impl State {
 
     /// One pass of every controller, at the current virtual time.
     pub(crate) fn reconcile(&mut self) {
+        let mut rses = by_owner(self.store.list(kind("replicasets"), ""));
         for d in self.store.list(kind("deployments"), "") {
-            self.sync_deployment(d);
+            let owned = rses.remove(s(&d, "/metadata/uid")).unwrap_or_default();
+            self.sync_deployment(d, owned);
         }
         self.sync_replica_sets();
         self.kubelet();
+        let mut rses = by_owner(self.store.list(kind("replicasets"), ""));
         for d in self.store.list(kind("deployments"), "") {
-            self.deployment_status(&d);
+            let owned = rses.remove(s(&d, "/metadata/uid")).unwrap_or_default();
+            self.deployment_status(&d, owned);
         }
     }
 
-    fn replica_sets_of(&self, d: &Value) -> (Option<Value>, Vec<Value>) {
-        let ns = s(d, "/metadata/namespace");
-        let all = self.store.list(kind("replicasets"), ns);
+    fn replica_sets_of(d: &Value, owned: Vec<Value>) -> (Option<Value>, Vec<Value>) {
         let wanted = canonical(&strip_hash(&d["spec"]["template"]));
         let mut new = None;
         let mut old = Vec::new();
-        for rs in owned_by(&all, s(d, "/metadata/uid")) {
+        for rs in &owned {
             if new.is_none() && canonical(&strip_hash(&rs["spec"]["template"])) == wanted {
                 new = Some(rs.clone());
             } else {
@@ -149,9 +160,9 @@ impl State {
         (new, old)
     }
 
-    fn sync_deployment(&mut self, mut d: Value) {
+    fn sync_deployment(&mut self, mut d: Value, owned: Vec<Value>) {
         let desired = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-        let (new, mut old) = self.replica_sets_of(&d);
+        let (new, mut old) = Self::replica_sets_of(&d, owned);
         let (surge, unavailable) = fenceposts(&d, desired);
         if d.pointer("/spec/paused").and_then(Value::as_bool).unwrap_or(false) {
             // A paused Deployment is scaled, never rolled out.
@@ -311,10 +322,10 @@ impl State {
     /// The ReplicaSet controller: pods up to `spec.replicas` (deleting not-ready and newest
     /// first), then each ReplicaSet's status.
     fn sync_replica_sets(&mut self) {
+        let mut pods_by_rs = by_owner(self.store.list(kind("pods"), ""));
         for rs in self.store.list(kind("replicasets"), "") {
             let ns = s(&rs, "/metadata/namespace").to_owned();
-            let pods_all = self.store.list(kind("pods"), &ns);
-            let mut pods: Vec<Value> = owned_by(&pods_all, s(&rs, "/metadata/uid")).cloned().collect();
+            let mut pods: Vec<Value> = pods_by_rs.remove(s(&rs, "/metadata/uid")).unwrap_or_default();
             let want = i(&rs, "/spec/replicas").max(0) as usize;
             while pods.len() < want {
                 self.pod_seq += 1;
@@ -385,10 +396,9 @@ impl State {
                 self.store.controller_write(kind("pods"), pod);
             }
         }
+        let mut pods_by_rs = by_owner(self.store.list(kind("pods"), ""));
         for rs in self.store.list(kind("replicasets"), "") {
-            let ns = s(&rs, "/metadata/namespace").to_owned();
-            let pods_all = self.store.list(kind("pods"), &ns);
-            let pods: Vec<&Value> = owned_by(&pods_all, s(&rs, "/metadata/uid")).collect();
+            let pods: Vec<Value> = pods_by_rs.remove(s(&rs, "/metadata/uid")).unwrap_or_default();
             let ready = pods.iter().filter(|p| pod_ready(p)).count();
             let mut updated = rs.clone();
             updated["status"] = json!({"replicas": pods.len(), "fullyLabeledReplicas": pods.len(), "readyReplicas": ready,
@@ -414,14 +424,14 @@ impl State {
     }
 
     /// `syncRolloutStatus`: counts, `observedGeneration`, `Available` and `Progressing`.
-    fn deployment_status(&mut self, d: &Value) {
+    fn deployment_status(&mut self, d: &Value, owned: Vec<Value>) {
         let Some(mut d) =
             self.store.get(kind("deployments"), s(d, "/metadata/namespace"), s(d, "/metadata/name")).cloned()
         else {
             return;
         };
         let desired = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-        let (new, old) = self.replica_sets_of(&d);
+        let (new, old) = Self::replica_sets_of(&d, owned);
         let all: Vec<&Value> = new.iter().chain(old.iter()).collect();
         let sum = |p: &str| all.iter().map(|rs| i(rs, p)).sum::<i64>();
         let before = d.get("status").cloned().unwrap_or(json!({}));
