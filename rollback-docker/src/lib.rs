@@ -33,6 +33,8 @@ mod project;
 mod recreate;
 mod select;
 mod snapshot;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod traffic;
 
 pub use api::{DockerApi, DockerEndpoint};

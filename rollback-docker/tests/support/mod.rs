@@ -21,66 +21,7 @@ pub fn api(host: &str) -> DockerApi {
     DockerApi::connect(&endpoint(host)).unwrap()
 }
 
-/// Runs the docker CLI against `host`, panicking with its stderr on failure.
-pub fn docker(host: &str, args: &[&str]) -> String {
-    let out = Command::new("docker").env("DOCKER_HOST", host).args(args).output().expect("the docker CLI");
-    assert!(out.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Like [`docker`] but failures are ignored (clean-up).
-pub fn docker_quiet(host: &str, args: &[&str]) {
-    let _ = Command::new("docker").env("DOCKER_HOST", host).args(args).output();
-}
-
-/// Three images `<repo>:v1`, `:v2`, `:v3`, built in that order: each serves
-/// `/version` with its tag over busybox httpd on 127.0.0.1:$PORT; v2's healthcheck fails.
-pub struct Images {
-    pub repo: String,
-    /// Image IDs of v1, v2, v3.
-    pub ids: Vec<String>,
-    host: String,
-}
-
-impl Images {
-    pub fn build(host: &str, repo: &str, dir: &Path) -> Images {
-        let ctx = dir.join(format!("build-{repo}"));
-        std::fs::create_dir_all(ctx.join("www")).unwrap();
-        std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("/bin/busybox (Debian's busybox-static)");
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            r#"FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY www /www
-HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/bin/sh", "-c", "test \"$(cat /www/health)\" = ok"]
-CMD ["/bin/sh", "-c", "exec httpd -f -p 127.0.0.1:${PORT:-8080} -h /www"]
-"#,
-        )
-        .unwrap();
-        let mut ids = Vec::new();
-        for (tag, health) in [("v1", "ok"), ("v2", "fail"), ("v3", "ok")] {
-            std::fs::write(ctx.join("www/version"), tag).unwrap();
-            std::fs::write(ctx.join("www/health"), health).unwrap();
-            let reference = format!("{repo}:{tag}");
-            docker(host, &["build", "-q", "-t", &reference, ctx.to_str().unwrap()]);
-            ids.push(docker(host, &["image", "inspect", "--format", "{{.Id}}", &reference]));
-        }
-        Images { repo: repo.to_string(), ids, host: host.to_string() }
-    }
-
-    pub fn tag(&self, tag: &str) -> String {
-        format!("{}:{tag}", self.repo)
-    }
-}
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        for tag in ["v1", "v2", "v3"] {
-            docker_quiet(&self.host, &["rmi", "-f", &self.tag(tag)]);
-        }
-    }
-}
+pub use rollback_docker::testkit::{TestImages as Images, docker, docker_quiet};
 
 /// Removes every container whose name starts with the prefix when dropped.
 pub struct Containers {
@@ -131,7 +72,7 @@ pub fn free_port() -> u16 {
 /// Runs `image` as `name` on host networking serving on `port`, with extra `docker run` args.
 pub fn run(host: &str, name: &str, image: &str, port: u16, extra: &[&str]) -> String {
     let port_env = format!("PORT={port}");
-    // busybox httpd as PID 1 ignores SIGTERM: one second's grace, not ten.
+    // One second of grace at most (the images stop on SIGTERM at once anyway).
     let mut args = vec!["run", "-d", "--name", name, "--network", "host", "--stop-timeout", "1", "-e", &port_env];
     args.extend_from_slice(extra);
     args.push(image);

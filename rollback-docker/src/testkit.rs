@@ -1,0 +1,71 @@
+//! Test kit (feature `testkit`): images built locally from a static busybox, for
+//! tests and benchmarks of plans with Docker targets on a machine without a registry.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Three images `<repo>:v1`, `:v2`, `:v3` built in that order with the docker CLI from
+/// Debian's `/bin/busybox` (package `busybox-static`): each serves `/version` (its
+/// tag) with busybox httpd on `127.0.0.1:$PORT` (host networking), stops promptly on
+/// SIGTERM, and has a healthcheck that passes on v1 and v3 and fails on v2.
+/// Dropping the value removes the tags.
+#[derive(Debug)]
+pub struct TestImages {
+    /// The repository.
+    pub repo: String,
+    /// Image IDs of v1, v2, v3.
+    pub ids: Vec<String>,
+    host: String,
+}
+
+/// Runs the docker CLI against `host` and returns its stdout; panics with stderr on failure.
+pub fn docker(host: &str, args: &[&str]) -> String {
+    let out = Command::new("docker").env("DOCKER_HOST", host).args(args).output().expect("the docker CLI");
+    assert!(out.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Like [`docker`], ignoring failures (clean-up).
+pub fn docker_quiet(host: &str, args: &[&str]) {
+    let _ = Command::new("docker").env("DOCKER_HOST", host).args(args).output();
+}
+
+const DOCKERFILE: &str = r#"FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY www /www
+HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/bin/sh", "-c", "test \"$(cat /www/health)\" = ok"]
+CMD ["/bin/sh", "-c", "trap 'exit 0' TERM; httpd -f -p 127.0.0.1:${PORT:-8080} -h /www & wait"]
+"#;
+
+impl TestImages {
+    /// Builds the three images in a scratch directory under `dir`.
+    pub fn build(host: &str, repo: &str, dir: &Path) -> TestImages {
+        let ctx = dir.join(format!("build-{repo}"));
+        std::fs::create_dir_all(ctx.join("www")).expect("a build directory");
+        std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("/bin/busybox (Debian's busybox-static)");
+        std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).expect("the Dockerfile");
+        let mut ids = Vec::new();
+        for (tag, health) in [("v1", "ok"), ("v2", "fail"), ("v3", "ok")] {
+            std::fs::write(ctx.join("www/version"), tag).expect("www/version");
+            std::fs::write(ctx.join("www/health"), health).expect("www/health");
+            let reference = format!("{repo}:{tag}");
+            docker(host, &["build", "-q", "-t", &reference, &ctx.display().to_string()]);
+            ids.push(docker(host, &["image", "inspect", "--format", "{{.Id}}", &reference]));
+        }
+        TestImages { repo: repo.to_string(), ids, host: host.to_string() }
+    }
+
+    /// `<repo>:<tag>`.
+    pub fn tag(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.repo)
+    }
+}
+
+impl Drop for TestImages {
+    fn drop(&mut self) {
+        for tag in ["v1", "v2", "v3"] {
+            docker_quiet(&self.host, &["rmi", "-f", &self.tag(tag)]);
+        }
+    }
+}
