@@ -22,11 +22,11 @@ fn sample_plans_parse_and_use_registered_kinds() {
         }
         let plan =
             Plan::from_toml_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        for spec in plan.targets.iter().chain(&plan.verifiers) {
+        for spec in plan.targets.iter().chain(&plan.verifiers).chain(&plan.snapshots) {
             spec.validate().unwrap();
             assert!(known.contains(&format!("\"{}\"", spec.kind)), "{name}: kind {} is not registered", spec.kind);
         }
         seen += 1;
     }
-    assert!(seen >= 2, "expected the storage sample plans");
+    assert!(seen >= 3, "expected the storage sample plans (bucket restore, cache flush, mirror)");
 }

@@ -2,106 +2,17 @@
 //! ROLLBACK_TEST_S3_ENDPOINT), checked against an independent boto3 oracle
 //! (ROLLBACK_TEST_BOTO3_PYTHON running tests/s3_oracle.py).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
 use chrono::Utc;
-use rollback_core::testkit::{conformance, server_env};
+use common::*;
+use rollback_core::testkit::conformance;
 use rollback_core::{ErrorKind, IdempotencyKey, Observed, Request, Target};
-use rollback_storage::s3::{S3, S3ClientConfig, S3Credentials, S3Restore, S3RestoreConfig};
-
-struct Env {
-    endpoint: String,
-    python: String,
-}
-
-fn env() -> Option<Env> {
-    let endpoint = server_env("ROLLBACK_TEST_S3_ENDPOINT", "S3 (moto_server)")?;
-    let python = server_env("ROLLBACK_TEST_BOTO3_PYTHON", "the boto3 oracle")?;
-    Some(Env { endpoint, python })
-}
-
-async fn client(endpoint: &str, timeout: Option<Duration>, attempts: Option<u32>) -> S3 {
-    let config =
-        S3ClientConfig { endpoint: Some(endpoint.to_owned()), timeout, max_attempts: attempts, ..Default::default() };
-    S3::connect(&config, Some(S3Credentials::new("test", "test"))).await.unwrap()
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid_like()[..12])
-}
-
-fn uuid_like() -> String {
-    format!("{:x}{:x}", Utc::now().timestamp_nanos_opt().unwrap(), std::process::id())
-        .chars()
-        .rev()
-        .collect::<String>()
-        .to_ascii_lowercase()
-}
-
-async fn make_bucket(s3: &S3, bucket: &str) {
-    s3.client().create_bucket().bucket(bucket).send().await.unwrap();
-    s3.client()
-        .put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
-
-async fn put(s3: &S3, bucket: &str, key: &str, body: &str) {
-    s3.client()
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("text/plain")
-        .metadata("owner", "fixture")
-        .body(ByteStream::from(body.as_bytes().to_vec()))
-        .send()
-        .await
-        .unwrap();
-}
-
-async fn put_all(s3: &S3, bucket: &str, keys: &[String], body: &str) {
-    use futures::StreamExt;
-    futures::stream::iter(keys).for_each_concurrent(8, |k| put(s3, bucket, k, body)).await;
-}
-
-async fn del(s3: &S3, bucket: &str, key: &str) {
-    s3.client().delete_object().bucket(bucket).key(key).send().await.unwrap();
-}
-
-/// Waits until the wall clock is in a new second (LastModified has 1 s resolution).
-async fn next_second() {
-    let now = Utc::now();
-    let ms = 1000 - (now.timestamp_subsec_millis() as u64) + 50;
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-}
-
-#[derive(serde::Deserialize)]
-struct Oracle {
-    state_at_t: BTreeMap<String, String>,
-    current: BTreeMap<String, String>,
-    versions: BTreeMap<String, Vec<String>>,
-    total_versions: usize,
-}
-
-fn oracle(env: &Env, endpoint: &str, bucket: &str, prefix: &str, t_ms: i64) -> Oracle {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3_oracle.py");
-    let out = std::process::Command::new(&env.python)
-        .args([script, endpoint, bucket, prefix, &t_ms.to_string()])
-        .output()
-        .expect("run the boto3 oracle");
-    assert!(out.status.success(), "oracle failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("oracle json")
-}
+use rollback_storage::s3::{S3, S3Restore, S3RestoreConfig};
 
 fn target(s3: S3, bucket: &str, prefix: &str, concurrency: usize) -> S3Restore {
     S3Restore::new(
@@ -148,10 +59,6 @@ async fn fixture(s3: &S3, bucket: &str, p: &str) -> i64 {
     t
 }
 
-fn all_version_ids(o: &Oracle) -> BTreeSet<String> {
-    o.versions.values().flatten().cloned().collect()
-}
-
 #[tokio::test]
 async fn point_in_time_restore_matches_the_boto3_oracle() {
     let Some(env) = env() else { return };
@@ -168,6 +75,8 @@ async fn point_in_time_restore_matches_the_boto3_oracle() {
     );
 
     let target = target(s3.clone(), &bucket, "app/", 8);
+    let identity = target.identity().await.expect("a versioned bucket passes the identity check");
+    assert!(identity.to_string().contains(&bucket), "{identity}");
     let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
     let diff = target.diff_at(at).await.unwrap();
     assert_eq!((diff.overwritten, diff.recreated, diff.removed), (3, 2, 2), "{diff:?}");
@@ -436,4 +345,58 @@ async fn artifact_store_retention_spares_unfinished_runs_and_bucket_verifier() {
     let missing =
         S3BucketVerifier::new("x", s3, BucketCheck { bucket: "no-such-bucket-zz".into(), ..Default::default() });
     assert_eq!(missing.check().await.unwrap().outcome, Outcome::Fail);
+}
+
+#[tokio::test]
+async fn artifact_store_retention_by_max_age() {
+    use rollback_core::ArtifactStore;
+    use rollback_storage::s3::{Retention, S3ArtifactStore};
+    let Some(env) = env() else { return };
+    let s3 = client(&env.endpoint, None, None).await;
+    let bucket = unique("age");
+    s3.client().create_bucket().bucket(&bucket).send().await.unwrap();
+    let store = S3ArtifactStore::new(s3.clone(), &bucket, "evidence");
+    // Two old points (one with two artifacts), then two fresh ones 4 s later. The
+    // server's LastModified has one-second resolution, so ages are compared with a
+    // 2 s limit: old points are >= 3 s old, fresh ones < 2 s.
+    store.put("run-a/snap/manifest.json", b"a".to_vec()).await.unwrap();
+    next_second().await; // run-a strictly older than run-b: no tie in the newest-first order
+    store.put("run-b/snap/manifest.json", b"b".to_vec()).await.unwrap();
+    store.put("run-b/logs/app.log", b"b".to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    store.put("run-c/snap/manifest.json", b"c".to_vec()).await.unwrap();
+    store.put("run-d/snap/manifest.json", b"d".to_vec()).await.unwrap();
+    let max_age = Some(Duration::from_secs(2));
+    let protected: BTreeSet<String> = ["run-a".to_owned()].into();
+
+    // keep + max_age: a point goes only when it is both beyond the newest 3 and too old
+    // (only run-a is), and run-a is protected (an unfinished run): nothing goes.
+    let pruned = store.prune(Retention { keep: Some(3), max_age }, &protected).await.unwrap();
+    assert!(pruned.is_empty(), "{pruned:?}");
+    assert_eq!(store.list("").await.unwrap().len(), 5);
+
+    // max_age alone: every old point goes, except the protected one; fresh ones stay.
+    let pruned = store.prune(Retention { keep: None, max_age }, &protected).await.unwrap();
+    assert_eq!(pruned, vec!["run-b".to_owned()]);
+    assert_eq!(
+        store.list("").await.unwrap(),
+        vec!["run-a/snap/manifest.json", "run-c/snap/manifest.json", "run-d/snap/manifest.json"],
+        "both of run-b's artifacts are gone, nothing else"
+    );
+    // What the server holds, not what the store says: list the bucket directly.
+    let listed = s3.client().list_objects_v2().bucket(&bucket).send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "evidence/run-a/snap/manifest.json",
+            "evidence/run-c/snap/manifest.json",
+            "evidence/run-d/snap/manifest.json"
+        ]
+    );
+
+    // Once run-a finished (no longer protected), it goes too.
+    let pruned = store.prune(Retention { keep: None, max_age }, &BTreeSet::new()).await.unwrap();
+    assert_eq!(pruned, vec!["run-a".to_owned()]);
+    assert_eq!(store.list("").await.unwrap(), vec!["run-c/snap/manifest.json", "run-d/snap/manifest.json"]);
 }

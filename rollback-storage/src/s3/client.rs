@@ -129,20 +129,32 @@ impl S3 {
 
     /// Whether `bucket` has versioning enabled (a suspended or never-enabled bucket is not).
     pub async fn versioning_enabled(&self, bucket: &str) -> Result<bool> {
-        let out = self
-            .client
-            .get_bucket_versioning()
-            .bucket(bucket)
-            .send()
-            .await
-            .map_err(|e| crate::error::s3("get bucket versioning", e).with_context("bucket", bucket))?;
-        Ok(out.status().map(|s| s.as_str()) == Some("Enabled"))
+        match self.client.get_bucket_versioning().bucket(bucket).send().await {
+            Ok(out) => Ok(out.status().map(|s| s.as_str()) == Some("Enabled")),
+            Err(aws_sdk_s3::error::SdkError::ServiceError(se))
+                if se.raw().status().as_u16() == 200 && se.raw().body().bytes().is_some() =>
+            {
+                // A 200 the SDK could not parse: moto (5.2) names the root element
+                // `GetBucketVersioningResponse` instead of `VersioningConfiguration`.
+                // Read the one field we need from the body.
+                let body = String::from_utf8_lossy(se.raw().body().bytes().unwrap_or_default()).into_owned();
+                Ok(versioning_status(&body) == Some("Enabled"))
+            }
+            Err(e) => Err(crate::error::s3("get bucket versioning", e).with_context("bucket", bucket)),
+        }
     }
 
     /// The endpoint (or `aws`).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
+}
+
+/// The `<Status>` of a GetBucketVersioning body, whatever its root element is called.
+fn versioning_status(body: &str) -> Option<&str> {
+    let start = body.find("<Status>")? + "<Status>".len();
+    let end = body[start..].find("</Status>")?;
+    Some(body[start..start + end].trim())
 }
 
 /// Percent-encodes a key for `x-amz-copy-source` (keeps `/` and unreserved characters).
@@ -169,5 +181,12 @@ mod tests {
     fn encodes_copy_source_keys() {
         assert_eq!(super::encode_key("a b/ü?x=1"), "a%20b/%C3%BC%3Fx%3D1");
         assert_eq!(super::etag(Some("\"abc\"")).as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn versioning_status_from_any_root() {
+        let moto = r#"<?xml version="1.0"?><GetBucketVersioningResponse xmlns="x"><Status>Enabled</Status></GetBucketVersioningResponse>"#;
+        assert_eq!(super::versioning_status(moto), Some("Enabled"));
+        assert_eq!(super::versioning_status("<VersioningConfiguration/>"), None);
     }
 }

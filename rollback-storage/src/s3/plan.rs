@@ -294,6 +294,15 @@ async fn act(s3: &S3, payload: &RestorePayload, row: &Row, key: &IdempotencyKey)
         .send()
         .await
         .map_err(|e| error::s3("head source", e))?;
+    if row.3.is_none() && etag(head.e_tag()).as_deref() != Some(to_etag.as_str()) {
+        // The source changed since prepare. The copy below is also conditional
+        // (`x-amz-copy-source-if-match`, atomic on S3 and MinIO); this check covers
+        // servers that ignore that header (moto 5.2).
+        return Err(Error::new(
+            rollback_core::ErrorKind::Conflict,
+            format!("the source {src_bucket}/{src_key} changed since prepare (ETag is no longer {to_etag})"),
+        ));
+    }
     let mut metadata = head.metadata().cloned().unwrap_or_default();
     metadata.insert(META_ROLLBACK_KEY.to_owned(), key.as_str().to_owned());
     metadata.insert(META_SOURCE.to_owned(), source_label(payload, row));
