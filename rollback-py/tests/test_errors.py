@@ -72,26 +72,26 @@ def test_selector_errors_keep_their_kind_and_context(tmp_path):
 def test_locked_error_names_the_holder(tmp_path):
     web = Releases("web", ["v1", "v2", "v3"])
     web.apply_gate = threading.Event()
+    applying = threading.Event()
+    real_apply = web.apply
+    web.apply = lambda change, key: (applying.set(), real_apply(change, key))
     first = rollback.Engine(tmp_path, targets=[web])
     result = {}
-    t = threading.Thread(target=lambda: result.setdefault("report", first.run(rollback_plan())))
+    t = threading.Thread(target=lambda: result.setdefault("report", first.run(rollback_plan(), run_id="first")))
     t.start()
     try:
+        assert applying.wait(20)  # the first run holds the lock, inside its effect
         second = rollback.Engine(tmp_path, targets=[web])
-        for _ in range(200):  # until the first run holds the lock
-            try:
-                second.run(rollback_plan(), run_id="second")
-            except rollback.LockedError as err:
-                assert err.kind == "locked"
-                assert "holder" in str(err) or err.context
-                break
-            threading.Event().wait(0.01)
-        else:
-            pytest.fail("the second run never met the lock")
+        with pytest.raises(rollback.LockedError) as err:
+            second.run(rollback_plan(), run_id="second")
+        assert err.value.kind == "locked" and err.value.operation == "acquire lock"
+        assert err.value.context["resource"] == "test:web"
+        assert "run first" in err.value.context["holder"]
     finally:
         web.apply_gate.set()
         t.join(30)
     assert result["report"].succeeded
+    assert [e[:3] for e in web.effects] == [("apply", "v3", "v2")]
 
 
 def test_python_exceptions_in_targets_become_step_errors(tmp_path):

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Per-call overhead of the Python binding vs the same work looped in Rust.
+
+    cd rollback-py && maturin develop --release && python bench/overhead.py [--quick]
+
+Rows: a no-op verification (one `Verifier.check()` per call, GIL released, result
+converted to a dict) vs `_bench_rust_checks` (the same check awaited in a Rust
+loop); a 1,000-step plan of no-op verify steps on the memory journal, run from
+Python (`Engine.run`: plan conversion, GIL release, report object) vs from Rust
+(`_bench_rust_runs`: the same engine, plan and journal); the same plan with a
+Python verifier, which prices one Rust→Python call per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+
+import rollback
+from rollback import _rollback
+
+
+def plan(steps: int, verifier: dict) -> rollback.Plan:
+    return rollback.Plan.from_dict(
+        {
+            "name": f"{steps} verify steps",
+            "verifiers": [verifier] if verifier.get("kind") else [],
+            "stages": [
+                {
+                    "name": "verify",
+                    "steps": [
+                        {"id": f"v{i}", "op": "verify", "verifier": verifier["name"],
+                         "policy": {"interval": "0s", "passes": 1}}
+                        for i in range(steps)
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def best(samples):
+    return min(samples), statistics.median(samples)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes")
+    args = parser.parse_args()
+    calls, runs, repeats = (2_000, 2, 2) if args.quick else (200_000, 10, 5)
+    home = tempfile.mkdtemp(prefix="rollback-bench-")
+    rows = []
+
+    # 1. no-op verification, per call
+    v = rollback.Verifier.noop()
+    py, rs = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(calls):
+            v.check()
+        py.append((time.perf_counter() - t) / calls * 1e6)
+        rs.append(_rollback._bench_rust_checks(calls) / calls * 1e6)
+    rows.append(("no-op check()", "per call", best(rs), best(py)))
+
+    async def many():
+        t = time.perf_counter()
+        await asyncio.gather(*(v.check_async() for _ in range(calls // 10)))
+        return (time.perf_counter() - t) / (calls // 10) * 1e6
+
+    a = [asyncio.run(many()) for _ in range(repeats)]
+    rows.append(("no-op check_async() ×N gathered", "per call", best(rs), best(a)))
+
+    # 2. a 1,000-step plan, per run
+    noop_plan = plan(1000, {"kind": "noop", "name": "noop"})
+    engine = rollback.Engine(home, journal="memory")
+    py, rs = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(runs):
+            report = engine.run(noop_plan)
+        assert report.succeeded
+        py.append((time.perf_counter() - t) / runs * 1e6)
+        rs.append(_rollback._bench_rust_runs(noop_plan, runs, home) / runs * 1e6)
+    rows.append(("1,000-step plan, Rust no-op verifier", "per run", best(rs), best(py)))
+
+    # 3. the same plan with a Python verifier: one Rust→Python call per step
+    class Ok:
+        name = "py-ok"
+
+        def check(self):
+            return True
+
+    py_engine = rollback.Engine(home, journal="memory", verifiers=[Ok()])
+    py_plan = plan(1000, {"name": "py-ok"})
+    py = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(runs):
+            assert py_engine.run(py_plan).succeeded
+        py.append((time.perf_counter() - t) / runs * 1e6)
+    rows.append(("1,000-step plan, Python verifier", "per run", best(rs), best(py)))
+
+    print(f"rollback {rollback.__version__}, Python {sys.version.split()[0]}; best (median) of {repeats} repeats")
+    print()
+    print("| what | unit | Rust µs | Python µs | overhead µs per call | per step |")
+    print("|---|---|---:|---:|---:|---:|")
+    for what, unit, (r_best, r_med), (p_best, p_med) in rows:
+        per_step = f"{(p_best - r_best) / 1000:.2f}" if "1,000" in what else "–"
+        print(f"| {what} | {unit} | {r_best:,.1f} ({r_med:,.1f}) | {p_best:,.1f} ({p_med:,.1f}) | "
+              f"{p_best - r_best:,.1f} | {per_step} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
