@@ -115,6 +115,7 @@ fn engine(home: &Path) -> Result<Engine> {
     rollback_db::register(&mut registry);
     rollback_docker::register(&mut registry);
     rollback_storage::register(&mut registry);
+    rollback_k8s::register(&mut registry);
     Engine::builder(registry).home(home).try_build()
 }
 
