@@ -134,4 +134,6 @@ run_tests() {
 stage "setup";                 timed setup setup
 stage "tests";                 timed tests run_tests
 stage "quickstart";            timed quickstart cargo run -q -p rollback-examples --bin quickstart
-stage "benchmarks (smoke)";    timed bench-smoke cargo bench -q -p rollback-benches -- --test
+# One quick round of every benchmark, in the debug profile (the numbers are meaningless;
+# this checks they run). Full runs: `cargo bench -p rollback-benches` (see README).
+stage "benchmarks (smoke)";    timed bench-smoke cargo test -q -p rollback-benches --benches -- --test
