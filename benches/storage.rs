@@ -6,7 +6,9 @@
 //!     the server's ceiling measured with boto3 in 16 threads; each on its own bucket
 //!     with the same fixture;
 //! (b) peak memory (VmHWM of a child process doing only prepare + apply) at 1k and
-//!     10k objects (50k with ROLLBACK_BENCH_50K=1: the fixture alone takes minutes);
+//!     10k objects (50k with ROLLBACK_BENCH_50K=1: the fixture alone takes minutes),
+//!     restoring first 1 % of the keys (at most 100: the listing streams, so this should
+//!     stay flat) and then every key (the journaled per-key plan grows with it);
 //! (c) pattern invalidation of 1,000,000 Redis keys (ROLLBACK_TEST_REDIS_URL, db 11):
 //!     PING latency from a second connection every 10 ms while SCAN + UNLINK runs,
 //!     against `KEYS` + `DEL`.
@@ -15,6 +17,8 @@
 //! cargo bench -p rollback-benches --bench storage            # full (minutes)
 //! ROLLBACK_BENCH_50K=1 cargo bench -p rollback-benches --bench storage   # + 50k memory point
 //! cargo bench -p rollback-benches --bench storage -- --test  # smoke: small sizes; skips without servers
+//! ROLLBACK_BENCH_PARTS=b ROLLBACK_BENCH_MEMORY_SIZES=50000 cargo bench -p rollback-benches --bench storage
+//!                                                            # only part (b), only at 50k objects
 //! ```
 
 use std::process::Command;
@@ -143,11 +147,18 @@ fn child(endpoint: &str, bucket: &str, t: i64) {
 async fn s3_bench(endpoint: &str, python: Option<&str>, n: usize, memory_sizes: &[usize]) {
     let s3 = client(endpoint).await;
     let run = format!("{:x}", chrono::Utc::now().timestamp_millis());
+    if n > 0 {
+        restore_bench(&s3, endpoint, python, n, &run).await;
+    }
+    memory_bench(&s3, endpoint, memory_sizes, &run).await;
+}
+
+async fn restore_bench(s3: &S3, endpoint: &str, python: Option<&str>, n: usize, run: &str) {
     let buckets: Vec<String> = ["ours", "seq", "par"].iter().map(|w| format!("bench-{w}-{run}")).collect();
     let setup = Instant::now();
-    let t = fixture(&s3, &buckets, n).await;
+    let t = fixture(s3, &buckets, n).await;
     eprintln!("fixture: {} buckets x {n} keys x 2 versions in {:.1}s", buckets.len(), setup.elapsed().as_secs_f64());
-    let (ours_s, rows) = ours(&s3, &buckets[0], t).await;
+    let (ours_s, rows) = ours(s3, &buckets[0], t).await;
     println!("\n(a) point-in-time restore of {n} objects ({rows} keys to restore), same moto_server");
     println!("| restore | seconds | objects/s | vs sequential boto3 |");
     println!("|---|---:|---:|---:|");
@@ -168,32 +179,95 @@ async fn s3_bench(endpoint: &str, python: Option<&str>, n: usize, memory_sizes: 
     if python.is_none() {
         println!("(ROLLBACK_TEST_BOTO3_PYTHON not set: boto3 baselines not run)");
     }
+}
 
-    println!("\n(b) peak memory of prepare + apply (child process, VmHWM)");
-    println!("| objects | VmHWM before (MB) | VmHWM after (MB) | growth (MB) | seconds |");
-    println!("|---:|---:|---:|---:|---:|");
+async fn memory_bench(s3: &S3, endpoint: &str, memory_sizes: &[usize], run: &str) {
+    if memory_sizes.is_empty() {
+        return;
+    }
+    println!("\n(b) peak memory of prepare + apply (child process, VmHWM; restore_at streams the version listing)");
+    println!(
+        "| objects | keys restored | VmHWM before (MB) | VmHWM after (MB) | growth (MB) | growth per restored key (bytes) | seconds |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut growths: Vec<(usize, f64, f64)> = Vec::new();
     for &size in memory_sizes {
         let bucket = format!("bench-mem{size}-{run}");
-        let t = fixture(&s3, std::slice::from_ref(&bucket), size).await;
-        let exe = std::env::current_exe().unwrap();
-        let out = Command::new(exe).env("ROLLBACK_BENCH_CHILD", format!("{endpoint} {bucket} {t}")).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<f64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        if v.len() == 4 {
+        let few = (size / 100).clamp(1, 100);
+        let started = Instant::now();
+        let (t_all, t_few) = memory_fixture(s3, &bucket, size, few).await;
+        eprintln!(
+            "memory fixture: {size} keys, {} versions in {:.1}s",
+            2 * size + few,
+            started.elapsed().as_secs_f64()
+        );
+        // First a restore of `few` keys out of `size` (memory should not grow with
+        // `size`), then of every key (the journaled plan grows with the keys restored).
+        for t in [t_few, t_all] {
+            let exe = std::env::current_exe().unwrap();
+            let out =
+                Command::new(exe).env("ROLLBACK_BENCH_CHILD", format!("{endpoint} {bucket} {t}")).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let v: Vec<f64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            if v.len() == 4 {
+                let growth_kb = v[1] - v[0];
+                let per_key = if v[3] >= 1000.0 { format!("{:.0}", growth_kb * 1024.0 / v[3]) } else { "–".into() };
+                println!(
+                    "| {size} | {} | {:.1} | {:.1} | {:.1} | {per_key} | {:.2} |",
+                    v[3],
+                    v[0] / 1024.0,
+                    v[1] / 1024.0,
+                    growth_kb / 1024.0,
+                    v[2]
+                );
+                growths.push((size, v[3], growth_kb));
+            } else {
+                println!(
+                    "| {size} | child failed: {} |",
+                    String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                );
+            }
+        }
+    }
+    print_marginal(&growths);
+}
+
+/// Marginal memory per restored key: growth difference between the full and the
+/// small restore of the same bucket, over the difference in keys.
+fn print_marginal(growths: &[(usize, f64, f64)]) {
+    for pair in growths.chunks(2) {
+        if let [(size, few_rows, few_kb), (_, all_rows, all_kb)] = pair
+            && all_rows > few_rows
+        {
             println!(
-                "| {size} | {:.1} | {:.1} | {:.1} | {:.2} |",
-                v[0] / 1024.0,
-                v[1] / 1024.0,
-                (v[1] - v[0]) / 1024.0,
-                v[2]
-            );
-        } else {
-            println!(
-                "| {size} | child failed: {} |",
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                "{size} objects: {:.0} bytes of peak memory per restored key (full minus small restore)",
+                (all_kb - few_kb) * 1024.0 / (all_rows - few_rows)
             );
         }
     }
+}
+
+/// A versioned bucket with `n` keys: version one of every key, T_all, version two of
+/// every key, T_few, version three of the first `few` keys. Restoring to T_few touches
+/// `few` keys; restoring to T_all (afterwards) touches all `n`.
+async fn memory_fixture(s3: &S3, bucket: &str, n: usize, few: usize) -> (i64, i64) {
+    let t_all = fixture(s3, std::slice::from_ref(&bucket.to_owned()), n).await;
+    next_second().await;
+    let t_few = chrono::Utc::now().timestamp_millis();
+    next_second().await;
+    futures::stream::iter(0..few)
+        .for_each_concurrent(32, |i| async move {
+            s3.client()
+                .put_object()
+                .bucket(bucket)
+                .key(format!("obj/{i:06}"))
+                .body(ByteStream::from_static(b"version three, written after T_few"))
+                .send()
+                .await
+                .unwrap();
+        })
+        .await;
+    (t_all, t_few)
 }
 
 async fn fill(conn: &mut redis::aio::MultiplexedConnection, n: usize) {
@@ -271,23 +345,30 @@ fn main() {
         return;
     }
     let smoke = std::env::args().any(|a| a == "--test");
+    let parts = env("ROLLBACK_BENCH_PARTS").unwrap_or_else(|| "abc".into());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         match env("ROLLBACK_TEST_S3_ENDPOINT") {
             Some(endpoint) => {
                 let python = env("ROLLBACK_TEST_BOTO3_PYTHON");
-                let (n, sizes): (usize, Vec<usize>) = if smoke {
+                let (n, mut sizes): (usize, Vec<usize>) = if smoke {
                     (50, vec![50])
                 } else if env("ROLLBACK_BENCH_50K").is_some() {
                     (10_000, vec![1_000, 10_000, 50_000])
                 } else {
                     (10_000, vec![1_000, 10_000])
                 };
+                if let Some(list) = env("ROLLBACK_BENCH_MEMORY_SIZES") {
+                    sizes = list.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+                }
+                let n = if parts.contains('a') { n } else { 0 };
+                let sizes = if parts.contains('b') { sizes } else { Vec::new() };
                 s3_bench(&endpoint, python.as_deref(), n, &sizes).await;
             }
             None => println!("storage bench: ROLLBACK_TEST_S3_ENDPOINT not set, S3 part skipped"),
         }
         match env("ROLLBACK_TEST_REDIS_URL") {
+            _ if !parts.contains('c') => {}
             Some(url) => redis_bench(&url, if smoke { 5_000 } else { 1_000_000 }).await,
             None => println!("storage bench: ROLLBACK_TEST_REDIS_URL not set, Redis part skipped"),
         }
