@@ -416,3 +416,17 @@ async fn wait_for_sessions_instead_of_terminating_them() {
     leaving.await.unwrap();
     assert_eq!(oid_of(&admin, &format!("{name}_old")).await, Some(original));
 }
+
+#[tokio::test]
+async fn the_postgres_lease_lock_conforms() {
+    let Some(admin) = admin_url() else { return };
+    let table = format!("rb_leases_{}", uuid_like());
+    rollback_core::testkit::conformance::lock_suite(|| {
+        let (admin, table) = (admin.clone(), table.clone());
+        async move {
+            Arc::new(rollback_db::PgLeaseLock::connect_with_table(&admin, &table).await.unwrap())
+                as Arc<dyn rollback_core::Lock>
+        }
+    })
+    .await;
+}
