@@ -218,7 +218,7 @@ def test_approval_from_another_engine_history_annotate_and_undo(tmp_path):
     report = result["report"]
     assert report.succeeded and web.current_version == "v2", str(report)
 
-    # A fresh engine (a second process would open its own journal): see the xfail below.
+    # A fresh engine, as a second process would have.
     rollback.Engine(tmp_path).annotate("gated-1", by="alice", root_cause="bad cache key", postmortem="https://wiki/pm/1")
     (record,) = engine.history(target="web")
     assert record["run"] == "gated-1" and record["root_cause"] == "bad cache key"
@@ -256,8 +256,6 @@ def test_verifier_handles_from_specs(tmp_path):
     assert py.check()["outcome"] == "fail" and py.check()["detail"] == "nope"
 
 
-@pytest.mark.xfail(strict=True, reason="core FileJournal: a second journal instance that appended once (an approval) "
-                   "keeps a stale sequence after the run's fenced appends and writes a duplicate seq (reported to lead)")
 def test_a_long_lived_second_engine_can_annotate_after_approving(tmp_path):
     web = Releases("web", ["v1", "v2", "v3"])
     plan = rollback_plan()

@@ -206,9 +206,9 @@ impl FileJournal {
         entries: Vec<Entry>,
     ) -> Result<u64> {
         // One journal-wide lock (the fence table's) orders every writer of every
-        // process. Any other writer of this run changes the table (a newer token, or
-        // an unfenced append's generation bump), so an unchanged table means our view
-        // of the run file is current and needs no re-read.
+        // process. Under it, the run file's length tells whether another writer (of
+        // this or another process, fenced with the same token or not) appended since
+        // our last append: then read its records first, so sequence numbers stay gapless.
         self.fences.update(|table: &mut FenceTable, changed_by_others| {
             let changed = match fence {
                 Some(fence) => table.admit(fence)?,
@@ -217,7 +217,8 @@ impl FileJournal {
                     true
                 }
             };
-            if changed_by_others || run_file.known_len == u64::MAX {
+            let grown = run_file.file.metadata().map(|m| m.len()).ok() != Some(run_file.known_len);
+            if changed_by_others || grown {
                 run_file.catch_up(run)?;
             }
             let first = run_file.next_seq;
@@ -367,6 +368,23 @@ mod tests {
             journal.append(&run, None, entry(i), Durability::Buffered).await.unwrap();
         }
         (dir, journal, run)
+    }
+
+    /// A running engine appends fenced records with one token (the fence table does not
+    /// change); a second, long-lived journal on the same directory appends an approval,
+    /// then later an annotation: its second append must see the records in between.
+    #[tokio::test]
+    async fn a_second_writer_sees_same_token_appends_of_the_first() {
+        let (_dir, running, run) = journal_with(0).await;
+        let other = FileJournal::open(running.dir()).unwrap();
+        let fence = Fence::new(vec!["web".into()], 5);
+        running.append(&run, Some(&fence), entry(1), Durability::Sync).await.unwrap();
+        assert_eq!(other.append(&run, None, entry(2), Durability::Sync).await.unwrap(), 2);
+        running.append(&run, Some(&fence), entry(3), Durability::Sync).await.unwrap();
+        running.append(&run, Some(&fence), entry(4), Durability::Sync).await.unwrap();
+        assert_eq!(other.append(&run, None, entry(5), Durability::Sync).await.unwrap(), 5);
+        let seqs: Vec<u64> = running.read(&run).await.unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
     }
 
     #[tokio::test]
