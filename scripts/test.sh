@@ -107,6 +107,12 @@ start_postgres() {
   local version
   version=$(ls /usr/lib/postgresql | sort -n | tail -1)
   pg_lsclusters -h | grep -q "^$version main" || pg_createcluster "$version" main >/dev/null
+  # The lock-race test connects 100 processes at once.
+  local conf="/etc/postgresql/$version/main/conf.d/rollback-tests.conf"
+  if [ "$(id -u)" = 0 ] && [ ! -f "$conf" ]; then
+    echo "max_connections = 300" > "$conf"
+    pg_ctlcluster "$version" main restart 2>/dev/null || true
+  fi
   pg_ctlcluster "$version" main start 2>/dev/null || true
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
   pg_isready -h 127.0.0.1
@@ -133,6 +139,7 @@ run_tests() {
 
 stage "setup";                 timed setup setup
 stage "tests";                 timed tests run_tests
+stage "python package";        timed python rollback-py/scripts/test_python.sh
 stage "quickstart";            timed quickstart cargo run -q -p rollback-examples --bin quickstart
 # One quick round of every benchmark, in the debug profile (the numbers are meaningless;
 # this checks they run). Full runs: `cargo bench -p rollback-benches` (see README).

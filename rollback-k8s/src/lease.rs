@@ -250,14 +250,17 @@ impl Lock for LeaseLock {
             match result {
                 Ok(_) => taken.push(name),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
-                    failure = Some(
-                        Error::new(
+                    // Someone created or renewed it between our read and our write: name them.
+                    let now = self.api.get_opt(&name).await.map_err(err("get lease"))?;
+                    failure = Some(match now.as_ref().and_then(held) {
+                        Some(h) => Self::locked(&resource, &h),
+                        None => Error::new(
                             ErrorKind::Locked,
                             format!("{resource:?} was taken by another holder while locking"),
                         )
                         .with_context("resource", &resource)
                         .set_retryable(true),
-                    );
+                    });
                     break;
                 }
                 Err(e) => {
