@@ -235,6 +235,22 @@ fn main() {
         let ms = |route| median(rows[&(services, route)].clone()).as_secs_f64() * 1000.0;
         let (lib, floor, compose) = (ms("library"), ms("floor"), ms("compose"));
         println!("| {services} | {lib:.0} | {floor:.0} | {compose:.0} | {:.2}× | {:.2}× |", lib / floor, compose / lib);
+        rollback_benches::summary(
+            "docker",
+            &format!("roll back {services} service(s) vs docker-compose up -d + health wait"),
+            &format!("{lib:.0} ms"),
+            &format!("{compose:.0} ms"),
+            &format!("{:.2}× faster", compose / lib),
+            &format!("≥ 2×: {}", rollback_benches::met(compose / lib >= 2.0)),
+        );
+        rollback_benches::summary(
+            "docker",
+            &format!("roll back {services} service(s) vs the bare Docker API sequence (floor)"),
+            &format!("{lib:.0} ms"),
+            &format!("{floor:.0} ms"),
+            &format!("{:.2}× the floor", lib / floor),
+            &format!("≤ 1.2×: {}", rollback_benches::met(lib / floor <= 1.2)),
+        );
     }
     println!("\ntargets: library ≤ 1.2× the floor, compose ≥ 2× the library");
 }

@@ -178,6 +178,14 @@ fn summary(dir: &Path, quick: bool) {
         "file journal alone: one step's fenced batch (outcome + intent) + fdatasync {journal_us:.0} µs = {:.2}x raw",
         journal_us / raw_us
     );
+    rollback_benches::summary(
+        "engine",
+        "journal: one step's fenced records + fdatasync vs a raw append + fdatasync",
+        &format!("{journal_us:.0} µs"),
+        &format!("{raw_us:.0} µs"),
+        &format!("{:.2}×", journal_us / raw_us),
+        &format!("≤ 1.10×: {}", rollback_benches::met(journal_us / raw_us <= 1.10)),
+    );
     println!("engine overhead per step (median; {len}-byte intent record; 2 cores, ext4 on virtio disk)");
     println!(
         "| steps | parallel | journal | µs/step | fsyncs/step | µs per fsync'd record | vs raw append+fdatasync ({raw_us:.0} µs) |"
@@ -192,6 +200,16 @@ fn summary(dir: &Path, quick: bool) {
             );
         } else {
             println!("| {steps} | {parallelism} | memory | {us:.1} | 0 | - | - |");
+            if steps >= 1000 && parallelism == 1 {
+                rollback_benches::summary(
+                    "engine",
+                    &format!("in-memory engine, {steps} steps"),
+                    &format!("{us:.1} µs/step"),
+                    "-",
+                    "-",
+                    &format!("< 20 µs/step: {}", rollback_benches::met(us < 20.0)),
+                );
+            }
         }
     }
 }

@@ -131,6 +131,14 @@ fn main() {
                 row.lists as f64 / n as f64,
                 row.patches as f64 / n as f64
             );
+            rollback_benches::summary(
+                "k8s (API double)",
+                &format!("API requests per undo + wait, {n} Deployment(s), poll {poll:?}, vs kubectl's sequence"),
+                &format!("{:.1}", row.per_rollback),
+                "6",
+                &format!("{:.2}× kubectl's", row.per_rollback / 6.0),
+                "reported (no target)",
+            );
         }
     }
 }

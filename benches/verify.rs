@@ -138,6 +138,15 @@ fn main() {
         if m <= 30.0 { "met" } else { "NOT met" }
     );
     if curl_ok {
+        let theirs = percentile(curl.clone(), 0.5);
+        rollback_benches::summary(
+            "verify",
+            "detection delay at I = 50 ms vs `until curl …; sleep 0.05` (median)",
+            &format!("{m:.1} ms"),
+            &format!("{theirs:.1} ms"),
+            &format!("{:.2}× sooner", theirs / m),
+            &format!("≤ 30 ms: {}", rollback_benches::met(m <= 30.0)),
+        );
         println!(
             "| `until curl -sf URL; do sleep 0.05; done` | {:.1} | {:.1} | |",
             percentile(curl.clone(), 0.5),
@@ -173,7 +182,17 @@ fn main() {
         None => println!("| bash curl loop | curl not installed | |"),
     }
     match wrk_rate {
-        Some(w) => println!("| wrk -t2 -c{concurrency} (ceiling) | {w:.0} | 100 % |"),
+        Some(w) => {
+            println!("| wrk -t2 -c{concurrency} (ceiling) | {w:.0} | 100 % |");
+            rollback_benches::summary(
+                "verify",
+                &format!("probe throughput, {concurrency} concurrent, vs wrk (the ceiling)"),
+                &format!("{our_rate:.0} checks/s"),
+                &format!("{w:.0} req/s"),
+                &format!("{:.0} % of wrk", 100.0 * our_rate / w),
+                &format!("≥ 50 %: {}", rollback_benches::met(our_rate / w >= 0.5)),
+            );
+        }
         None => println!("| wrk | not installed | |"),
     }
 }

@@ -6,6 +6,7 @@
 #
 #   ./scripts/test.sh            # set up + all tests
 #   QUICK=1 ./scripts/test.sh    # skip the apt step (machine already set up)
+#   source <(QUICK=1 ./scripts/test.sh --env)   # start the servers, export their variables
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -136,6 +137,14 @@ run_tests() {
   fi
   cargo test --workspace --all-features --doc
 }
+
+# `--env`: set up and start the servers, print their `export ROLLBACK_TEST_*=…` lines
+# (for `source <(./scripts/test.sh --env)`), run nothing.
+if [ "${1:-}" = "--env" ]; then
+  setup >&2
+  env | grep '^ROLLBACK_TEST_' | sort | sed 's/^/export /'
+  exit 0
+fi
 
 stage "setup";                 timed setup setup
 stage "tests";                 timed tests run_tests
