@@ -19,10 +19,8 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use rollback_core::local::register_local_kinds;
 use rollback_core::notify::message;
-use rollback_core::verify::register_builtin_verifiers;
-use rollback_core::{Engine, Error, EventKind, HistoryQuery, Plan, Registry, Result, RunId, RunOptions, RunState};
+use rollback_core::{Engine, Error, EventKind, HistoryQuery, Plan, Result, RunId, RunOptions, RunState};
 
 struct Args {
     command: String,
@@ -109,14 +107,7 @@ fn load_plan(path: &str) -> Result<Plan> {
 }
 
 fn engine(home: &Path) -> Result<Engine> {
-    let mut registry = Registry::new();
-    register_local_kinds(&mut registry);
-    register_builtin_verifiers(&mut registry);
-    rollback_db::register(&mut registry);
-    rollback_docker::register(&mut registry);
-    rollback_storage::register(&mut registry);
-    rollback_k8s::register(&mut registry);
-    Engine::builder(registry).home(home).try_build()
+    Engine::builder(rollback_examples::every_kind()).home(home).try_build()
 }
 
 /// Prints progress: people-facing messages, plus one line per step; with a terminal,

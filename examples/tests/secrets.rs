@@ -8,13 +8,10 @@
 //! `ROLLBACK_TEST_S3_ENDPOINT` and `ROLLBACK_TEST_DOCKER` (`scripts/test.sh`).
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rollback_core::local::register_local_kinds;
 use rollback_core::testkit::server_env;
-use rollback_core::verify::register_builtin_verifiers;
-use rollback_core::{Engine, FailurePolicy, Plan, ProbePolicy, Registry, SecretRef, Selector, Spec, Step, StepOp};
+use rollback_core::{Engine, FailurePolicy, Plan, ProbePolicy, SecretRef, Selector, Spec, Step, StepOp};
 
 const MARKER: &str = "mk7f3a9eSECRET";
 
@@ -29,19 +26,6 @@ impl Write for Logs {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn text_under(dir: &Path) -> String {
-    let mut text = String::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            text.push_str(&text_under(&path));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            text.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-    text
 }
 
 fn keep_going(step: Step) -> Step {
@@ -170,12 +154,7 @@ async fn a_marker_secret_reaches_no_journal_report_artifact_error_or_log() {
         )
         .stage("checks", 1, vec![verify("redis", "redis-auth"), verify("s3", "bucket")]);
 
-    let mut registry = Registry::new();
-    register_local_kinds(&mut registry);
-    register_builtin_verifiers(&mut registry);
-    rollback_db::register(&mut registry);
-    rollback_docker::register(&mut registry);
-    rollback_storage::register(&mut registry);
+    let registry = rollback_examples::every_kind();
     let registry_debug = format!("{registry:?}");
     let home = dir.path().join("home");
     let engine = Engine::builder(registry).home(&home).try_build().unwrap();
@@ -191,7 +170,7 @@ async fn a_marker_secret_reaches_no_journal_report_artifact_error_or_log() {
     assert_eq!(state("rollback-api").unwrap().0, rollback_core::StepState::Done, "{report}");
 
     let mut haystacks = vec![
-        ("journal, reports and artifacts", text_under(&home)),
+        ("journal, reports and artifacts", rollback_core::testkit::text_under(&home)),
         ("report", format!("{report}\n{report:?}")),
         ("dry-run", format!("{dry:?}")),
         ("plan", format!("{plan:?}")),

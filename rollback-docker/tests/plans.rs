@@ -75,7 +75,7 @@ async fn a_rollback_onto_an_unhealthy_image_is_compensated() {
     assert_eq!(now["State"]["Running"], true);
     assert_eq!(user_config(&now), before, "configuration kept through rollback and compensation");
     assert_eq!(version_served(port).await, "v3");
-    let home = text_under(&dir.path().join("home"));
+    let home = rollback_core::testkit::text_under(&dir.path().join("home"));
     assert!(home.len() > 1000, "the journal is there");
     assert!(!home.contains("s3cr3t-token"), "a container's environment never reaches the journal or reports");
 }

@@ -14,4 +14,4 @@ pub use fakes::{MemorySnapshot, RecordingNotifier, ScriptedVerifier};
 pub use file_target::{FileSnapshot, FileTarget, register_file_kinds};
 pub use http::{CapturedRequest, TestHttpServer};
 pub use memory_target::{Fault, MemoryTarget};
-pub use server_env::server_env;
+pub use server_env::{server_env, text_under};

@@ -25,3 +25,25 @@ pub fn server_env(var: &str, what: &str) -> Option<String> {
         }
     }
 }
+
+/// Everything under `dir` (journals, reports, artifacts) as one lossy string, for
+/// tests that search it for a secret or a record.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::create_dir_all(dir.path().join("a")).unwrap();
+/// std::fs::write(dir.path().join("a/b.txt"), "needle").unwrap();
+/// assert!(rollback_core::testkit::text_under(dir.path()).contains("needle"));
+/// ```
+pub fn text_under(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text.push_str(&text_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    text
+}

@@ -269,17 +269,3 @@ async fn forward(
         _ = down.wait_for(|d| *d) => {}
     }
 }
-
-/// Everything under `dir` (journal, reports, artifacts) as one lossy string.
-pub fn text_under(dir: &Path) -> String {
-    let mut text = String::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            text.push_str(&text_under(&path));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            text.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-    text
-}
