@@ -356,27 +356,30 @@ async fn artifact_store_retention_by_max_age() {
     let bucket = unique("age");
     s3.client().create_bucket().bucket(&bucket).send().await.unwrap();
     let store = S3ArtifactStore::new(s3.clone(), &bucket, "evidence");
-    // Two old points (one with two artifacts), then two fresh ones 4 s later. The
-    // server's LastModified has one-second resolution, so ages are compared with a
-    // 2 s limit: old points are >= 3 s old, fresh ones < 2 s.
+    // Two old points (one with two artifacts), then two fresh ones 5 s later. Each
+    // prune uses max_age = (time since the fresh ones were written) + 2.5 s: fresh
+    // points are younger than that (the server's one-second LastModified resolution
+    // and the listing inside prune fit in the 2.5 s), old ones are >= 5 s older than
+    // the fresh ones — whatever the load on the server.
     store.put("run-a/snap/manifest.json", b"a".to_vec()).await.unwrap();
     next_second().await; // run-a strictly older than run-b: no tie in the newest-first order
     store.put("run-b/snap/manifest.json", b"b".to_vec()).await.unwrap();
     store.put("run-b/logs/app.log", b"b".to_vec()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let fresh = std::time::Instant::now();
     store.put("run-c/snap/manifest.json", b"c".to_vec()).await.unwrap();
     store.put("run-d/snap/manifest.json", b"d".to_vec()).await.unwrap();
-    let max_age = Some(Duration::from_secs(2));
+    let max_age = || Some(fresh.elapsed() + Duration::from_millis(2500));
     let protected: BTreeSet<String> = ["run-a".to_owned()].into();
 
     // keep + max_age: a point goes only when it is both beyond the newest 3 and too old
     // (only run-a is), and run-a is protected (an unfinished run): nothing goes.
-    let pruned = store.prune(Retention { keep: Some(3), max_age }, &protected).await.unwrap();
+    let pruned = store.prune(Retention { keep: Some(3), max_age: max_age() }, &protected).await.unwrap();
     assert!(pruned.is_empty(), "{pruned:?}");
     assert_eq!(store.list("").await.unwrap().len(), 5);
 
     // max_age alone: every old point goes, except the protected one; fresh ones stay.
-    let pruned = store.prune(Retention { keep: None, max_age }, &protected).await.unwrap();
+    let pruned = store.prune(Retention { keep: None, max_age: max_age() }, &protected).await.unwrap();
     assert_eq!(pruned, vec!["run-b".to_owned()]);
     assert_eq!(
         store.list("").await.unwrap(),
@@ -396,7 +399,7 @@ async fn artifact_store_retention_by_max_age() {
     );
 
     // Once run-a finished (no longer protected), it goes too.
-    let pruned = store.prune(Retention { keep: None, max_age }, &BTreeSet::new()).await.unwrap();
+    let pruned = store.prune(Retention { keep: None, max_age: max_age() }, &BTreeSet::new()).await.unwrap();
     assert_eq!(pruned, vec!["run-a".to_owned()]);
     assert_eq!(store.list("").await.unwrap(), vec!["run-c/snap/manifest.json", "run-d/snap/manifest.json"]);
 }

@@ -1,7 +1,6 @@
 //! A content digest of a bucket state (key → ETag), updatable one key at a time: the
 //! wrapping sum of a 128-bit hash of each (key, ETag) pair. Order-independent, so it
-//! is computed while streaming a listing, and the digest of "the keys outside a plan"
-//! is the full digest minus the plan's keys.
+//! is computed while streaming a listing, and history can replace one key's item at a time.
 
 use sha2::{Digest as _, Sha256};
 
@@ -12,7 +11,8 @@ pub(crate) struct StateDigest {
     count: u64,
 }
 
-fn item(key: &str, etag: &str) -> u128 {
+/// The digest item of one (key, ETag) pair.
+pub(crate) fn item(key: &str, etag: &str) -> u128 {
     let mut h = Sha256::new();
     h.update(key.as_bytes());
     h.update([0u8]);
@@ -30,10 +30,18 @@ impl StateDigest {
         }
     }
 
-    /// Removes a present object added before.
-    pub fn remove(&mut self, key: &str, etag: Option<&str>) {
-        if let Some(etag) = etag {
-            self.sum = self.sum.wrapping_sub(item(key, etag));
+    /// Adds a present object by its precomputed [`item`].
+    pub fn add_item(&mut self, item: Option<u128>) {
+        if let Some(item) = item {
+            self.sum = self.sum.wrapping_add(item);
+            self.count += 1;
+        }
+    }
+
+    /// Removes a present object added before by its [`item`].
+    pub fn remove_item(&mut self, item: Option<u128>) {
+        if let Some(item) = item {
+            self.sum = self.sum.wrapping_sub(item);
             self.count -= 1;
         }
     }
@@ -66,5 +74,7 @@ mod tests {
         assert_eq!(a.count(), 2);
         b.add("x", Some("1"));
         assert_ne!(a.id(), b.id());
+        b.remove_item(Some(item("x", "1")));
+        assert_eq!(a, b, "items and (key, etag) pairs agree");
     }
 }
