@@ -22,6 +22,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use rollback_core::journal::{Entry, RunLog};
 use rollback_core::{FileJournal, Journal, RunId, RunState};
+use support::at_kill::effect_visible;
 use support::evidence::assert_final_state;
 use support::fixture::{EFFECT_STEPS, Fixture};
 use support::{Servers, Shared, resume, run_plan};
@@ -133,6 +134,9 @@ async fn kill_and_resume(shared: &Shared, n: usize, point: &Point) -> Vec<RunId>
             Some(point.step.as_str()),
             "{point}: same step as the reference"
         );
+        let visible = effect_visible(shared, &f, &run, &point.step).await;
+        let expected = point.when == "after";
+        assert_eq!(visible, expected, "{point}: the killed step's effect at its backend when the runner died");
         let resumed = resume(&f.home, &run, &f.env).await;
         assert!(resumed.status.success(), "{point}: resume in a fresh process\n{}", resumed.tail());
         assert!(resumed.stdout.contains("state succeeded"), "{point}: {}", resumed.tail());

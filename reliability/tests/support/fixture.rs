@@ -70,9 +70,8 @@ pub struct Fixture {
     pub requests_from: usize,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// The containers' command: idle until SIGTERM, then exit at once.
+const IDLE: &str = "trap 'exit 0' TERM; sleep 1000000 & wait";
 
 fn unique_tag(n: usize) -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -134,9 +133,23 @@ impl Fixture {
         let host = &shared.servers.docker;
         for (role, tag) in [("api", "v2"), ("worker", "v2"), ("front", "v1")] {
             let name = format!("rbf-{}-{role}", self.tag);
-            let port = format!("PORT={}", free_port());
             let image = shared.images.tag(tag);
-            let args = ["run", "-d", "--name", &name, "--network", "host", "--stop-timeout", "1", "-e", &port, &image];
+            // No server: a port taken by someone else would make httpd, and so the
+            // container, exit on its own, and the evidence would blame the rollback.
+            let args = [
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                "host",
+                "--stop-timeout",
+                "1",
+                &image,
+                "/bin/sh",
+                "-c",
+                IDLE,
+            ];
             let id = docker(host, &args);
             if role == "front" {
                 self.front_id = id;

@@ -2,6 +2,7 @@
 //! API double, and helpers to run the fault runner in a separate process.
 #![allow(dead_code)]
 
+pub mod at_kill;
 pub mod evidence;
 pub mod fixture;
 
