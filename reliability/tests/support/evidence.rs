@@ -15,7 +15,6 @@ use sqlx::Row;
 use super::Shared;
 use super::fixture::{
     CACHE_KEYS, CACHES, CONFIGS, DATABASES, Fixture, MIGRATIONS, PREFIXES, RECREATED, RELEASES, SCALED, UNDONE, db_url,
-    stamp,
 };
 
 fn key(run: &RunId, step: &str) -> String {
@@ -77,7 +76,7 @@ pub async fn version_counts(shared: &Shared, bucket: &str) -> BTreeMap<String, u
 
 /// Asserts the final state of every backend and that each effect happened once.
 pub async fn assert_final_state(shared: &Shared, f: &Fixture, run: &RunId) {
-    docker_state(shared, f, run);
+    docker_state(shared, f, run).await;
     files_state(f, run);
     postgres_state(shared, f, run).await;
     s3_state(shared, f, run).await;
@@ -89,16 +88,23 @@ fn inspect(host: &str, name: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&docker(host, &["inspect", name])).unwrap()[0].clone()
 }
 
-fn events(f: &Fixture, host: &str, filters: &[&str]) -> Vec<String> {
-    let until = stamp(chrono::Utc::now());
-    let mut args = vec!["events", "--since", &f.since, "--until", &until, "--format", "{{.Action}}"];
-    for filter in filters {
-        args.extend(["--filter", filter]);
-    }
-    docker(host, &args).lines().map(str::to_string).collect()
+/// Container events since the fixture was made: (action, container ID, run key label).
+async fn events(f: &Fixture) -> Vec<(String, String, String)> {
+    // Let the stream catch up with the last effects.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    std::fs::read_to_string(&f.events_file)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|e| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            (text(&e["Action"]), text(&e["Actor"]["ID"]), text(&e["Actor"]["Attributes"]["io.rollback.key"]))
+        })
+        .collect()
 }
 
-fn docker_state(shared: &Shared, f: &Fixture, run: &RunId) {
+async fn docker_state(shared: &Shared, f: &Fixture, run: &RunId) {
+    let seen = events(f).await;
     let host = &shared.servers.docker;
     let ids = &shared.images.ids;
     for role in RECREATED {
@@ -121,17 +127,17 @@ fn docker_state(shared: &Shared, f: &Fixture, run: &RunId) {
             all.iter().find(|l| l.contains("_rb_old_")).unwrap_or_else(|| panic!("{name}: retained old: {all:?}"));
         let old_name = old.split(' ').nth(1).unwrap();
         assert_eq!(inspect(host, old_name)["Image"], ids[1].as_str(), "{old_name}: the old one ran v2");
-        let created = events(f, host, &["type=container", "event=create", &label]);
+        let created: Vec<_> = seen.iter().filter(|(a, _, k)| a == "create" && *k == key).collect();
         assert_eq!(created.len(), 1, "{name}: one replacement created in docker events: {created:?}");
     }
     let front = &f.containers["front"];
     let now = inspect(host, front);
     assert_eq!(now["Id"], f.front_id.as_str(), "{front}: stopped and started, never recreated");
     assert_eq!(now["State"]["Running"], true, "{front}: traffic back on");
-    let container = format!("container={}", f.front_id);
-    let seen = events(f, host, &["type=container", &container]);
-    let count = |action: &str| seen.iter().filter(|a| a.as_str() == action).count();
-    assert_eq!((count("stop"), count("start")), (1, 1), "{front}: stopped once, started once: {seen:?}");
+    let front_events: Vec<&str> =
+        seen.iter().filter(|(_, id, _)| *id == f.front_id).map(|(a, ..)| a.as_str()).collect();
+    let count = |action: &str| front_events.iter().filter(|a| **a == action).count();
+    assert_eq!((count("stop"), count("start")), (1, 1), "{front}: stopped once, started once: {front_events:?}");
 }
 
 fn files_state(f: &Fixture, run: &RunId) {

@@ -64,8 +64,11 @@ pub struct Fixture {
     pub databases: BTreeMap<String, String>,
     /// Secrets for the runner processes (database URLs with the password).
     pub env: Vec<(String, String)>,
-    /// For `docker events --since`.
-    pub since: String,
+    /// `docker events` of containers, streamed into `events_file` from before the run:
+    /// the engine keeps only its last 256 events for later queries, and healthchecks
+    /// (ours and other tests') push a create out of that window within seconds.
+    pub events: Option<std::process::Child>,
+    pub events_file: PathBuf,
     /// Where this point's requests start in the double's log.
     pub requests_from: usize,
 }
@@ -110,7 +113,8 @@ impl Fixture {
             s3_before: BTreeMap::new(),
             databases: BTreeMap::new(),
             env: Vec::new(),
-            since: String::new(),
+            events: None,
+            events_file: dir.join("docker-events.jsonl"),
             requests_from: 0,
             dir,
             tag,
@@ -124,7 +128,15 @@ impl Fixture {
         let plan = fixture.plan(shared);
         std::fs::write(&fixture.plan_file, plan.to_json_string().unwrap()).unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        fixture.since = stamp(Utc::now());
+        fixture.events = Some(
+            std::process::Command::new("docker")
+                .env("DOCKER_HOST", &shared.servers.docker)
+                .args(["events", "--since", &stamp(Utc::now()), "--filter", "type=container", "--format", "{{json .}}"])
+                .stdout(std::fs::File::create(&fixture.events_file).unwrap())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("docker events"),
+        );
         fixture.requests_from = shared.double.requests().len();
         fixture
     }
@@ -447,5 +459,15 @@ impl Fixture {
         let _ = Api::<Namespace>::all(shared.double.client("default"))
             .delete(&self.namespace, &DeleteParams::default())
             .await;
+    }
+}
+
+impl Drop for Fixture {
+    /// Stops the `docker events` stream this fixture started.
+    fn drop(&mut self) {
+        if let Some(mut events) = self.events.take() {
+            let _ = events.kill();
+            let _ = events.wait();
+        }
     }
 }
