@@ -202,6 +202,14 @@ async fn restore_bench(s3: &S3, endpoint: &str, python: Option<&str>, n: usize, 
     line("rollback-storage (prepare + apply, 16 parallel, HEAD + COPY per key)", ours_s);
     if let Some((s, _)) = seq {
         line("boto3 sequential (list + copy_object per key)", s);
+        rollback_benches::summary(
+            "s3 (moto)",
+            &format!("point-in-time restore of {n} objects vs sequential boto3"),
+            &format!("{ours_s:.2} s"),
+            &format!("{s:.2} s"),
+            &format!("{:.2}× faster", s / ours_s),
+            &format!("≥ 3×: {}", rollback_benches::met(s / ours_s >= 3.0)),
+        );
     }
     if let Some((s, _)) = par {
         line("boto3 16 threads (server ceiling, copy only)", s);
@@ -356,6 +364,7 @@ async fn redis_bench(url: &str, n: usize) {
     stop.store(true, Ordering::Relaxed);
     let (max, p99, count) = ping.await.unwrap();
     println!("| rollback-storage SCAN + UNLINK (batch 1000) | {secs:.2} | {max:.1} | {p99:.1} | {count} |");
+    let ours_max = max;
     // KEYS + DEL
     fill(&mut c, n).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -370,6 +379,14 @@ async fn redis_bench(url: &str, n: usize) {
     stop.store(true, Ordering::Relaxed);
     let (max, p99, count) = ping.await.unwrap();
     println!("| KEYS + DEL (chunks of 100k) | {secs:.2} | {max:.1} | {p99:.1} | {count} |");
+    rollback_benches::summary(
+        "redis",
+        &format!("worst PING latency while invalidating {n} keys, SCAN + UNLINK vs KEYS + DEL"),
+        &format!("{ours_max:.1} ms"),
+        &format!("{max:.1} ms"),
+        &format!("{:.0}× lower", max / ours_max.max(0.01)),
+        "reported (no target)",
+    );
     redis::cmd("FLUSHDB").query_async::<()>(&mut c).await.unwrap();
 }
 
