@@ -117,7 +117,14 @@ impl LeaseLock {
     /// The next fencing token: the counter Lease's annotation plus one, written with CAS.
     async fn next_token(&self) -> Result<u64> {
         let name = format!("{}-fencing-counter", self.prefix);
-        for _ in 0..50 {
+        for attempt in 0u32..200 {
+            if attempt > 0 {
+                // Many contenders CAS one counter: back off with jitter instead of
+                // retrying in lock step (100 processes exhausted 50 immediate retries).
+                let spread = u64::from(std::process::id() ^ attempt.wrapping_mul(2_654_435_761)) % 16;
+                let ceiling = 2u64.saturating_pow(attempt.min(6)).min(64);
+                tokio::time::sleep(Duration::from_millis(1 + (ceiling * (8 + spread)) / 16)).await;
+            }
             let current = self.api.get_opt(&name).await.map_err(err("get lease"))?;
             let outcome = match current {
                 None => {
