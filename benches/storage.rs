@@ -50,18 +50,7 @@ async fn next_second() {
 /// Creates `buckets` versioned buckets holding `n` keys, each overwritten after T. Returns T.
 async fn fixture(s3: &S3, buckets: &[String], n: usize) -> i64 {
     for b in buckets {
-        s3.client().create_bucket().bucket(b).send().await.unwrap();
-        s3.client()
-            .put_bucket_versioning()
-            .bucket(b)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        s3.create_versioned_bucket(b).await.unwrap();
     }
     let put_all = |body: &'static str| {
         let jobs: Vec<(String, String)> =
@@ -87,18 +76,7 @@ async fn fixture(s3: &S3, buckets: &[String], n: usize) -> i64 {
 
 /// One versioned bucket with `n` keys, one version each. Returns a time after them.
 async fn fixture_one_version(s3: &S3, bucket: &str, n: usize) -> i64 {
-    s3.client().create_bucket().bucket(bucket).send().await.unwrap();
-    s3.client()
-        .put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    s3.create_versioned_bucket(bucket).await.unwrap();
     futures::stream::iter(0..n)
         .for_each_concurrent(32, |i| async move {
             s3.client()

@@ -294,19 +294,7 @@ impl Fixture {
     }
 
     async fn s3(&mut self, shared: &Shared) {
-        let client = shared.s3.client();
-        client.create_bucket().bucket(&self.bucket).send().await.unwrap();
-        client
-            .put_bucket_versioning()
-            .bucket(&self.bucket)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        shared.s3.create_versioned_bucket(&self.bucket).await.unwrap();
         for key in ["avatars/a", "avatars/b", "avatars/c", "avatars/e", "docs/x"] {
             self.put(shared, key, &format!("{key}@1")).await;
         }
@@ -316,7 +304,7 @@ impl Fixture {
         for key in ["avatars/a", "avatars/b", "avatars/d", "docs/x", "docs/y"] {
             self.put(shared, key, &format!("{key}@2")).await;
         }
-        client.delete_object().bucket(&self.bucket).key("avatars/e").send().await.unwrap();
+        shared.s3.client().delete_object().bucket(&self.bucket).key("avatars/e").send().await.unwrap();
         self.s3_before = super::evidence::version_counts(shared, &self.bucket).await;
     }
 

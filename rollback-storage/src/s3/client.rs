@@ -127,6 +127,29 @@ impl S3 {
         &self.client
     }
 
+    /// Creates `bucket` and turns versioning on (what point-in-time restores and
+    /// mirror destinations need).
+    pub async fn create_versioned_bucket(&self, bucket: &str) -> Result<()> {
+        self.client
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| crate::error::s3("create bucket", e).with_context("bucket", bucket))?;
+        self.client
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| crate::error::s3("put bucket versioning", e).with_context("bucket", bucket))?;
+        Ok(())
+    }
+
     /// Whether `bucket` has versioning enabled (a suspended or never-enabled bucket is not).
     pub async fn versioning_enabled(&self, bucket: &str) -> Result<bool> {
         match self.client.get_bucket_versioning().bucket(bucket).send().await {

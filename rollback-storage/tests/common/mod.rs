@@ -40,18 +40,7 @@ pub fn uuid_like() -> String {
 }
 
 pub async fn make_bucket(s3: &S3, bucket: &str) {
-    s3.client().create_bucket().bucket(bucket).send().await.unwrap();
-    s3.client()
-        .put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    s3.create_versioned_bucket(bucket).await.unwrap();
 }
 
 pub async fn put(s3: &S3, bucket: &str, key: &str, body: &str) {
