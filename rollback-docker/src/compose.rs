@@ -140,7 +140,8 @@ impl ComposeFiles {
     }
 
     async fn compose(&self, what: &str, args: &[&str]) -> Result<String> {
-        let mut argv = self.config.command.clone().unwrap_or_else(detect_command);
+        // `new` filled the command in (configured or detected).
+        let mut argv = self.config.command.clone().unwrap_or_default();
         argv.extend(["-f".to_string(), self.config.compose_file.display().to_string()]);
         argv.extend(["-p".to_string(), self.project()]);
         if let Some(env) = &self.config.env_file {
