@@ -89,3 +89,112 @@ fn lease_lock_race_on_the_api_double() {
     race("lease", double.url(), dir.path());
     drop(double);
 }
+
+/// One `lock-contender hold` process, with its stdout read line by line.
+struct HoldingProcess {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl HoldingProcess {
+    fn start(kind: &str, resource: &str, ttl_ms: u64, location: &str, journal: &Path) -> HoldingProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lock-contender"))
+            .args(["hold", kind, resource, &ttl_ms.to_string(), location, journal.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn a holder");
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        HoldingProcess { child, out }
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim_end().to_string()
+    }
+
+    /// Lets the holder make its second append and returns what it said.
+    fn append_again(&mut self) -> String {
+        use std::io::Write;
+        self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let verdict = self.line();
+        assert!(self.child.wait().unwrap().success());
+        verdict
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+}
+
+/// A holds a short lease and is stopped (SIGSTOP) past it; B is refused while the
+/// lease lasts, then takes over with a larger token; A, continued, is refused its
+/// next journal append, and B's goes through.
+fn stopped_holder_is_fenced_off(kind: &str, location: &str) {
+    const TTL_MS: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let resource = format!("fence-{kind}-{}", std::process::id());
+    let mut a = HoldingProcess::start(kind, &resource, TTL_MS, location, &journal);
+    let a_held = a.line();
+    assert!(a_held.starts_with("held "), "{kind}: A holds the lease: {a_held}");
+    a.signal(nix::sys::signal::Signal::SIGSTOP);
+    let stopped_at = Instant::now();
+
+    let mut early = HoldingProcess::start(kind, &resource, TTL_MS, location, &journal);
+    let refused = early.line();
+    assert!(refused.starts_with("locked "), "{kind}: A's lease still holds: {refused}");
+    assert!(refused.contains(&format!("pid {}", a.child.id())), "{kind}: the refusal names A: {refused}");
+    let _ = early.child.wait();
+
+    let mut b = loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let mut b = HoldingProcess::start(kind, &resource, 60_000, location, &journal);
+        let said = b.line();
+        if said.starts_with("held ") {
+            assert!(stopped_at.elapsed() >= Duration::from_millis(TTL_MS), "{kind}: B got in only after A's lease");
+            let tokens: Vec<u64> =
+                [&a_held, &said].iter().map(|l| l.trim_start_matches("held ").parse().unwrap()).collect();
+            assert!(tokens[1] > tokens[0], "{kind}: B's token is larger: {tokens:?}");
+            break b;
+        }
+        assert!(said.starts_with("locked "), "{kind}: {said}");
+        let _ = b.child.wait();
+        assert!(stopped_at.elapsed() < Duration::from_secs(30), "{kind}: A's lease never expired");
+    };
+
+    a.signal(nix::sys::signal::Signal::SIGCONT);
+    let verdict = a.append_again();
+    assert!(verdict.starts_with("rejected ") && verdict.contains("stale fencing token"), "{kind}: {verdict}");
+    assert_eq!(b.append_again(), "appended", "{kind}: the new holder writes on");
+    eprintln!("{kind}: stopped holder fenced off after {:?}", stopped_at.elapsed());
+}
+
+#[test]
+fn file_lock_stopped_holder_is_fenced_off() {
+    let dir = tempfile::tempdir().unwrap();
+    stopped_holder_is_fenced_off("file", dir.path().to_str().unwrap());
+}
+
+#[test]
+fn postgres_lock_stopped_holder_is_fenced_off() {
+    let Some(url) = rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL") else { return };
+    stopped_holder_is_fenced_off("postgres", &url);
+}
+
+#[test]
+fn redis_lock_stopped_holder_is_fenced_off() {
+    let Some(url) = rollback_core::testkit::server_env("ROLLBACK_TEST_REDIS_URL", "Redis") else { return };
+    stopped_holder_is_fenced_off("redis", &url);
+}
+
+#[test]
+fn lease_lock_stopped_holder_is_fenced_off() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let double = runtime.block_on(rollback_k8s::double::ApiDouble::start());
+    stopped_holder_is_fenced_off("lease", double.url());
+    drop(double);
+}
