@@ -3,6 +3,8 @@
 //! `ROLLBACK_TEST_CRASH_AT=<seq>:<before|after>` makes the engine kill its own process
 //! with SIGKILL when the intent record `<seq>` has been journaled, either before the
 //! effect (`before`) or after the effect but before its outcome is journaled (`after`).
+//! Snapshot, verify and restore-from-snapshot steps count too: their durable
+//! `StepStarted` record is the point, and their work (capture, probe, restore) the effect.
 
 use crate::{Error, Result};
 

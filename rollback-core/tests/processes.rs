@@ -98,6 +98,59 @@ async fn sigkill_at_every_crash_point_then_resume_in_a_fresh_process() {
     assert!(killed >= 10, "every intent was killed before and after its effect ({killed} kills)");
 }
 
+/// A snapshot step is a crash point too: its start is journaled durably and the hook
+/// fires before and after the capture (it used to be a buffered record the hook never
+/// saw, so no kill could land in a snapshot, a verification or a restore).
+#[tokio::test]
+async fn the_crash_hook_fires_at_a_snapshot_step_before_and_after_its_capture() {
+    let clean = tempfile::tempdir().unwrap();
+    let (run, status) = run_to_end(clean.path(), None);
+    assert!(status.success());
+    let journal = FileJournal::open(clean.path().join("journal")).unwrap();
+    let snap = journal
+        .read(&run)
+        .await
+        .unwrap()
+        .iter()
+        .find(|r| matches!(&r.entry, Entry::StepStarted { step, .. } if step.as_str() == "snap-schema"))
+        .map(|r| r.seq)
+        .expect("the snapshot step's start is journaled");
+    for when in ["before", "after"] {
+        let dir = tempfile::tempdir().unwrap();
+        let point = format!("{snap}:{when}");
+        let (run, status) = run_to_end(dir.path(), Some(&point));
+        assert_eq!(status.signal(), Some(9), "killed by SIGKILL at the snapshot step ({point})");
+        let journal = FileJournal::open(dir.path().join("journal")).unwrap();
+        let records = journal.read(&run).await.unwrap();
+        let last = records.last().unwrap();
+        assert!(
+            matches!(&last.entry, Entry::StepStarted { step, .. } if step.as_str() == "snap-schema")
+                && last.seq == snap,
+            "the last record is the snapshot's start at {point}: {:?}",
+            last.entry
+        );
+        let captured = dir.path().join("artifacts").exists()
+            && walk(&dir.path().join("artifacts")).iter().any(|p| p.to_string_lossy().contains("snap-schema"));
+        assert_eq!(captured, when == "after", "the capture happened only for {point}");
+        let output = runner(&["resume", dir.path().to_str().unwrap(), run.as_str()], None).output().unwrap();
+        assert!(output.status.success(), "resume after {point}");
+        assert_final_state(dir.path(), &run);
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 fn spawn_reading(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
     let mut child = runner(args, None).spawn().unwrap();
     let out = BufReader::new(child.stdout.take().unwrap());

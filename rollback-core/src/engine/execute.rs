@@ -442,6 +442,11 @@ impl RunCtx {
     }
 
     /// A step without a journaled change (verify, snapshot, restore): started, run, outcome.
+    ///
+    /// The start is journaled durably, like an intent: after a crash the journal shows
+    /// which snapshot, verification or restore was in flight (resume runs it again —
+    /// capture and restore must be idempotent), and the crash hook can kill before and
+    /// after its work like at any effect.
     async fn simple_step(
         &self,
         step: &StepId,
@@ -453,9 +458,12 @@ impl RunCtx {
         let started = Instant::now();
         let compensation = phase == Phase::Compensation;
         self.emit(EventKind::StepStarted { step: step.clone(), description, compensation }).await;
-        self.append(Entry::StepStarted { step: step.clone(), phase }, Durability::Buffered).await?;
+        let seq = self.append(Entry::StepStarted { step: step.clone(), phase }, Durability::Sync).await?;
+        let crash_at: Option<CrashPoint> = self.engine.settings.crash_at;
         let state = StepState::Pending.on(StepEvent::RecordIntent)?.on(StepEvent::BeginApply)?;
+        CrashPoint::maybe_crash(crash_at, seq, CrashWhen::BeforeEffect);
         let (result, detail) = work.await;
+        CrashPoint::maybe_crash(crash_at, seq, CrashWhen::AfterEffect);
         let state = state.on(StepEvent::Observe)?;
         let (state, error) = match result {
             Ok(()) => (state.on(StepEvent::Confirm)?, None),
