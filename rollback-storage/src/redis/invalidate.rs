@@ -193,15 +193,13 @@ impl Target for RedisInvalidate {
         Capabilities { versioned: false, converges_from_partial: true }
     }
 
+    /// The server's address and the database. Not the server's `run_id`: that changes
+    /// on every restart, and a run cut short by a Redis restart must resume on it.
+    /// Reaching the server is still required, so a resume while it is down fails.
     async fn identity(&self) -> Result<Identity> {
         let mut conn = self.conn.connect(Some(self.db)).await?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| error::redis("info server", e))?;
-        let run_id = info.lines().find_map(|l| l.strip_prefix("run_id:")).unwrap_or("?").trim().to_owned();
-        Ok(Identity::new(format!("redis {} db {} (run_id {run_id})", self.conn.server(), self.db)))
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| error::redis("ping", e))?;
+        Ok(Identity::new(format!("redis {} db {}", self.conn.server(), self.db)))
     }
 
     async fn prepare(&self, request: &Request) -> Result<Change> {
