@@ -1,0 +1,229 @@
+//! A PostgreSQL outage in the middle of a migration rollback: a private server is
+//! stopped (`pg_ctl stop -m immediate`, a crash) while the second of two down
+//! migrations runs; the run fails with a report that names the step, the retryable
+//! cause and what the database was left with; `resume` refuses to act while the
+//! server is down and, once it is back, finishes — each down script ran exactly once.
+//!
+//! Runs its own server (initdb in a temporary directory, as the `postgres` user when
+//! run as root), so stopping it disturbs no other test. Needs the PostgreSQL server
+//! binaries (`/usr/lib/postgresql/<v>/bin`); gated like every server test on
+//! `ROLLBACK_TEST_POSTGRES_URL`, which `scripts/test.sh` sets once it has installed them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rollback_core::{Engine, ErrorKind, Plan, Registry, RunState, Selector, Spec, Step, StepOp};
+
+/// A throw-away PostgreSQL cluster on its own port.
+struct PrivatePostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres_user: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    fn init() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres_user =
+            String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
+        if as_postgres_user {
+            // PostgreSQL refuses to run as root.
+            assert!(
+                Command::new("chown")
+                    .args(["postgres:postgres", dir.path().to_str().unwrap()])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let server = PrivatePostgres { bin, data: dir.path().join("data"), port, as_postgres_user, _dir: dir };
+        server.ctl(&["initdb", "-D", server.data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+        server.start();
+        server
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let mut cmd = if self.as_postgres_user {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(&program);
+            cmd
+        } else {
+            Command::new(&program)
+        };
+        let out = cmd.args(&args[1..]).current_dir("/").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start(&self) {
+        let options =
+            format!("-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off", self.port);
+        let log = self.data.parent().unwrap().join("server.log");
+        self.ctl(&[
+            "pg_ctl",
+            "-D",
+            self.data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &options,
+            "-w",
+            "start",
+        ]);
+    }
+
+    /// Stops the server the way a crash does: no checkpoint, sessions cut.
+    fn crash(&self) {
+        self.ctl(&["pg_ctl", "-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = Command::new(self.bin.join("pg_ctl"))
+            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+        if self.as_postgres_user {
+            let _ = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
+                .current_dir("/")
+                .output();
+        }
+    }
+}
+
+const MIGRATIONS: [i64; 3] = [20251001, 20251005, 20251010];
+
+/// Three migrations; each down script logs itself in its own transaction, and the
+/// second one to run down (20251005) first sleeps, so the outage lands inside it.
+async fn migrated(url: &str, dir: &Path) {
+    let [a, b, c] = MIGRATIONS;
+    let log = |v: i64| format!("INSERT INTO down_log (version) VALUES ({v});");
+    std::fs::create_dir_all(dir).unwrap();
+    for (file, sql) in [
+        (format!("{a}_base.up.sql"), "CREATE TABLE base (id BIGINT);".to_string()),
+        (format!("{a}_base.down.sql"), format!("DROP TABLE base; {}", log(a))),
+        (format!("{b}_note.up.sql"), "ALTER TABLE base ADD COLUMN note TEXT;".to_string()),
+        (format!("{b}_note.down.sql"), format!("SELECT pg_sleep(2); ALTER TABLE base DROP COLUMN note; {}", log(b))),
+        (format!("{c}_items.up.sql"), "CREATE TABLE items (id BIGINT);".to_string()),
+        (format!("{c}_items.down.sql"), format!("DROP TABLE items; {}", log(c))),
+    ] {
+        std::fs::write(dir.join(file), sql).unwrap();
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    sqlx::query("CREATE TABLE down_log (id BIGSERIAL PRIMARY KEY, version BIGINT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(dir.to_path_buf()).await.unwrap().run(&pool).await.unwrap();
+    pool.close().await;
+}
+
+async fn down_log(url: &str) -> Option<Vec<i64>> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .ok()?;
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT version FROM down_log ORDER BY id").fetch_all(&pool).await.ok()?;
+    pool.close().await;
+    Some(rows.into_iter().map(|(v,)| v).collect())
+}
+
+async fn applied(url: &str) -> Vec<i64> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    let rows: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    rows.into_iter().map(|(v,)| v).collect()
+}
+
+fn plan(url: &str, migrations: &Path) -> Plan {
+    let mut plan = Plan::new("schema back two").stage(
+        "schema",
+        1,
+        vec![Step::new("schema-down", StepOp::Rollback { target: "schema".into(), to: Selector::Back(2) })],
+    );
+    plan.targets.push(Spec::new(
+        "sqlx-migrations",
+        "schema",
+        serde_json::json!({ "url": url, "migrations": migrations }),
+    ));
+    plan
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_crash_mid_migration_is_reported_and_resume_finishes() {
+    if rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL").is_none() {
+        return;
+    }
+    let server = PrivatePostgres::init();
+    let url = server.url("postgres");
+    let work = tempfile::tempdir().unwrap();
+    let migrations = work.path().join("migrations");
+    migrated(&url, &migrations).await;
+    let mut registry = Registry::new();
+    rollback_db::register(&mut registry);
+    let engine = Engine::builder(registry).home(work.path().join("home")).try_build().unwrap();
+
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        let plan = plan(&url, &migrations);
+        async move { engine.run(plan, Default::default()).await }
+    });
+    // The first down script (20251010) has committed; the second is in its pg_sleep.
+    let started = Instant::now();
+    while down_log(&url).await.as_deref() != Some(&[MIGRATIONS[2]]) {
+        assert!(started.elapsed() < Duration::from_secs(60), "the first down migration never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.crash();
+    let report = run.await.unwrap().unwrap();
+
+    assert!(matches!(report.state, RunState::Failed | RunState::Escalated), "{report}");
+    let step = report.steps.iter().find(|s| s.step.as_str() == "schema-down").unwrap();
+    let error = step.error.as_ref().expect("the failed step says why");
+    assert!(error.retryable, "a server outage is retryable: {error:?}");
+    assert!(matches!(error.kind, ErrorKind::Backend | ErrorKind::Timeout), "{error:?}");
+    let text = report.to_string();
+    assert!(text.contains("schema-down"), "the report names the step: {text}");
+    assert!(text.contains("migration=20251005"), "and the migration the outage cut: {text}");
+    assert!(!report.resume_would.is_empty(), "the report says what resume would do: {text}");
+    eprintln!("--- the report of the failed run\n{text}");
+
+    let err = engine.resume(&report.run).await.expect_err("resume while the server is down fails before acting");
+    assert!(err.is_retryable(), "{err}");
+
+    server.start();
+    assert_eq!(down_log(&url).await.unwrap(), [MIGRATIONS[2]], "the crash undid the half-run second script");
+    let report = engine.resume(&report.run).await.unwrap();
+    assert_eq!(report.state, RunState::Succeeded, "{report}");
+    assert_eq!(down_log(&url).await.unwrap(), [MIGRATIONS[2], MIGRATIONS[1]], "each down script ran exactly once");
+    assert_eq!(applied(&url).await, [MIGRATIONS[0]]);
+}
