@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every side-by-side benchmark (engine, verification, Docker, S3 + Redis, the
+# Runs every side-by-side benchmark (engine, verification, Docker, PostgreSQL, S3 + Redis, the
 # Kubernetes API double, Python overhead) in one go and prints one table of their
 # comparisons, ratios first. Needs the servers scripts/test.sh starts and the
 # ROLLBACK_TEST_* variables it exports, e.g.:
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 mode=(bench)
 [ "${1:-}" = "--test" ] && mode=(test)
-for bench in engine verify docker storage k8s; do
+for bench in engine verify docker db storage k8s; do
   echo "==> $bench" >&2
   cargo "${mode[@]}" -q -p rollback-benches --bench "$bench" -- ${1:+"$1"} 2>&1 | tee -a "$log" >&2
 done

@@ -1,4 +1,4 @@
-//! Benchmarks: `engine.rs`, `verify.rs`, `docker.rs`, `storage.rs`, `k8s.rs`; run
+//! Benchmarks: `engine.rs`, `verify.rs`, `docker.rs`, `db.rs`, `storage.rs`, `k8s.rs`; run
 //! them all with `benches/all.sh`, which gathers every comparison's summary line
 //! into one table.
 
