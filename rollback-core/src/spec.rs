@@ -60,6 +60,13 @@ impl Spec {
             ))
             .with_context("spec", &self.name));
         }
+        if let Some(path) = find_url_with_password(&self.config, String::new()) {
+            return Err(Error::invalid_input(format!(
+                "config key {path:?} holds a URL with a password; put the URL under `secrets` as a \
+                 reference (env var or file) instead"
+            ))
+            .with_context("spec", &self.name));
+        }
         Ok(())
     }
 
@@ -75,7 +82,15 @@ impl Spec {
     }
 
     /// Deserializes `config` into a typed struct, naming the spec on error.
+    ///
+    /// A spec without config reads as `{}`, so kinds whose fields all have defaults (or
+    /// come from `secrets`) need none.
     pub fn config_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        if self.config.is_null()
+            && let Ok(value) = serde_json::from_value(serde_json::Value::Object(Default::default()))
+        {
+            return Ok(value);
+        }
         serde_json::from_value(self.config.clone()).map_err(|e| {
             Error::invalid_input(format!("bad config for {} {:?}: {e}", self.kind, self.name))
                 .with_context("spec", &self.name)
@@ -101,6 +116,27 @@ fn find_secret_value(value: &serde_json::Value, path: String) -> Option<String> 
         }
         _ => None,
     }
+}
+
+/// The path of the first string in `value` that is a URL with a password
+/// (`scheme://user:password@host…`).
+fn find_url_with_password(value: &serde_json::Value, path: String) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) => has_url_password(text).then_some(path),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            find_url_with_password(v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") })
+        }),
+        serde_json::Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, v)| find_url_with_password(v, format!("{path}[{i}]")))
+        }
+        _ => None,
+    }
+}
+
+fn has_url_password(text: &str) -> bool {
+    let Some((_, rest)) = text.split_once("://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// Where a secret lives. Journaled and printed freely: it holds no value.
@@ -185,6 +221,24 @@ mod tests {
         assert!(!err.to_string().contains("\"p\""));
         // An empty value or a non-string is not a secret value.
         Spec::new("x", "y", serde_json::json!({"token": ""})).validate().unwrap();
+    }
+
+    #[test]
+    fn urls_with_passwords_are_refused_without_echoing_them() {
+        let spec = Spec::new(
+            "http",
+            "api",
+            serde_json::json!({"checks": [{"url": "https://ops:hunter2@api.example/health"}]}),
+        );
+        let err = spec.validate().unwrap_err();
+        assert!(err.to_string().contains("checks[0].url") && err.to_string().contains("password"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        // A user without a password, an '@' in a path or query, and plain text pass.
+        for fine in
+            ["postgres://postgres@127.0.0.1:5432/db", "https://api.example/users/@me?mail=a@b:c", "not a url: x@y"]
+        {
+            Spec::new("x", "y", serde_json::json!({ "url": fine })).validate().unwrap();
+        }
     }
 
     #[test]

@@ -36,12 +36,14 @@ pub fn register_builtin_verifiers(registry: &mut Registry) {
     #[cfg(feature = "http")]
     {
         registry.register_verifier_kind("http", |spec: Spec| async move {
-            let check: super::HttpCheck = spec.config_as()?;
+            let mut check: super::HttpCheck = spec.config_as()?;
+            check.url = url_of(&spec, &check.url)?;
             Ok(Arc::new(super::HttpVerifier::new(&spec.name, check)?) as Arc<dyn Verifier>)
         });
         registry.register_verifier_kind("prometheus", |spec: Spec| async move {
             #[derive(serde::Deserialize)]
             struct Config {
+                #[serde(default)]
                 url: String,
                 query: String,
                 #[serde(flatten)]
@@ -50,9 +52,24 @@ pub fn register_builtin_verifiers(registry: &mut Registry) {
                 headers_from_env: std::collections::BTreeMap<String, String>,
             }
             let config: Config = spec.config_as()?;
-            let client = super::PrometheusClient::new(&config.url, &config.headers_from_env)?;
+            let client = super::PrometheusClient::new(&url_of(&spec, &config.url)?, &config.headers_from_env)?;
             let verifier = super::PrometheusVerifier::new(&spec.name, client, &config.query, config.threshold)?;
             Ok(Arc::new(verifier) as Arc<dyn Verifier>)
         });
+    }
+}
+
+/// The URL of an HTTP-based verifier: config `url`, or the secret `url` (for a URL
+/// with credentials, which config must not hold).
+#[cfg(feature = "http")]
+fn url_of(spec: &Spec, config_url: &str) -> crate::Result<String> {
+    match (config_url.is_empty(), spec.secrets.contains_key("url")) {
+        (false, false) => Ok(config_url.to_owned()),
+        (true, true) => Ok(spec.secret("url")?.expose().to_owned()),
+        (false, true) => Err(crate::Error::invalid_input("give the URL as config `url` or as `secrets.url`, not both")
+            .with_context("spec", &spec.name)),
+        (true, false) => {
+            Err(crate::Error::invalid_input("needs a `url` (config) or `secrets.url`").with_context("spec", &spec.name))
+        }
     }
 }

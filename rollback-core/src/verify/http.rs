@@ -26,7 +26,9 @@ pub struct HttpCheck {
     /// Method (GET).
     #[serde(default = "default_method")]
     pub method: String,
-    /// URL; credentials in it are redacted from every detail and error.
+    /// URL; credentials in it are redacted from every detail and error. In a plan file
+    /// a URL with a password goes under `secrets.url` instead (config is journaled).
+    #[serde(default)]
     pub url: String,
     /// Accepted statuses (any 2xx when empty).
     #[serde(default)]
