@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use rollback_core::local::redact_env;
+use rollback_core::local::{redact_args, redact_env};
 use rollback_core::{ArtifactStore, Error, IdempotencyKey, Result, Snapshot, SnapshotRef};
 use serde::Deserialize;
 
@@ -54,8 +54,16 @@ impl std::fmt::Debug for ContainerSnapshot {
     }
 }
 
-/// Replaces every environment value in an inspect document with `***`.
+/// Replaces every environment value in an inspect document with `***`, and secrets
+/// on the command line (`Config.Cmd`, `Config.Entrypoint`, `Args`) as core's
+/// [`redact_args`] does.
 fn redact_inspect(mut inspect: serde_json::Value) -> serde_json::Value {
+    for pointer in ["/Config/Cmd", "/Config/Entrypoint", "/Args"] {
+        if let Some(args) = inspect.pointer_mut(pointer).and_then(|a| a.as_array_mut()) {
+            let texts: Vec<String> = args.iter().map(|a| a.as_str().unwrap_or_default().to_owned()).collect();
+            *args = redact_args(&texts).into_iter().map(serde_json::Value::String).collect();
+        }
+    }
     if let Some(env) = inspect.pointer_mut("/Config/Env").and_then(|e| e.as_array_mut()) {
         for entry in env.iter_mut() {
             if let Some(text) = entry.as_str() {
@@ -133,5 +141,17 @@ mod tests {
         let out = redact_inspect(doc).to_string();
         assert!(!out.contains("hunter2") && !out.contains("prod"), "{out}");
         assert!(out.contains("DB_URL=***") && out.contains("FLAG=***"));
+    }
+
+    #[test]
+    fn command_line_secrets_are_redacted() {
+        let doc = serde_json::json!({
+            "Args": ["--token", "hunter2", "--port", "80"],
+            "Config": {"Cmd": ["serve", "--db-password=hunter2"], "Entrypoint": ["/app", "--dsn=postgres://u:hunter2@db/x"]},
+        });
+        let out = redact_inspect(doc);
+        assert!(!out.to_string().contains("hunter2"), "{out}");
+        assert_eq!(out["Args"], serde_json::json!(["--token", "***", "--port", "80"]));
+        assert_eq!(out["Config"]["Cmd"], serde_json::json!(["serve", "--db-password=***"]));
     }
 }

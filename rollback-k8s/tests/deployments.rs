@@ -396,7 +396,8 @@ async fn snapshot_keeps_evidence_and_restores_config_with_the_workload() {
     secrets.create(&PostParams::default(), &secret).await.unwrap();
     let env = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": IMAGES[0],
         "envFrom": [{"configMapRef": {"name": "web-config"}}, {"secretRef": {"name": "web-secret"}}],
-        "env": [{"name": "INLINE_TOKEN", "value": "inline-value-42"}]}]}}}});
+        "env": [{"name": "INLINE_TOKEN", "value": "inline-value-42"}],
+        "args": ["--api-token", "arg-secret-77", "--port", "80"]}]}}}});
     tc.create("web", IMAGES[0], 2, env).await;
     let applied = serde_json::json!({"metadata": {"annotations": {
         "kubectl.kubernetes.io/last-applied-configuration": "{\"env\":[{\"name\":\"INLINE_TOKEN\",\"value\":\"inline-value-42\"}]}"}}});
@@ -424,6 +425,7 @@ async fn snapshot_keeps_evidence_and_restores_config_with_the_workload() {
         let text = String::from_utf8_lossy(&store.get(&key).await.unwrap()).into_owned();
         assert!(!text.contains(PASSWORD) && !text.contains(encoded.as_str().unwrap()), "secret value in {key}");
         assert!(!text.contains("inline-value-42"), "env value not redacted in {key}");
+        assert!(!text.contains("arg-secret-77"), "command-line secret not redacted in {key}");
     }
     assert!(!serde_json::to_string(&snap).unwrap().contains(encoded.as_str().unwrap()));
     let copies = secrets.list(&ListParams::default().labels("rollback.dev/copy-of=web-secret")).await.unwrap().items;

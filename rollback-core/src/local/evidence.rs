@@ -52,11 +52,7 @@ pub fn redact_env(text: &str) -> String {
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim_start();
         let body = trimmed.strip_prefix("export ").unwrap_or(trimmed);
-        let secret = !trimmed.starts_with('#')
-            && body.split_once('=').is_some_and(|(k, _)| {
-                let k = k.trim().to_ascii_uppercase();
-                ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"].iter().any(|s| k.contains(s))
-            });
+        let secret = !trimmed.starts_with('#') && body.split_once('=').is_some_and(|(k, _)| secret_looking(k));
         if secret {
             let (key, _) = line.split_once('=').unwrap_or((line, ""));
             out.push_str(key);
@@ -66,6 +62,46 @@ pub fn redact_env(text: &str) -> String {
             }
         } else {
             out.push_str(&redact_url_passwords(line));
+        }
+    }
+    out
+}
+
+/// Whether a variable or flag name looks like it holds a secret (`DB_PASSWORD`,
+/// `--api-token`, `aws_secret_access_key`).
+fn secret_looking(name: &str) -> bool {
+    let name = name.trim().trim_start_matches('-').to_ascii_uppercase().replace('-', "_");
+    ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"].iter().any(|s| name.contains(s))
+}
+
+/// Redacts secrets in a command line (a container's command, entrypoint or args):
+/// the value of a secret-looking flag (`--password=x`, `--token x`), a secret-looking
+/// `KEY=value`, and URL passwords in any argument.
+///
+/// ```
+/// use rollback_core::local::redact_args;
+/// let args = ["serve", "--db-password=hunter2", "--api-token", "abc", "AWS_SECRET_KEY=s", "--url=postgres://u:p@db/x", "--port", "80"];
+/// assert_eq!(
+///     redact_args(&args),
+///     ["serve", "--db-password=***", "--api-token", "***", "AWS_SECRET_KEY=***", "--url=postgres://u:***@db/x", "--port", "80"],
+/// );
+/// ```
+pub fn redact_args<S: AsRef<str>>(args: &[S]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut hide_next = false;
+    for arg in args {
+        let arg = arg.as_ref();
+        if std::mem::take(&mut hide_next) && !arg.starts_with('-') {
+            out.push("***".to_owned());
+            continue;
+        }
+        match arg.split_once('=') {
+            Some((name, _)) if secret_looking(name) => out.push(format!("{name}=***")),
+            None if arg.starts_with('-') && secret_looking(arg) => {
+                hide_next = true;
+                out.push(arg.to_owned());
+            }
+            _ => out.push(redact_url_passwords(arg).into_owned()),
         }
     }
     out
