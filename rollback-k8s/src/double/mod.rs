@@ -51,6 +51,9 @@ pub struct DoubleOptions {
     pub background: Option<Duration>,
     /// Images whose pods never become ready (default: the image name contains `broken`).
     pub never_ready: NeverReady,
+    /// When set, every request must carry `Authorization: Bearer <token>`; others get
+    /// `401 Unauthorized`, as from a real API server (default: none required).
+    pub bearer_token: Option<String>,
 }
 
 impl Default for DoubleOptions {
@@ -60,6 +63,7 @@ impl Default for DoubleOptions {
             ready_after: Duration::from_secs(2),
             background: Some(Duration::from_millis(10)),
             never_ready: Arc::new(|image: &str| image.contains("broken")),
+            bearer_token: None,
         }
     }
 }
@@ -70,6 +74,7 @@ impl std::fmt::Debug for DoubleOptions {
             .field("tick", &self.tick)
             .field("ready_after", &self.ready_after)
             .field("background", &self.background)
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -108,6 +113,8 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     log: Mutex<Vec<LoggedRequest>>,
+    /// The `Authorization` header value every request must carry, if any.
+    authorization: Option<String>,
 }
 
 impl Shared {
@@ -168,6 +175,7 @@ impl ApiDouble {
                 pod_seq: 0,
             }),
             log: Mutex::new(Vec::new()),
+            authorization: options.bearer_token.as_ref().map(|token| format!("Bearer {token}")),
         });
         let mut tasks = vec![tokio::spawn(server::serve(listener, shared.clone()))];
         if let Some(period) = options.background {

@@ -124,6 +124,11 @@ async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Respons
     let uri = req.uri().clone();
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    if let Some(expected) = &shared.authorization
+        && req.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str())
+    {
+        return json_response(401, &ApiError::new(401, "Unauthorized", "Unauthorized").status());
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return json_response(400, &ApiError::new(400, "BadRequest", e.to_string()).status()),
