@@ -20,102 +20,17 @@ mod support;
 use std::time::Instant;
 
 use futures::FutureExt;
-use rollback_core::journal::{Entry, RunLog};
-use rollback_core::{FileJournal, Journal, RunId, RunState};
+use rollback_core::{RunId, RunState};
 use support::at_kill::effect_visible;
 use support::evidence::assert_final_state;
 use support::fixture::{EFFECT_STEPS, Fixture};
+use support::points::{Point, intents, run_points, run_state, select};
 use support::{Servers, Shared, resume, run_plan};
 
 /// How many points CI runs.
 const SUBSET: usize = 6;
 /// The default seed of the subset.
 const DEFAULT_SEED: u64 = 10;
-
-/// A crash point: an intent's sequence number, before or after its effect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Point {
-    seq: u64,
-    when: &'static str,
-    step: String,
-}
-
-impl Point {
-    fn env(&self) -> String {
-        format!("{}:{}", self.seq, self.when)
-    }
-}
-
-impl std::fmt::Display for Point {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{} ({})", self.seq, self.when, self.step)
-    }
-}
-
-/// The intents of a run, in journal order: (seq, step).
-async fn intents(f: &Fixture, run: &RunId) -> Vec<(u64, String)> {
-    let journal = FileJournal::open(f.home.join("journal")).unwrap();
-    journal
-        .read(run)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|r| match r.entry {
-            Entry::Intent { step, .. } => Some((r.seq, step.to_string())),
-            _ => None,
-        })
-        .collect()
-}
-
-async fn run_state(f: &Fixture, run: &RunId) -> RunState {
-    let journal = FileJournal::open(f.home.join("journal")).unwrap();
-    RunLog::from_records(&journal.read(run).await.unwrap()).unwrap().state
-}
-
-/// splitmix64: a seeded, dependency-free generator for the subset.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// The points to run: all, a given list, or a seeded subset (sorted, in plan order).
-fn select(all: &[Point]) -> (Vec<Point>, String) {
-    let wanted = std::env::var("ROLLBACK_KILL_POINTS").unwrap_or_default();
-    if wanted == "all" {
-        return (all.to_vec(), "ROLLBACK_KILL_POINTS=all".into());
-    }
-    if !wanted.is_empty() {
-        let chosen: Vec<Point> = wanted
-            .split(',')
-            .map(|w| {
-                all.iter()
-                    .find(|p| p.env() == w.trim())
-                    .unwrap_or_else(|| {
-                        let names: Vec<String> = all.iter().map(Point::to_string).collect();
-                        panic!("ROLLBACK_KILL_POINTS: {w:?} is not a kill point of this plan: {}", names.join(", "))
-                    })
-                    .clone()
-            })
-            .collect();
-        return (chosen, format!("ROLLBACK_KILL_POINTS={wanted}"));
-    }
-    let seed = match std::env::var("ROLLBACK_KILL_SEED") {
-        Ok(s) => s.parse().unwrap_or_else(|_| panic!("ROLLBACK_KILL_SEED={s:?}: not a number")),
-        Err(_) => DEFAULT_SEED,
-    };
-    let mut state = seed;
-    let mut indexes: Vec<usize> = (0..all.len()).collect();
-    for i in 0..SUBSET.min(all.len()) {
-        let j = i + (splitmix(&mut state) % (all.len() - i) as u64) as usize;
-        indexes.swap(i, j);
-    }
-    let mut chosen: Vec<usize> = indexes[..SUBSET.min(all.len())].to_vec();
-    chosen.sort();
-    (chosen.into_iter().map(|i| all[i].clone()).collect(), format!("ROLLBACK_KILL_SEED={seed}"))
-}
 
 /// Kill at `point`, resume in a fresh process, check every backend.
 async fn kill_and_resume(shared: &Shared, n: usize, point: &Point) -> Vec<RunId> {
@@ -125,12 +40,12 @@ async fn kill_and_resume(shared: &Shared, n: usize, point: &Point) -> Vec<RunId>
     let runs = vec![run.clone()];
     let result = std::panic::AssertUnwindSafe(async {
         assert!(killed.killed(), "{point}: the runner died by SIGKILL\n{}", killed.tail());
-        let state = run_state(&f, &run).await;
+        let state = run_state(&f.home, &run).await;
         assert!(!state.is_terminal(), "{point}: killed mid-run, journal says {state}");
-        let seen = intents(&f, &run).await;
-        assert_eq!(seen.last().map(|(s, _)| *s), Some(point.seq), "{point}: the last intent is the kill point's");
+        let seen = intents(&f.home, &run).await;
+        assert_eq!(seen.last().map(|i| i.seq), Some(point.seq), "{point}: the last intent is the kill point's");
         assert_eq!(
-            seen.last().map(|(_, s)| s.as_str()),
+            seen.last().map(|i| i.step.as_str()),
             Some(point.step.as_str()),
             "{point}: same step as the reference"
         );
@@ -140,7 +55,7 @@ async fn kill_and_resume(shared: &Shared, n: usize, point: &Point) -> Vec<RunId>
         let resumed = resume(&f.home, &run, &f.env).await;
         assert!(resumed.status.success(), "{point}: resume in a fresh process\n{}", resumed.tail());
         assert!(resumed.stdout.contains("state succeeded"), "{point}: {}", resumed.tail());
-        assert_eq!(run_state(&f, &run).await, RunState::Succeeded);
+        assert_eq!(run_state(&f.home, &run).await, RunState::Succeeded);
         assert_final_state(shared, &f, &run).await;
     })
     .catch_unwind()
@@ -165,19 +80,16 @@ async fn sigkill_at_every_crash_point_of_a_plan_over_every_backend() {
     let result = std::panic::AssertUnwindSafe(async {
         assert!(clean.status.success(), "the clean run\n{}", clean.tail());
         assert_final_state(&shared, &f, &run).await;
-        intents(&f, &run).await
+        intents(&f.home, &run).await
     })
     .catch_unwind()
     .await;
     f.cleanup(&shared, std::slice::from_ref(&run)).await;
     let reference = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
     assert_eq!(reference.len(), EFFECT_STEPS, "one intent per effect step: {reference:?}");
-    let all: Vec<Point> = reference
-        .iter()
-        .flat_map(|(seq, step)| ["before", "after"].map(|when| Point { seq: *seq, when, step: step.clone() }))
-        .collect();
+    let all = Point::all(&reference);
     assert!(all.len() >= 50, "{} kill points", all.len());
-    let (chosen, how) = select(&all);
+    let (chosen, how) = select(&all, "ROLLBACK_KILL_POINTS", SUBSET, DEFAULT_SEED);
     println!(
         "kill points: {} in this plan; running {} ({how}): {}",
         all.len(),
@@ -185,28 +97,11 @@ async fn sigkill_at_every_crash_point_of_a_plan_over_every_backend() {
         chosen.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
     );
 
-    let mut failures = Vec::new();
-    for (i, point) in chosen.iter().enumerate() {
-        let t = Instant::now();
-        match std::panic::AssertUnwindSafe(kill_and_resume(&shared, i + 1, point)).catch_unwind().await {
-            Ok(_) => println!("  ok   {point} in {:.1?}", t.elapsed()),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                println!("  FAIL {point}: {message}");
-                failures.push(format!("{point}: {message}"));
-            }
+    run_points(&chosen, started, |n, point| {
+        let shared = &shared;
+        async move {
+            kill_and_resume(shared, n, &point).await;
         }
-    }
-    println!(
-        "kill points: {} run, {} passed, {} failed, in {:.0?}",
-        chosen.len(),
-        chosen.len() - failures.len(),
-        failures.len(),
-        started.elapsed()
-    );
-    assert!(failures.is_empty(), "{} kill point(s) failed:\n{}", failures.len(), failures.join("\n"));
+    })
+    .await;
 }

@@ -84,12 +84,13 @@ pub async fn assert_final_state(shared: &Shared, f: &Fixture, run: &RunId) {
     kubernetes_state(shared, f, run).await;
 }
 
-fn inspect(host: &str, name: &str) -> serde_json::Value {
+/// `docker inspect` of one container.
+pub fn inspect(host: &str, name: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&docker(host, &["inspect", name])).unwrap()[0].clone()
 }
 
 /// Container events since the fixture was made: (action, container ID, run key label).
-async fn events(f: &Fixture) -> Vec<(String, String, String)> {
+pub async fn events(f: &Fixture) -> Vec<(String, String, String)> {
     // Let the stream catch up with the last effects.
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     std::fs::read_to_string(&f.events_file)

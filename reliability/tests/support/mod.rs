@@ -1,10 +1,12 @@
-//! Shared state of the kill-point test: the servers, the test images, the Kubernetes
+//! Shared state of the kill-point tests: the servers, the test images, the Kubernetes
 //! API double, and helpers to run the fault runner in a separate process.
 #![allow(dead_code)]
 
 pub mod at_kill;
+pub mod compensation;
 pub mod evidence;
 pub mod fixture;
+pub mod points;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
