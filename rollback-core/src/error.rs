@@ -180,9 +180,19 @@ impl Error {
         self
     }
 
-    /// Adds a context pair. Never put a secret here.
+    /// Adds a context pair (once: the same pair again is ignored). Never put a secret here.
+    ///
+    /// ```
+    /// use rollback_core::Error;
+    /// let err = Error::invalid_input("bad").with_context("target", "api").with_context("target", "api");
+    /// assert_eq!(err.to_string(), "invalid_input: bad (target=api)");
+    /// ```
     pub fn with_context(mut self, key: &'static str, value: impl fmt::Display) -> Self {
-        self.context.push((key, value.to_string()));
+        let value = value.to_string();
+        // A backend and the engine may both name the target: say it once.
+        if !self.context.iter().any(|(k, v)| *k == key && *v == value) {
+            self.context.push((key, value));
+        }
         self
     }
 
