@@ -87,7 +87,7 @@ pub struct Capabilities {
 
 /// A thing a rollback changes. Usable as `Arc<dyn Target>`.
 ///
-/// The contract, checked by [`crate::testkit::conformance`]:
+/// The contract, checked by `testkit::conformance` (feature `testkit`):
 /// - `prepare` mutates nothing and returns an absolute [`Change`] (relative selectors
 ///   resolved once, `from` observed);
 /// - `apply(change, key)` checks that `change.from` still holds (compare-and-swap),
