@@ -33,16 +33,6 @@ const SUBSET: usize = 4;
 /// The default seed of the subset.
 const DEFAULT_SEED: u64 = 7;
 
-/// `pg_restore` runs a point must leave: one, or two when the kill landed after the
-/// restore ran with its outcome not journaled (resume restores again; the dump's
-/// restore is idempotent, `Snapshot::restore` has nothing to observe).
-fn restores(point: Option<&Point>) -> usize {
-    match point {
-        Some(p) if p.undo && p.step == "orders-back" && p.when == "after" => 2,
-        _ => 1,
-    }
-}
-
 /// Kill at `point`, resume in a fresh process, check every backend.
 async fn kill_and_resume(shared: &Shared, n: usize, point: &Point) {
     let f = Fixture::create(shared, n).await;
@@ -63,7 +53,7 @@ async fn kill_and_resume(shared: &Shared, n: usize, point: &Point) {
         let resumed = resume(&f.home, &run, &f.env).await;
         assert!(resumed.stdout.contains("state compensated"), "{point}: resume in a fresh process\n{}", resumed.tail());
         assert_eq!(run_state(&f.home, &run).await, RunState::Compensated, "{point}");
-        assert_compensated(shared, &f, &run, restores(Some(point))).await;
+        assert_compensated(shared, &f, &run).await;
     })
     .catch_unwind()
     .await;
@@ -86,7 +76,7 @@ async fn sigkill_at_every_snapshot_verify_and_compensation_point() {
     let run = clean.run();
     let result = std::panic::AssertUnwindSafe(async {
         assert!(clean.stdout.contains("state compensated"), "the clean run\n{}", clean.tail());
-        assert_compensated(&shared, &f, &run, restores(None)).await;
+        assert_compensated(&shared, &f, &run).await;
         intents(&f.home, &run).await
     })
     .catch_unwind()

@@ -38,4 +38,24 @@ pub trait Snapshot: Send + Sync + 'static {
     async fn restore(&self, _snapshot: &SnapshotRef, _store: &dyn ArtifactStore) -> Result<()> {
         Err(Error::unsupported("restore"))
     }
+
+    /// Restores like [`Snapshot::restore`], recording `key` in the backend as part of
+    /// the restore where it can, so [`Snapshot::restored`] tells a finished restore from
+    /// the backend alone. The engine calls this one. Default: `restore` (which must
+    /// then be idempotent: a resume after a crash may run it again).
+    async fn restore_keyed(
+        &self,
+        snapshot: &SnapshotRef,
+        store: &dyn ArtifactStore,
+        _key: &IdempotencyKey,
+    ) -> Result<()> {
+        self.restore(snapshot, store).await
+    }
+
+    /// Whether the restore keyed `key` has finished, from the backend alone:
+    /// `Some(true)` done (the engine does not restore again), `Some(false)` not done,
+    /// `None` cannot tell (the default: the engine restores).
+    async fn restored(&self, _snapshot: &SnapshotRef, _key: &IdempotencyKey) -> Result<Option<bool>> {
+        Ok(None)
+    }
 }

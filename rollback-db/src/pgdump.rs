@@ -16,10 +16,20 @@ pub struct PgDumpConfig {
     /// `pg_restore` program (`pg_restore`).
     #[serde(default)]
     pub pg_restore: Option<String>,
+    /// `psql` program (`psql`), which runs a keyed restore in one transaction.
+    #[serde(default)]
+    pub psql: Option<String>,
 }
+
+/// The table a keyed restore records its key in, in the restore's own transaction.
+pub const RESTORES_TABLE: &str = "_rollback_restores";
 
 /// `pg_dump -Fc` of a database into the artifact store: evidence before a destructive
 /// step, and a restore point (`pg_restore --clean --if-exists --single-transaction`).
+/// The engine's keyed restore turns the dump into a script (`pg_restore -f`), appends
+/// an insert of its key into `_rollback_restores`, and runs it with
+/// `psql --single-transaction`: the key is there exactly when the restore committed,
+/// so a resume after a crash does not restore twice.
 /// The password reaches the tools through `PGPASSWORD`, never their command line.
 pub struct PgDump {
     name: String,
@@ -75,19 +85,112 @@ impl Snapshot for PgDump {
     }
 
     async fn restore(&self, snapshot: &SnapshotRef, store: &dyn ArtifactStore) -> Result<()> {
-        let artifact = snapshot.artifacts.first().ok_or_else(|| Error::not_found("the snapshot has no dump"))?;
-        let dump = store.get(artifact).await?;
         let dir = tempfile_dir()?;
-        let path = dir.join("restore.dump");
-        rollback_core::artifact::write_private_atomic(&path, &dump)?;
-        let program = self.config.pg_restore.clone().unwrap_or_else(|| "pg_restore".into());
-        let mut args =
-            vec!["--clean".to_string(), "--if-exists".into(), "--single-transaction".into(), "--no-owner".into()];
-        args.extend(self.url.tool_args());
-        let result = self.run(&program, &args, Some(&path)).await.map(drop);
+        let result = async {
+            let path = self.dump_file(snapshot, store, &dir).await?;
+            let mut args =
+                vec!["--clean".to_string(), "--if-exists".into(), "--single-transaction".into(), "--no-owner".into()];
+            args.extend(self.url.tool_args());
+            self.run(&self.pg_restore(), &args, Some(&path)).await.map(drop)
+        }
+        .await;
         let _ = std::fs::remove_dir_all(&dir);
         result
     }
+
+    async fn restore_keyed(
+        &self,
+        snapshot: &SnapshotRef,
+        store: &dyn ArtifactStore,
+        key: &IdempotencyKey,
+    ) -> Result<()> {
+        let dir = tempfile_dir()?;
+        let result = async {
+            let dump = self.dump_file(snapshot, store, &dir).await?;
+            let script = dir.join("restore.sql");
+            let args = ["--clean", "--if-exists", "--no-owner", "-f"].map(String::from);
+            let mut args = args.to_vec();
+            args.push(script.display().to_string());
+            self.run(&self.pg_restore(), &args, Some(&dump)).await?;
+            let mut sql = std::fs::read(&script)?;
+            sql.extend_from_slice(record_key_sql(key).as_bytes());
+            rollback_core::artifact::write_private_atomic(&script, &sql)?;
+            let mut args: Vec<String> =
+                ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"].map(String::from).to_vec();
+            args.extend(self.url.tool_args());
+            args.push("-f".into());
+            self.run(&self.config.psql.clone().unwrap_or_else(|| "psql".into()), &args, Some(&script)).await.map(drop)
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    async fn restored(&self, _snapshot: &SnapshotRef, key: &IdempotencyKey) -> Result<Option<bool>> {
+        let mut options = sqlx::postgres::PgConnectOptions::new()
+            .host(&self.url.host)
+            .port(self.url.port)
+            .username(&self.url.user)
+            .database(&self.url.database);
+        if let Some(password) = &self.url.password {
+            options = options.password(password.expose());
+        }
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| crate::error::map("connect", e))?;
+        let result = async {
+            let table: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+                .bind(format!("public.{RESTORES_TABLE}"))
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| crate::error::map("look for the restores table", e))?;
+            if table.is_none() {
+                return Ok(Some(false));
+            }
+            let found: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT 1 FROM public.{RESTORES_TABLE} WHERE key = $1"
+            )))
+            .bind(key.as_str())
+            .fetch_optional(&pool)
+            .await
+            .map_err(|e| crate::error::map("look for the restore key", e))?;
+            Ok(Some(found.is_some()))
+        }
+        .await;
+        pool.close().await;
+        result
+    }
+}
+
+impl PgDump {
+    fn pg_restore(&self) -> String {
+        self.config.pg_restore.clone().unwrap_or_else(|| "pg_restore".into())
+    }
+
+    /// The snapshot's dump, written privately under `dir`.
+    async fn dump_file(
+        &self,
+        snapshot: &SnapshotRef,
+        store: &dyn ArtifactStore,
+        dir: &std::path::Path,
+    ) -> Result<std::path::PathBuf> {
+        let artifact = snapshot.artifacts.first().ok_or_else(|| Error::not_found("the snapshot has no dump"))?;
+        let dump = store.get(artifact).await?;
+        let path = dir.join("restore.dump");
+        rollback_core::artifact::write_private_atomic(&path, &dump)?;
+        Ok(path)
+    }
+}
+
+/// SQL appended to a restore script: the key, recorded in the restore's transaction.
+fn record_key_sql(key: &IdempotencyKey) -> String {
+    let literal = key.as_str().replace('\'', "''");
+    format!(
+        "\nCREATE TABLE IF NOT EXISTS public.{RESTORES_TABLE} (key text PRIMARY KEY, restored_at timestamptz NOT NULL DEFAULT now());\n\
+         INSERT INTO public.{RESTORES_TABLE} (key) VALUES ('{literal}') ON CONFLICT DO NOTHING;\n"
+    )
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

@@ -120,6 +120,23 @@ async fn pg_dump_captures_and_restores() {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
     let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
     assert_eq!(count, 2, "rows are back");
+
+    // The engine's keyed restore: the key is recorded in the restore's own transaction,
+    // so `restored` tells a finished restore (and only that one) from the database.
+    let key = IdempotencyKey::new("r/undo-'quoted'/comp");
+    assert_eq!(dump.restored(&snapshot, &key).await.unwrap(), Some(false), "no restores table yet");
+    sqlx::query("DELETE FROM users").execute(&pool).await.unwrap();
+    dump.restore_keyed(&snapshot, &store, &key).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
+    assert_eq!(count, 2, "rows are back after the keyed restore");
+    assert_eq!(dump.restored(&snapshot, &key).await.unwrap(), Some(true));
+    assert_eq!(dump.restored(&snapshot, &IdempotencyKey::new("r/other/comp")).await.unwrap(), Some(false));
+    // A restore that fails half-way records nothing: the key goes with the transaction.
+    let broken =
+        PgDump::new("db-dump", &url, PgDumpConfig { psql: Some("false".into()), ..Default::default() }).unwrap();
+    let other = IdempotencyKey::new("r/broken/comp");
+    assert!(broken.restore_keyed(&snapshot, &store, &other).await.is_err());
+    assert_eq!(dump.restored(&snapshot, &other).await.unwrap(), Some(false));
 }
 
 use rollback_core::Observed;

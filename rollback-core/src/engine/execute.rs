@@ -445,8 +445,9 @@ impl RunCtx {
     ///
     /// The start is journaled durably, like an intent: after a crash the journal shows
     /// which snapshot, verification or restore was in flight (resume runs it again —
-    /// capture and restore must be idempotent), and the crash hook can kill before and
-    /// after its work like at any effect.
+    /// capture must be idempotent; a restore is skipped when its snapshotter observes it
+    /// finished, see [`crate::Snapshot::restored`]), and the crash hook can kill before
+    /// and after its work like at any effect.
     async fn simple_step(
         &self,
         step: &StepId,
@@ -606,12 +607,18 @@ impl RunCtx {
         });
         let snapshotter = name.and_then(|n| self.components.snapshots.get(&n).cloned());
         let store = self.engine.store.clone();
+        let key = IdempotencyKey::for_step(&self.run, step, Phase::Compensation.key_suffix());
         let description = format!("restore from snapshot step {snapshot_step}");
         self.simple_step(step, Phase::Compensation, description, async move {
             match (snapshotter, reference) {
-                (Some(snapshotter), Some(reference)) => {
-                    (snapshotter.restore(&reference, store.as_ref()).await, serde_json::Value::Null)
-                }
+                // A restore that finished before a crash is not run again.
+                (Some(snapshotter), Some(reference)) => match snapshotter.restored(&reference, &key).await {
+                    Ok(Some(true)) => (Ok(()), serde_json::json!({ "observed": "already restored" })),
+                    Ok(_) => {
+                        (snapshotter.restore_keyed(&reference, store.as_ref(), &key).await, serde_json::Value::Null)
+                    }
+                    Err(err) => (Err(err), serde_json::Value::Null),
+                },
                 _ => (Err(Error::not_found("the snapshot to restore from was not captured")), serde_json::Value::Null),
             }
         })
