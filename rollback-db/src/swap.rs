@@ -91,6 +91,10 @@ pub struct PgRestoreSwapConfig {
 /// transaction** (`<db>` → `<db>_old`, `<db>_restore` → `<db>`), allow connections
 /// again. A failure or a kill at any point leaves the original or the restored
 /// database under the real name — never neither — and `observe` tells which by OID.
+///
+/// `<db>_old` keeps refusing connections afterwards, so nothing still configured
+/// with the old name writes to it by mistake; to inspect it, run
+/// `ALTER DATABASE "<db>_old" ALLOW_CONNECTIONS true` first.
 pub struct PgRestoreSwap {
     name: TargetId,
     url: PgUrl,
