@@ -16,6 +16,11 @@ for bench in engine verify docker db storage k8s; do
   echo "==> $bench" >&2
   cargo "${mode[@]}" -q -p rollback-benches --bench "$bench" -- ${1:+"$1"} 2>&1 | tee -a "$log" >&2
 done
+if [ -z "${1:-}" ] && [ -x .venv/bin/maturin ]; then
+  # Full mode measures the release build of the Python package.
+  echo "==> python package (maturin develop --release)" >&2
+  (cd rollback-py && VIRTUAL_ENV="$PWD/../.venv" ../.venv/bin/maturin develop --release --quiet) >&2
+fi
 if [ -x .venv/bin/python ] && .venv/bin/python -c 'import rollback' 2>/dev/null; then
   echo "==> python overhead" >&2
   (cd rollback-py && ../.venv/bin/python bench/overhead.py ${1:+--quick}) 2>&1 | tee -a "$log" >&2
