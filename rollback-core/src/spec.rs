@@ -122,7 +122,7 @@ fn find_secret_value(value: &serde_json::Value, path: String) -> Option<String> 
 /// (`scheme://user:password@host…`).
 fn find_url_with_password(value: &serde_json::Value, path: String) -> Option<String> {
     match value {
-        serde_json::Value::String(text) => has_url_password(text).then_some(path),
+        serde_json::Value::String(text) => crate::local::has_url_password(text).then_some(path),
         serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
             find_url_with_password(v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") })
         }),
@@ -131,12 +131,6 @@ fn find_url_with_password(value: &serde_json::Value, path: String) -> Option<Str
         }
         _ => None,
     }
-}
-
-fn has_url_password(text: &str) -> bool {
-    let Some((_, rest)) = text.split_once("://") else { return false };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// Where a secret lives. Journaled and printed freely: it holds no value.

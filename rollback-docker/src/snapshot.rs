@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use rollback_core::local::{redact_args, redact_env};
+use rollback_core::local::{redact_args_json, redact_env};
 use rollback_core::{ArtifactStore, Error, IdempotencyKey, Result, Snapshot, SnapshotRef};
 use serde::Deserialize;
 
@@ -55,13 +55,12 @@ impl std::fmt::Debug for ContainerSnapshot {
 }
 
 /// Replaces every environment value in an inspect document with `***`, and secrets
-/// on the command line (`Config.Cmd`, `Config.Entrypoint`, `Args`) as core's
-/// [`redact_args`] does.
+/// on command lines (`Config.Cmd`, `Config.Entrypoint`, `Args`, the healthcheck's
+/// `Test`) as core's [`redact_args_json`] does.
 fn redact_inspect(mut inspect: serde_json::Value) -> serde_json::Value {
-    for pointer in ["/Config/Cmd", "/Config/Entrypoint", "/Args"] {
-        if let Some(args) = inspect.pointer_mut(pointer).and_then(|a| a.as_array_mut()) {
-            let texts: Vec<String> = args.iter().map(|a| a.as_str().unwrap_or_default().to_owned()).collect();
-            *args = redact_args(&texts).into_iter().map(serde_json::Value::String).collect();
+    for pointer in ["/Config/Cmd", "/Config/Entrypoint", "/Args", "/Config/Healthcheck/Test"] {
+        if let Some(args) = inspect.pointer_mut(pointer) {
+            redact_args_json(args);
         }
     }
     if let Some(env) = inspect.pointer_mut("/Config/Env").and_then(|e| e.as_array_mut()) {
@@ -147,7 +146,8 @@ mod tests {
     fn command_line_secrets_are_redacted() {
         let doc = serde_json::json!({
             "Args": ["--token", "hunter2", "--port", "80"],
-            "Config": {"Cmd": ["serve", "--db-password=hunter2"], "Entrypoint": ["/app", "--dsn=postgres://u:hunter2@db/x"]},
+            "Config": {"Cmd": ["serve", "--db-password=hunter2"], "Entrypoint": ["/app", "--dsn=postgres://u:hunter2@db/x"],
+                "Healthcheck": {"Test": ["CMD-SHELL", "curl -H 'Authorization: Bearer hunter2' localhost"]}},
         });
         let out = redact_inspect(doc);
         assert!(!out.to_string().contains("hunter2"), "{out}");

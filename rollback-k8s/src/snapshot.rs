@@ -108,7 +108,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Replaces `env[].value` in every container of a JSON object tree (and the
 /// `last-applied-configuration` annotation) by `"<redacted>"`, and secrets in
-/// `command` / `args` as core's `redact_args` does.
+/// `command` / `args` as core's `redact_args_json` does.
 fn redact_env(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
@@ -116,13 +116,8 @@ fn redact_env(value: &mut serde_json::Value) {
                 if k == LAST_APPLIED {
                     // `kubectl apply` keeps the whole spec, env values included, as a string.
                     *v = serde_json::Value::String("<redacted>".into());
-                } else if (k == "command" || k == "args")
-                    && let serde_json::Value::Array(items) = v
-                    && items.iter().all(|i| i.is_string())
-                {
-                    let texts: Vec<String> = items.iter().map(|i| i.as_str().unwrap_or_default().to_owned()).collect();
-                    *items =
-                        rollback_core::local::redact_args(&texts).into_iter().map(serde_json::Value::String).collect();
+                } else if k == "command" || k == "args" {
+                    rollback_core::local::redact_args_json(v);
                 } else if k == "env"
                     && let serde_json::Value::Array(items) = v
                 {

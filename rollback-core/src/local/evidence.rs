@@ -68,7 +68,9 @@ pub fn redact_env(text: &str) -> String {
 }
 
 /// Whether a variable or flag name looks like it holds a secret (`DB_PASSWORD`,
-/// `--api-token`, `aws_secret_access_key`).
+/// `--api-token`, `aws_secret_access_key`). Broad on purpose: a false positive only
+/// hides a value from evidence. (Spec validation, which refuses config, uses a
+/// narrower list so that keys like `key` stay usable.)
 fn secret_looking(name: &str) -> bool {
     let name = name.trim().trim_start_matches('-').to_ascii_uppercase().replace('-', "_");
     ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"].iter().any(|s| name.contains(s))
@@ -76,7 +78,8 @@ fn secret_looking(name: &str) -> bool {
 
 /// Redacts secrets in a command line (a container's command, entrypoint or args):
 /// the value of a secret-looking flag (`--password=x`, `--token x`), a secret-looking
-/// `KEY=value`, and URL passwords in any argument.
+/// `KEY=value`, an `Authorization:` header value, URL passwords in any argument, and
+/// the same inside an argument that is itself a command line (`sh -c "app --token x"`).
 ///
 /// ```
 /// use rollback_core::local::redact_args;
@@ -85,34 +88,72 @@ fn secret_looking(name: &str) -> bool {
 ///     redact_args(&args),
 ///     ["serve", "--db-password=***", "--api-token", "***", "AWS_SECRET_KEY=***", "--url=postgres://u:***@db/x", "--port", "80"],
 /// );
+/// assert_eq!(redact_args(&["sh", "-c", "exec app --token abc"]), ["sh", "-c", "exec app --token ***"]);
+/// assert_eq!(redact_args(&["-H", "Authorization: Bearer abc"]), ["-H", "Authorization: ***"]);
+/// assert_eq!(redact_args(&["curl -H 'Authorization: Bearer abc' web"]), ["curl -H 'Authorization: *** ***' web"]);
 /// ```
 pub fn redact_args<S: AsRef<str>>(args: &[S]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
-    let mut hide_next = false;
+    let mut hide_next = 0;
     for arg in args {
         let arg = arg.as_ref();
-        if std::mem::take(&mut hide_next) && !arg.starts_with('-') {
-            out.push("***".to_owned());
+        let bare = arg.trim_matches(['\'', '"']);
+        if hide_next > 0 && !arg.starts_with('-') {
+            hide_next -= 1;
+            // Keep a closing quote, so a command line stays readable.
+            out.push(format!("***{}", if arg.ends_with(['\'', '"']) { &arg[arg.len() - 1..] } else { "" }));
             continue;
         }
-        match arg.split_once('=') {
-            Some((name, _)) if secret_looking(name) => out.push(format!("{name}=***")),
-            None if arg.starts_with('-') && secret_looking(arg) => {
-                hide_next = true;
-                out.push(arg.to_owned());
+        hide_next = 0;
+        if bare.eq_ignore_ascii_case("authorization:") {
+            // `-H "Authorization: Bearer x"` split into words: the scheme and the credentials.
+            hide_next = 2;
+            out.push(arg.to_owned());
+        } else if bare.get(..14).is_some_and(|p| p.eq_ignore_ascii_case("authorization:")) {
+            out.push("Authorization: ***".to_owned());
+        } else if arg.contains(char::is_whitespace) {
+            // A command line in one argument: redact its words the same way.
+            let words: Vec<&str> = arg.split_whitespace().collect();
+            out.push(redact_args(&words).join(" "));
+        } else {
+            match arg.split_once('=') {
+                Some((name, _)) if secret_looking(name) => out.push(format!("{}=***", redact_url_passwords(name))),
+                None if arg.starts_with('-') && secret_looking(arg) => {
+                    hide_next = 1;
+                    out.push(arg.to_owned());
+                }
+                _ => out.push(redact_url_passwords(arg).into_owned()),
             }
-            _ => out.push(redact_url_passwords(arg).into_owned()),
         }
     }
     out
 }
 
+/// [`redact_args`] on a JSON array of strings, in place (other values are left).
+pub fn redact_args_json(value: &mut serde_json::Value) {
+    if let Some(items) = value.as_array_mut()
+        && items.iter().all(serde_json::Value::is_string)
+    {
+        let texts: Vec<&str> = items.iter().filter_map(serde_json::Value::as_str).collect();
+        let redacted = redact_args(&texts);
+        *items = redacted.into_iter().map(serde_json::Value::String).collect();
+    }
+}
+
+/// `scheme://user:password@`: the one pattern for URL passwords (the password stops
+/// at `@`, whitespace or `/`, which a URL must escape in its user info).
+static URL_PASSWORD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s/]*@").expect("a valid pattern")
+});
+
 /// Replaces the password of every `scheme://user:password@` in `text` with `***`.
 fn redact_url_passwords(text: &str) -> std::borrow::Cow<'_, str> {
-    static URL_PASSWORD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@\s]*@").expect("a valid pattern")
-    });
     URL_PASSWORD.replace_all(text, "${1}:***@")
+}
+
+/// Whether `text` holds a URL with a password anywhere.
+pub(crate) fn has_url_password(text: &str) -> bool {
+    URL_PASSWORD.is_match(text)
 }
 
 #[async_trait]

@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config_file::{ConfigFile, ConfigFileConfig};
-pub use evidence::{FilesEvidence, FilesEvidenceConfig, redact_args, redact_env};
+pub(crate) use evidence::has_url_password;
+pub use evidence::{FilesEvidence, FilesEvidenceConfig, redact_args, redact_args_json, redact_env};
 pub use git_release::{GitHistory, GitRelease, GitReleaseConfig};
 #[cfg(feature = "http")]
 pub use http_flag::{HttpFlag, HttpFlagConfig};
