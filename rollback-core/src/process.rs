@@ -30,7 +30,8 @@ impl<'a> Invocation<'a> {
 }
 
 /// Runs it to completion and returns its stdout; a non-zero exit is a
-/// [`ErrorKind::Backend`] error with the exit code and the end of stderr.
+/// [`ErrorKind::Backend`] error with the exit code and the end of stderr (without
+/// lines that echo data: PostgreSQL's `DETAIL:` and `CONTEXT:`).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -41,6 +42,11 @@ impl<'a> Invocation<'a> {
 /// let argv = vec!["false".to_string()];
 /// let err = run(Invocation::new("check \"false\"", &argv, Duration::from_secs(5))).await.unwrap_err();
 /// assert!(err.to_string().contains("check \"false\" exited 1"));
+/// // Lines that echo row data (PostgreSQL's DETAIL / CONTEXT) stay out of errors.
+/// let script = "echo 'ERROR: duplicate key' >&2; echo 'DETAIL: Key (email)=(ada@example.com) exists.' >&2; exit 1";
+/// let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+/// let err = run(Invocation::new("psql", &argv, Duration::from_secs(5))).await.unwrap_err().to_string();
+/// assert!(err.contains("duplicate key") && !err.contains("ada@example.com"), "{err}");
 /// # });
 /// ```
 pub async fn run(invocation: Invocation<'_>) -> Result<Vec<u8>> {
@@ -60,7 +66,15 @@ pub async fn run(invocation: Invocation<'_>) -> Result<Vec<u8>> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let text = if stderr.trim().is_empty() { stdout } else { stderr };
-        let lines: Vec<&str> = text.trim().lines().rev().take(6).collect();
+        // PostgreSQL tools echo row data in `DETAIL:` and `CONTEXT:` lines (a duplicate
+        // key's values, a failed COPY's row): errors never carry data.
+        let lines: Vec<&str> = text
+            .trim()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("DETAIL:") && !l.trim_start().starts_with("CONTEXT:"))
+            .rev()
+            .take(6)
+            .collect();
         let tail: String = lines.into_iter().rev().collect::<Vec<_>>().join(" | ").chars().take(400).collect();
         return Err(Error::new(
             ErrorKind::Backend,
