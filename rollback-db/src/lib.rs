@@ -64,13 +64,12 @@ pub fn register(registry: &mut Registry) {
     });
     registry.register_snapshot_kind("pg-clone", |spec: Spec| async move {
         let url = spec.secret("url")?;
-        let config = if spec.config.is_null() { Default::default() } else { spec.config_as()? };
-        Ok(Arc::new(PgTemplateClone::new(&spec.name, url.expose(), config)?) as Arc<dyn rollback_core::Snapshot>)
+        Ok(Arc::new(PgTemplateClone::new(&spec.name, url.expose(), spec.config_as()?)?)
+            as Arc<dyn rollback_core::Snapshot>)
     });
     registry.register_snapshot_kind("pg-dump", |spec: Spec| async move {
         let url = spec.secret("url")?;
-        Ok(Arc::new(PgDump::new(&spec.name, url.expose(), spec.config_as().unwrap_or_default())?)
-            as Arc<dyn rollback_core::Snapshot>)
+        Ok(Arc::new(PgDump::new(&spec.name, url.expose(), spec.config_as()?)?) as Arc<dyn rollback_core::Snapshot>)
     });
     registry.register_target_kind("sqlx-migrations", |spec: Spec| async move {
         let mut config: SqlxMigrationsConfig = spec.config_as()?;

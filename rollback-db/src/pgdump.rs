@@ -16,7 +16,7 @@ pub struct PgDumpConfig {
     /// `pg_restore` program (`pg_restore`).
     #[serde(default)]
     pub pg_restore: Option<String>,
-    /// `psql` program (`psql`), which runs a keyed restore in one transaction.
+    /// `psql` program (`psql`), which runs a keyed restore's script.
     #[serde(default)]
     pub psql: Option<String>,
 }
@@ -26,10 +26,12 @@ pub const RESTORES_TABLE: &str = "_rollback_restores";
 
 /// `pg_dump -Fc` of a database into the artifact store: evidence before a destructive
 /// step, and a restore point (`pg_restore --clean --if-exists --single-transaction`).
-/// The engine's keyed restore turns the dump into a script (`pg_restore -f`), appends
-/// an insert of its key into `_rollback_restores`, and runs it with
-/// `psql --single-transaction`: the key is there exactly when the restore committed,
-/// so a resume after a crash does not restore twice.
+/// The engine's keyed restore turns the dump into a one-transaction script
+/// (`pg_restore --single-transaction -f`), inserts its key into `_rollback_restores`
+/// before the script's `COMMIT`, and runs it with `psql -v ON_ERROR_STOP=1`: the key
+/// is there exactly when the restore committed, so a resume after a crash does not
+/// restore twice. (`pg_restore` and `psql` must come from the same PostgreSQL
+/// release, as Debian's client package installs them.)
 /// The password reaches the tools through `PGPASSWORD`, never their command line.
 pub struct PgDump {
     name: String,
@@ -107,16 +109,15 @@ impl Snapshot for PgDump {
         let dir = tempfile_dir()?;
         let result = async {
             let dump = self.dump_file(snapshot, store, &dir).await?;
+            // One transaction in the script itself (`BEGIN;` … `COMMIT;`, large objects
+            // included), the key recorded just before its COMMIT.
             let script = dir.join("restore.sql");
-            let args = ["--clean", "--if-exists", "--no-owner", "-f"].map(String::from);
-            let mut args = args.to_vec();
+            let mut args: Vec<String> =
+                ["--clean", "--if-exists", "--no-owner", "--single-transaction", "-f"].map(String::from).to_vec();
             args.push(script.display().to_string());
             self.run(&self.pg_restore(), &args, Some(&dump)).await?;
-            let mut sql = std::fs::read(&script)?;
-            sql.extend_from_slice(record_key_sql(key).as_bytes());
-            rollback_core::artifact::write_private_atomic(&script, &sql)?;
-            let mut args: Vec<String> =
-                ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"].map(String::from).to_vec();
+            record_key_before_commit(&script, key)?;
+            let mut args: Vec<String> = ["-X", "-q", "-v", "ON_ERROR_STOP=1"].map(String::from).to_vec();
             args.extend(self.url.tool_args());
             args.push("-f".into());
             self.run(&self.config.psql.clone().unwrap_or_else(|| "psql".into()), &args, Some(&script)).await.map(drop)
@@ -184,13 +185,34 @@ impl PgDump {
     }
 }
 
-/// SQL appended to a restore script: the key, recorded in the restore's transaction.
-fn record_key_sql(key: &IdempotencyKey) -> String {
+/// Inserts the key into `_rollback_restores` just before the script's final
+/// `COMMIT;`, in place: the script is cut at that line and the rest written back
+/// after the insert (only the tail is read, whatever the dump's size).
+fn record_key_before_commit(script: &std::path::Path, key: &IdempotencyKey) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const TAIL: u64 = 64 * 1024;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(script)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let commit = tail
+        .windows(9)
+        .rposition(|w| w == b"\nCOMMIT;\n")
+        .ok_or_else(|| Error::internal("the pg_restore script has no final COMMIT; (is pg_restore too old?)"))?
+        + 1;
     let literal = key.as_str().replace('\'', "''");
-    format!(
-        "\nCREATE TABLE IF NOT EXISTS public.{RESTORES_TABLE} (key text PRIMARY KEY, restored_at timestamptz NOT NULL DEFAULT now());\n\
+    let mut rest = format!(
+        "CREATE TABLE IF NOT EXISTS public.{RESTORES_TABLE} (key text PRIMARY KEY, restored_at timestamptz NOT NULL DEFAULT now());\n\
          INSERT INTO public.{RESTORES_TABLE} (key) VALUES ('{literal}') ON CONFLICT DO NOTHING;\n"
     )
+    .into_bytes();
+    rest.extend_from_slice(&tail[commit..]);
+    file.set_len(start + commit as u64)?;
+    file.seek(SeekFrom::End(0))?;
+    file.write_all(&rest)?;
+    Ok(())
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

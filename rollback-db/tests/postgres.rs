@@ -106,6 +106,8 @@ async fn pg_dump_captures_and_restores() {
     let url = fresh_database(&admin, &dir.path().join("m")).await;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
     sqlx::query("INSERT INTO users (name) VALUES ('ada'), ('grace')").execute(&pool).await.unwrap();
+    // A large object: pg_restore wraps those in their own transaction unless told not to.
+    sqlx::query("SELECT lo_from_bytea(0, 'avatar')").execute(&pool).await.unwrap();
     let store = LocalDirStore::new(dir.path().join("artifacts"));
     let dump = PgDump::new("db-dump", &url, PgDumpConfig::default()).unwrap();
     assert!(!format!("{dump:?}").contains("rollback-test"));
@@ -131,11 +133,27 @@ async fn pg_dump_captures_and_restores() {
     assert_eq!(count, 2, "rows are back after the keyed restore");
     assert_eq!(dump.restored(&snapshot, &key).await.unwrap(), Some(true));
     assert_eq!(dump.restored(&snapshot, &IdempotencyKey::new("r/other/comp")).await.unwrap(), Some(false));
-    // A restore that fails half-way records nothing: the key goes with the transaction.
-    let broken =
-        PgDump::new("db-dump", &url, PgDumpConfig { psql: Some("false".into()), ..Default::default() }).unwrap();
+    // A restore that fails after the data is in, just before its key: nothing of it
+    // stays (not the drops, not the rows, not the large object), and no key.
+    let psql = dir.path().join("psql-failing-late");
+    std::fs::write(
+        &psql,
+        "#!/bin/sh\nfor script; do :; done\nsed -i 's/^INSERT INTO public._rollback_restores/SELECT 1\\/0;\\n&/' \"$script\"\nexec psql \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&psql, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = PgDumpConfig { psql: Some(psql.display().to_string()), ..Default::default() };
+    let broken = PgDump::new("db-dump", &url, config).unwrap();
+    sqlx::query("DELETE FROM users").execute(&pool).await.unwrap();
+    sqlx::query("SELECT lo_unlink(oid) FROM pg_largeobject_metadata").execute(&pool).await.unwrap();
     let other = IdempotencyKey::new("r/broken/comp");
-    assert!(broken.restore_keyed(&snapshot, &store, &other).await.is_err());
+    let err = broken.restore_keyed(&snapshot, &store, &other).await.unwrap_err();
+    assert!(err.to_string().contains("division by zero"), "failed where the wrapper broke it: {err}");
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM users").fetch_one(&pool).await.unwrap();
+    assert_eq!(count, 0, "the failed restore left nothing behind");
+    let (objects,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM pg_largeobject_metadata").fetch_one(&pool).await.unwrap();
+    assert_eq!(objects, 0, "not even its large object");
     assert_eq!(dump.restored(&snapshot, &other).await.unwrap(), Some(false));
 }
 

@@ -36,24 +36,23 @@ pub fn key(run: &RunId, step: &str, phase: &str) -> String {
 }
 
 /// Program wrappers for the `pg-dump` snapshot: the dump leaves out `down_log` and its
-/// id sequence (the
-/// down migrations' own log survives the restore, so forward exactly-once stays
-/// visible), and every `pg_restore` appends a line to [`restores_log`].
+/// id sequence (the down migrations' own log survives the restore, so forward
+/// exactly-once stays visible), and every `psql` run — the one that applies a
+/// restore's script — appends a line to [`restores_log`].
 fn pg_tools(f: &Fixture) -> (PathBuf, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let dump = f.dir.join("pg_dump-wrapper.sh");
-    let restore = f.dir.join("pg_restore-wrapper.sh");
+    let psql = f.dir.join("psql-wrapper.sh");
     std::fs::write(&dump, "#!/bin/sh\nexec pg_dump '--exclude-table=down_log*' \"$@\"\n").unwrap();
     let log = restores_log(f);
-    std::fs::write(&restore, format!("#!/bin/sh\necho restore >> '{}'\nexec pg_restore \"$@\"\n", log.display()))
-        .unwrap();
-    for path in [&dump, &restore] {
+    std::fs::write(&psql, format!("#!/bin/sh\necho restore >> '{}'\nexec psql \"$@\"\n", log.display())).unwrap();
+    for path in [&dump, &psql] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    (dump, restore)
+    (dump, psql)
 }
 
-/// One line per `pg_restore` run of this point.
+/// One line per restore applied (`psql` run) at this point.
 pub fn restores_log(f: &Fixture) -> PathBuf {
     f.dir.join("pg-restores.log")
 }
@@ -83,9 +82,8 @@ pub fn plan(f: &Fixture, shared: &Shared) -> Plan {
     };
     let mut plan = Plan::new(format!("compensated ({})", f.tag));
 
-    let (pg_dump, pg_restore) = pg_tools(f);
-    let mut dump =
-        Spec::new("pg-dump", "orders-dump", serde_json::json!({ "pg_dump": pg_dump, "pg_restore": pg_restore }));
+    let (pg_dump, psql) = pg_tools(f);
+    let mut dump = Spec::new("pg-dump", "orders-dump", serde_json::json!({ "pg_dump": pg_dump, "psql": psql }));
     dump.secrets.insert("url".into(), SecretRef::Env { var: url_var.clone() });
     plan.snapshots.push(dump);
     let (prefix_name, prefix) = PREFIX;
@@ -348,7 +346,7 @@ async fn postgres_state(shared: &Shared, f: &Fixture, run: &RunId) {
     assert_eq!(keys, vec![key(run, &format!("{DATABASE}-back"), "undo")], "{DATABASE}: the restore's key, once");
     pool.close().await;
     // A kill after the restore committed: resume observes its key and does not restore again.
-    assert_eq!(pg_restores(f), 1, "{DATABASE}: pg_restore runs");
+    assert_eq!(pg_restores(f), 1, "{DATABASE}: restores applied (psql runs)");
 }
 
 async fn s3_state(shared: &Shared, f: &Fixture, _run: &RunId) {
