@@ -34,26 +34,47 @@ pub trait MigrationTool: Send + Sync + 'static {
 /// done, on the chain between `from` and the target is partial (migrating down again
 /// finishes it), anywhere else has diverged.
 ///
-/// The chain is read once per target (the migration scripts do not change during a
-/// run): each tool call starts an interpreter (about 0.4 s for Alembic here), so a
-/// rollback costs `current` + `history` + the SQL preview in prepare, `current` +
-/// the downgrade in apply, and `current` to confirm — six tool runs.
+/// Each tool call starts an interpreter (about 0.4 s for Alembic here), so the chain
+/// is read once per prepare (by `history`) and reused by `observe`, which reads it
+/// again only when a revision it needs is not in it (migrations deployed since). A
+/// rollback costs `current` + `history` + the SQL preview in prepare, `current` + the
+/// downgrade in apply, and `current` to confirm: six tool runs.
 #[derive(Debug)]
 pub struct CliMigrations<T> {
     name: TargetId,
     tool: T,
-    chain: tokio::sync::OnceCell<Vec<(String, String)>>,
+    chain: std::sync::Mutex<Option<Chain>>,
 }
+
+/// Revisions newest first, with their messages.
+type Chain = std::sync::Arc<Vec<(String, String)>>;
 
 impl<T: MigrationTool> CliMigrations<T> {
     /// A target named `name` over `tool`.
     pub fn with_tool(name: &str, tool: T) -> Self {
-        CliMigrations { name: TargetId::new(name), tool, chain: tokio::sync::OnceCell::new() }
+        CliMigrations { name: TargetId::new(name), tool, chain: std::sync::Mutex::new(None) }
     }
 
-    /// The tool's chain, read on first use.
-    async fn chain(&self) -> Result<&[(String, String)]> {
-        Ok(self.chain.get_or_try_init(|| self.tool.chain()).await?.as_slice())
+    /// Reads the chain from the tool and keeps it.
+    async fn read_chain(&self) -> Result<Chain> {
+        let chain = Chain::new(self.tool.chain().await?);
+        if let Ok(mut kept) = self.chain.lock() {
+            *kept = Some(chain.clone());
+        }
+        Ok(chain)
+    }
+
+    /// The kept chain if it has every revision in `needed`, else a fresh read.
+    async fn chain_with(&self, needed: &[&str]) -> Result<Chain> {
+        let kept = self.chain.lock().ok().and_then(|kept| kept.clone());
+        match kept {
+            Some(chain)
+                if needed.iter().filter(|rev| !rev.is_empty()).all(|rev| chain.iter().any(|(r, _)| r == rev)) =>
+            {
+                Ok(chain)
+            }
+            _ => self.read_chain().await,
+        }
     }
 }
 
@@ -94,7 +115,7 @@ impl<T: MigrationTool> Target for CliMigrations<T> {
 
     async fn history(&self) -> Result<Vec<Revision>> {
         Ok(self
-            .chain()
+            .read_chain()
             .await?
             .iter()
             .map(|(rev, message)| Revision::new(Version::labeled(rev.clone(), message.clone()), message.clone()))
@@ -108,8 +129,8 @@ impl<T: MigrationTool> Target for CliMigrations<T> {
         let change = prepare_versioned(self, selector).await?;
         let from = change.from.as_ref().map_or(String::new(), |f| f.id.clone());
         let to = change.to.id.clone();
-        let chain = self.chain().await?;
-        let preview = self.tool.preview(chain, &from, &change.to.id).await?;
+        let chain = self.chain_with(&[&from, &to]).await?;
+        let preview = self.tool.preview(&chain, &from, &change.to.id).await?;
         let statements = preview.lines().filter(|l| l.trim_end().ends_with(';') && !l.trim().starts_with("--")).count();
         let description = format!(
             "{}: {} down {from} -> {} (SQL preview: {statements} statements)",
@@ -135,7 +156,8 @@ impl<T: MigrationTool> Target for CliMigrations<T> {
 
     async fn observe(&self, change: &Change, _key: &IdempotencyKey) -> Result<Observed> {
         let live = self.tool.live().await?;
-        let chain = self.chain().await?;
+        let from = change.from.as_ref().map_or("", |f| f.id.as_str());
+        let chain = self.chain_with(&[&live, from, &change.to.id]).await?;
         let at = |rev: &str| chain.iter().position(|(r, _)| r == rev);
         let (now, from, to) = (at(&live), change.from.as_ref().and_then(|f| at(&f.id)), at(&change.to.id));
         Ok(match (now, from, to) {
