@@ -130,14 +130,25 @@ impl HoldingProcess {
     }
 }
 
+impl Drop for HoldingProcess {
+    /// A failed assertion must not leave a stopped holder behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A holds a short lease and is stopped (SIGSTOP) past it; B is refused while the
 /// lease lasts, then takes over with a larger token; A, continued, is refused its
 /// next journal append, and B's goes through.
 fn stopped_holder_is_fenced_off(kind: &str, location: &str) {
-    const TTL_MS: u64 = 2_000;
+    // Long enough for a second process to start and be refused on a loaded machine.
+    const TTL_MS: u64 = 4_000;
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal");
     let resource = format!("fence-{kind}-{}", std::process::id());
+    // A's lease starts after this instant, so it cannot end before it + TTL.
+    let a_started = Instant::now();
     let mut a = HoldingProcess::start(kind, &resource, TTL_MS, location, &journal);
     let a_held = a.line();
     assert!(a_held.starts_with("held "), "{kind}: A holds the lease: {a_held}");
@@ -148,21 +159,21 @@ fn stopped_holder_is_fenced_off(kind: &str, location: &str) {
     let refused = early.line();
     assert!(refused.starts_with("locked "), "{kind}: A's lease still holds: {refused}");
     assert!(refused.contains(&format!("pid {}", a.child.id())), "{kind}: the refusal names A: {refused}");
-    let _ = early.child.wait();
+    drop(early);
 
     let mut b = loop {
         std::thread::sleep(Duration::from_millis(250));
         let mut b = HoldingProcess::start(kind, &resource, 60_000, location, &journal);
         let said = b.line();
         if said.starts_with("held ") {
-            assert!(stopped_at.elapsed() >= Duration::from_millis(TTL_MS), "{kind}: B got in only after A's lease");
+            assert!(a_started.elapsed() >= Duration::from_millis(TTL_MS), "{kind}: B got in only after A's lease");
             let tokens: Vec<u64> =
                 [&a_held, &said].iter().map(|l| l.trim_start_matches("held ").parse().unwrap()).collect();
             assert!(tokens[1] > tokens[0], "{kind}: B's token is larger: {tokens:?}");
             break b;
         }
         assert!(said.starts_with("locked "), "{kind}: {said}");
-        let _ = b.child.wait();
+        drop(b);
         assert!(stopped_at.elapsed() < Duration::from_secs(30), "{kind}: A's lease never expired");
     };
 

@@ -1,6 +1,6 @@
 //! A PostgreSQL outage in the middle of a migration rollback: a private server is
 //! stopped (`pg_ctl stop -m immediate`, a crash) while the second of two down
-//! migrations runs; the run fails with a report that names the step, the retryable
+//! migrations runs (held there on an advisory lock the test owns); the run fails with a report that names the step, the retryable
 //! cause and what the database was left with; `resume` refuses to act while the
 //! server is down and, once it is back, finishes — each down script ran exactly once.
 //!
@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rollback_core::{Engine, ErrorKind, Plan, Registry, RunState, Selector, Spec, Step, StepOp};
+use rollback_core::testkit::outage::{assert_cut_by_outage, free_port};
+use rollback_core::{Engine, Plan, Registry, RunState, Selector, Spec, Step, StepOp};
 
 /// A throw-away PostgreSQL cluster on its own port.
 struct PrivatePostgres {
@@ -46,10 +47,7 @@ impl PrivatePostgres {
                     .success()
             );
         }
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let server = PrivatePostgres { bin, data: dir.path().join("data"), port, as_postgres_user, _dir: dir };
         server.ctl(&["initdb", "-D", server.data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"]);
         server.start();
@@ -119,8 +117,12 @@ impl Drop for PrivatePostgres {
 
 const MIGRATIONS: [i64; 3] = [20251001, 20251005, 20251010];
 
+/// The advisory lock the second down script waits on while the test holds it.
+const HOLD: i64 = 4242;
+
 /// Three migrations; each down script logs itself in its own transaction, and the
-/// second one to run down (20251005) first sleeps, so the outage lands inside it.
+/// second one to run down (20251005) first waits for the advisory lock [`HOLD`], so
+/// the outage lands inside it.
 async fn migrated(url: &str, dir: &Path) {
     let [a, b, c] = MIGRATIONS;
     let log = |v: i64| format!("INSERT INTO down_log (version) VALUES ({v});");
@@ -129,7 +131,10 @@ async fn migrated(url: &str, dir: &Path) {
         (format!("{a}_base.up.sql"), "CREATE TABLE base (id BIGINT);".to_string()),
         (format!("{a}_base.down.sql"), format!("DROP TABLE base; {}", log(a))),
         (format!("{b}_note.up.sql"), "ALTER TABLE base ADD COLUMN note TEXT;".to_string()),
-        (format!("{b}_note.down.sql"), format!("SELECT pg_sleep(2); ALTER TABLE base DROP COLUMN note; {}", log(b))),
+        (
+            format!("{b}_note.down.sql"),
+            format!("SELECT pg_advisory_xact_lock({HOLD}); ALTER TABLE base DROP COLUMN note; {}", log(b)),
+        ),
         (format!("{c}_items.up.sql"), "CREATE TABLE items (id BIGINT);".to_string()),
         (format!("{c}_items.down.sql"), format!("DROP TABLE items; {}", log(c))),
     ] {
@@ -192,29 +197,37 @@ async fn a_server_crash_mid_migration_is_reported_and_resume_finishes() {
     rollback_db::register(&mut registry);
     let engine = Engine::builder(registry).home(work.path().join("home")).try_build().unwrap();
 
+    // Hold the lock the second down script waits on, so the crash lands inside it.
+    let holder = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    let mut held = holder.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(HOLD).execute(&mut *held).await.unwrap();
     let run = tokio::spawn({
         let engine = engine.clone();
         let plan = plan(&url, &migrations);
         async move { engine.run(plan, Default::default()).await }
     });
-    // The first down script (20251010) has committed; the second is in its pg_sleep.
+    // The first down script (20251010) has committed; the second waits on the lock.
     let started = Instant::now();
-    while down_log(&url).await.as_deref() != Some(&[MIGRATIONS[2]]) {
-        assert!(started.elapsed() < Duration::from_secs(60), "the first down migration never committed");
+    loop {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                .fetch_one(&mut *held)
+                .await
+                .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the second down migration never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(down_log(&url).await.as_deref(), Some(&[MIGRATIONS[2]][..]), "the first down script committed");
     server.crash();
+    drop(held);
     let report = run.await.unwrap().unwrap();
 
-    assert!(matches!(report.state, RunState::Failed | RunState::Escalated), "{report}");
-    let step = report.steps.iter().find(|s| s.step.as_str() == "schema-down").unwrap();
-    let error = step.error.as_ref().expect("the failed step says why");
-    assert!(error.retryable, "a server outage is retryable: {error:?}");
-    assert!(matches!(error.kind, ErrorKind::Backend | ErrorKind::Timeout), "{error:?}");
+    assert_cut_by_outage(&report, "schema-down");
     let text = report.to_string();
-    assert!(text.contains("schema-down"), "the report names the step: {text}");
-    assert!(text.contains("migration=20251005"), "and the migration the outage cut: {text}");
-    assert!(!report.resume_would.is_empty(), "the report says what resume would do: {text}");
+    assert!(text.contains("migration=20251005"), "the report names the migration the outage cut: {text}");
     eprintln!("--- the report of the failed run\n{text}");
 
     let err = engine.resume(&report.run).await.expect_err("resume while the server is down fails before acting");

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rollback_core::{Engine, ErrorKind, Plan, Registry, RunState, Spec, Step, StepOp};
+use rollback_core::testkit::outage::{assert_cut_by_outage, free_port, wait_until};
+use rollback_core::{Engine, Plan, Registry, RunState, Spec, Step, StepOp};
 
 /// A redis-server of our own, persisted to an append-only file so a restart after
 /// SIGKILL keeps every write it acknowledged.
@@ -24,10 +25,7 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start() -> PrivateRedis {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let mut server = PrivateRedis { dir: tempfile::tempdir().unwrap(), port, child: None };
         server.restart();
         server
@@ -42,11 +40,7 @@ impl PrivateRedis {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        let started = Instant::now();
-        while !self.answers() {
-            assert!(started.elapsed() < Duration::from_secs(20), "redis-server did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(wait_until(Duration::from_secs(20), || self.answers()), "redis-server did not come up");
     }
 
     fn answers(&self) -> bool {
@@ -163,13 +157,8 @@ async fn a_server_killed_mid_invalidation_is_reported_and_resume_finishes() {
     server.kill();
     let report = run.await.unwrap().unwrap();
 
-    assert!(matches!(report.state, RunState::Failed | RunState::Escalated), "{report}");
-    let step = report.steps.iter().find(|s| s.step.as_str() == "drop-sessions").unwrap();
-    let error = step.error.as_ref().expect("the failed step says why");
-    assert!(error.retryable, "a server outage is retryable: {error:?}");
-    assert!(matches!(error.kind, ErrorKind::Backend | ErrorKind::Timeout), "{error:?}");
+    assert_cut_by_outage(&report, "drop-sessions");
     let text = report.to_string();
-    assert!(text.contains("drop-sessions"), "the report names the step: {text}");
     eprintln!("--- the report of the failed run\n{text}");
 
     let err = engine.resume(&report.run).await.expect_err("resume while the server is down fails before acting");

@@ -8,6 +8,7 @@ mod file_target;
 pub mod fuzz;
 mod http;
 mod memory_target;
+pub mod outage;
 mod server_env;
 
 pub use fakes::{MemorySnapshot, RecordingNotifier, ScriptedVerifier};

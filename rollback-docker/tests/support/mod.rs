@@ -64,10 +64,7 @@ impl Drop for Containers {
     }
 }
 
-/// A free port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use rollback_core::testkit::outage::free_port;
 
 /// Runs `image` as `name` on host networking serving on `port`, with extra `docker run` args.
 pub fn run(host: &str, name: &str, image: &str, port: u16, extra: &[&str]) -> String {
