@@ -114,11 +114,13 @@ def main() -> int:
               f"{p_best - r_best:,.1f} | {per_step} |")
     for what, unit, (r_best, _), (p_best, _) in rows:
         overhead = p_best - r_best
-        verdict = "met" if overhead < 10 else "NOT met"
+        # A 1,000-step plan's run makes 1,000 verifier calls: judge the cost per call.
+        per_call = overhead / 1000 if "1,000" in what else overhead
+        verdict = "met" if per_call < 10 else "NOT met"
         target = f"< 10 µs per call: {verdict}" if "Python verifier" not in what else "reported (Python code per step)"
-        # One line for benches/all.sh's table.
+        # One line for benches/all.sh's table (a negative overhead is noise between runs).
         print(f"SUMMARY\tpython\t{what} from Python vs Rust\t{p_best:,.1f} µs\t{r_best:,.1f} µs\t"
-              f"+{overhead:,.1f} µs {unit}\t{target}")
+              f"{overhead:+,.1f} µs {unit}\t{target}")
     return 0
 
 
