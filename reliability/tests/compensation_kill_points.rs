@@ -66,7 +66,7 @@ async fn kill_and_resume(shared: &Shared, n: usize, point: &Point) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_every_snapshot_verify_and_compensation_point() {
     let Some(servers) = Servers::from_env() else { return };
-    let shared = Shared::start(servers).await;
+    let shared = Shared::start(servers, "rbcomp").await;
     let started = Instant::now();
 
     // The reference: a clean run ends compensated; its intents make the points.

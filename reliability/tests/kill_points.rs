@@ -70,7 +70,7 @@ async fn kill_and_resume(shared: &Shared, n: usize, point: &Point) -> Vec<RunId>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_every_crash_point_of_a_plan_over_every_backend() {
     let Some(servers) = Servers::from_env() else { return };
-    let shared = Shared::start(servers).await;
+    let shared = Shared::start(servers, "rbfault").await;
     let started = Instant::now();
 
     // The reference: a clean run, its final state, and the intents that make the points.

@@ -78,7 +78,9 @@ const IDLE: &str = "trap 'exit 0' TERM; sleep 1000000 & wait";
 
 fn unique_tag(n: usize) -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    format!("k{n}x{:x}", (secs ^ u64::from(std::process::id())) & 0xfffff)
+    // The pid keeps the two kill-point tests (run in parallel by nextest) apart; the
+    // clock keeps a rerun with a recycled pid apart. (An XOR of the two collided.)
+    format!("k{n}x{:x}t{:03x}", std::process::id() & 0xfffff, secs & 0xfff)
 }
 
 /// The URL of `db` on the server of `admin` (same credentials).

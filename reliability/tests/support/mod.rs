@@ -58,9 +58,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub async fn start(servers: Servers) -> Shared {
+    /// `images`: the test images' repository, one per test binary — nextest runs the
+    /// kill-point tests in parallel, and each removes its image tags when it ends.
+    pub async fn start(servers: Servers, images: &str) -> Shared {
         let work = tempfile::tempdir().unwrap();
-        let images = TestImages::build(&servers.docker, "rbfault", work.path());
+        let images = TestImages::build(&servers.docker, images, work.path());
         let double = ApiDouble::start().await;
         let config = S3ClientConfig { endpoint: Some(servers.s3.clone()), ..Default::default() };
         let s3 = S3::connect(&config, Some(S3Credentials::new(S3_KEY.1, S3_SECRET.1))).await.unwrap();
