@@ -103,13 +103,7 @@ async fn sigkill_at_every_snapshot_verify_and_compensation_point() {
         "snapshots, forward effects, the verification, the compensation newest first"
     );
     let all = Point::all(&reference);
-    let (chosen, how) = select(&all, "ROLLBACK_COMPENSATION_KILL_POINTS", SUBSET, DEFAULT_SEED);
-    println!(
-        "kill points: {} in this plan; running {} ({how}): {}",
-        all.len(),
-        chosen.len(),
-        chosen.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-    );
+    let chosen = select(&all, "ROLLBACK_COMPENSATION_KILL_POINTS", SUBSET, DEFAULT_SEED);
     run_points(&chosen, started, |n, point| {
         let shared = &shared;
         async move { kill_and_resume(shared, n, &point).await }

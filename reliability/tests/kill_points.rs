@@ -89,13 +89,7 @@ async fn sigkill_at_every_crash_point_of_a_plan_over_every_backend() {
     assert_eq!(reference.len(), EFFECT_STEPS, "one intent per effect step: {reference:?}");
     let all = Point::all(&reference);
     assert!(all.len() >= 50, "{} kill points", all.len());
-    let (chosen, how) = select(&all, "ROLLBACK_KILL_POINTS", SUBSET, DEFAULT_SEED);
-    println!(
-        "kill points: {} in this plan; running {} ({how}): {}",
-        all.len(),
-        chosen.len(),
-        chosen.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-    );
+    let chosen = select(&all, "ROLLBACK_KILL_POINTS", SUBSET, DEFAULT_SEED);
 
     run_points(&chosen, started, |n, point| {
         let shared = &shared;

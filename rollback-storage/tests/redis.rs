@@ -29,24 +29,7 @@ async fn fill(conn: &mut redis::aio::MultiplexedConnection, prefix: &str, n: usi
 }
 
 async fn count(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> usize {
-    let mut cursor = 0u64;
-    let mut n = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .unwrap();
-        n += keys.len();
-        cursor = next;
-        if cursor == 0 {
-            return n;
-        }
-    }
+    rollback_storage::redis::count_matching(conn, pattern, 1000).await.unwrap() as usize
 }
 
 fn pattern_target(url: &str, db: i64, pattern: &str) -> RedisInvalidate {

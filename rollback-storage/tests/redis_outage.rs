@@ -61,25 +61,10 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    fn count(&self, pattern: &str) -> usize {
-        let mut conn = redis::Client::open(self.url()).unwrap().get_connection().unwrap();
-        let mut cursor = 0u64;
-        let mut n = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query(&mut conn)
-                .unwrap();
-            n += keys.len();
-            cursor = next;
-            if cursor == 0 {
-                return n;
-            }
-        }
+    async fn count(&self, pattern: &str) -> usize {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        rollback_storage::redis::count_matching(&mut conn, pattern, 1000).await.unwrap() as usize
     }
 
     fn fill(&self, prefix: &str, n: usize) {
@@ -165,11 +150,11 @@ async fn a_server_killed_mid_invalidation_is_reported_and_resume_finishes() {
     assert!(err.is_retryable(), "{err}");
 
     server.restart();
-    let left = server.count("sess:*");
+    let left = server.count("sess:*").await;
     assert!(left > 0 && left < SESSIONS, "the outage cut the invalidation half-way: {left} of {SESSIONS} left");
     let report = engine.resume(&report.run).await.unwrap();
     assert_eq!(report.state, RunState::Succeeded, "{report}");
-    assert_eq!(server.count("sess:*"), 0, "no session key left");
-    assert_eq!(server.count("keep:*"), KEPT, "keys outside the pattern are kept");
+    assert_eq!(server.count("sess:*").await, 0, "no session key left");
+    assert_eq!(server.count("keep:*").await, KEPT, "keys outside the pattern are kept");
     eprintln!("killed with {left} of {SESSIONS} keys left; resume finished them");
 }

@@ -309,12 +309,7 @@ fn files_state(f: &Fixture, run: &RunId) {
 async fn postgres_state(shared: &Shared, f: &Fixture, run: &RunId) {
     let url = db_url(&shared.servers.postgres, &f.databases[DATABASE]);
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
-    let column = |sql: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query(sql).fetch_all(&pool).await.unwrap().iter().map(|r| r.get::<i64, _>(0)).collect::<Vec<_>>()
-        }
-    };
+    let column = |sql: &'static str| super::i64_column(&pool, sql);
     let [first, second, third] = MIGRATIONS;
     assert_eq!(
         column("SELECT version FROM down_log ORDER BY id").await,

@@ -125,3 +125,15 @@ pub async fn run_plan(home: &Path, plan: &Path, env: &[(String, String)], crash:
 pub async fn resume(home: &Path, run: &rollback_core::RunId, env: &[(String, String)]) -> Outcome {
     runner(&["resume", home.to_str().unwrap(), run.as_str()], env, None).await
 }
+
+/// The first column of `sql`'s rows, as integers.
+pub async fn i64_column(pool: &sqlx::PgPool, sql: &str) -> Vec<i64> {
+    use sqlx::Row;
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<i64, _>(0))
+        .collect()
+}

@@ -82,11 +82,22 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The points to run (sorted, in plan order) and how they were chosen:
+/// The points to run (sorted, in plan order), printed with how they were chosen:
 /// `ROLLBACK_KILL_POINTS=all` → every point; a list in `list_var`
 /// (`12:after,3:before`) → those; otherwise `subset` points from
 /// `ROLLBACK_KILL_SEED` (default `default_seed`).
-pub fn select(all: &[Point], list_var: &str, subset: usize, default_seed: u64) -> (Vec<Point>, String) {
+pub fn select(all: &[Point], list_var: &str, subset: usize, default_seed: u64) -> Vec<Point> {
+    let (chosen, how) = choose(all, list_var, subset, default_seed);
+    println!(
+        "kill points: {} in this plan; running {} ({how}): {}",
+        all.len(),
+        chosen.len(),
+        chosen.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    );
+    chosen
+}
+
+fn choose(all: &[Point], list_var: &str, subset: usize, default_seed: u64) -> (Vec<Point>, String) {
     if std::env::var("ROLLBACK_KILL_POINTS").is_ok_and(|v| v == "all") {
         return (all.to_vec(), "ROLLBACK_KILL_POINTS=all".into());
     }

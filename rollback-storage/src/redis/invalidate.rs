@@ -118,8 +118,9 @@ fn validate_pattern(pattern: &str) -> Result<()> {
     Ok(())
 }
 
-/// Counts keys matching `pattern` with `SCAN` (never `KEYS`).
-pub(crate) async fn count_matching(conn: &mut MultiplexedConnection, pattern: &str, batch: usize) -> Result<u64> {
+/// Counts keys matching `pattern` with `SCAN … COUNT batch` (never `KEYS`, which
+/// blocks the server): what an invalidation of `pattern` would remove.
+pub async fn count_matching(conn: &mut MultiplexedConnection, pattern: &str, batch: usize) -> Result<u64> {
     let mut cursor: u64 = 0;
     let mut count = 0u64;
     loop {

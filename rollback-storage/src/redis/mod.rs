@@ -7,6 +7,6 @@ mod lock;
 mod verify;
 
 pub use conn::{RedisConn, RedisConnConfig};
-pub use invalidate::{Invalidation, RedisInvalidate, RedisInvalidateConfig};
+pub use invalidate::{Invalidation, RedisInvalidate, RedisInvalidateConfig, count_matching};
 pub use lock::RedisLock;
 pub use verify::{KeyspaceCheck, RedisKeyspace, RedisPing, keys_in_info};
