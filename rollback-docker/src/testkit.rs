@@ -46,6 +46,10 @@ impl TestImages {
         std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("/bin/busybox (Debian's busybox-static)");
         std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).expect("the Dockerfile");
         let mut ids = Vec::new();
+        // The repository's name in the content makes its image IDs its own: otherwise
+        // every test's v2 is the same image, and one test tagging or untagging it
+        // changes what another test reads as that image's history.
+        std::fs::write(ctx.join("www/repo"), repo).expect("www/repo");
         for (tag, health) in [("v1", "ok"), ("v2", "fail"), ("v3", "ok")] {
             std::fs::write(ctx.join("www/version"), tag).expect("www/version");
             std::fs::write(ctx.join("www/health"), health).expect("www/health");
