@@ -130,25 +130,14 @@ async fn the_crash_hook_fires_at_a_snapshot_step_before_and_after_its_capture() 
             last.entry
         );
         let captured = dir.path().join("artifacts").exists()
-            && walk(&dir.path().join("artifacts")).iter().any(|p| p.to_string_lossy().contains("snap-schema"));
+            && rollback_core::testkit::files_under(&dir.path().join("artifacts"))
+                .iter()
+                .any(|p| p.to_string_lossy().contains("snap-schema"));
         assert_eq!(captured, when == "after", "the capture happened only for {point}");
         let output = runner(&["resume", dir.path().to_str().unwrap(), run.as_str()], None).output().unwrap();
         assert!(output.status.success(), "resume after {point}");
         assert_final_state(dir.path(), &run);
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn spawn_reading(args: &[&str]) -> (Child, BufReader<ChildStdout>) {

@@ -215,7 +215,7 @@ async fn object(shared: &Shared, f: &Fixture, key: &str) -> Option<String> {
 /// `None` for a verification (no effect to see).
 pub async fn effect_visible(shared: &Shared, f: &Fixture, run: &RunId, step: &str, undo: bool) -> Option<bool> {
     let phase = if undo { "undo" } else { "fwd" };
-    let artifacts = walk(&f.home.join("artifacts"));
+    let artifacts = rollback_core::testkit::files_under(&f.home.join("artifacts"));
     let has_artifact = |what: &str| artifacts.iter().any(|p| p.to_string_lossy().contains(what));
     Some(match (step, undo) {
         ("orders-snap", false) => has_artifact("orders-snap") && has_artifact(".dump"),
@@ -233,19 +233,6 @@ pub async fn effect_visible(shared: &Shared, f: &Fixture, run: &RunId, step: &st
         ("avatars-back", true) => object(shared, f, "avatars/a").await.as_deref() == Some("avatars/a@2"),
         (other, _) => panic!("no backend check for step {other} (undo: {undo})"),
     })
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// Asserts every backend is back where it was before the plan, each forward effect

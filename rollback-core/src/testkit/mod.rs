@@ -15,4 +15,4 @@ pub use fakes::{MemorySnapshot, RecordingNotifier, ScriptedVerifier};
 pub use file_target::{FileSnapshot, FileTarget, register_file_kinds};
 pub use http::{CapturedRequest, TestHttpServer};
 pub use memory_target::{Fault, MemoryTarget};
-pub use server_env::{server_env, text_under};
+pub use server_env::{files_under, server_env, text_under};

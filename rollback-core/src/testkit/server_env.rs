@@ -36,14 +36,23 @@ pub fn server_env(var: &str, what: &str) -> Option<String> {
 /// assert!(rollback_core::testkit::text_under(dir.path()).contains("needle"));
 /// ```
 pub fn text_under(dir: &std::path::Path) -> String {
-    let mut text = String::new();
+    files_under(dir)
+        .iter()
+        .filter_map(|path| std::fs::read(path).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect()
+}
+
+/// Every file below `dir`, recursively (none when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
         if path.is_dir() {
-            text.push_str(&text_under(&path));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            text.push_str(&String::from_utf8_lossy(&bytes));
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
         }
     }
-    text
+    out
 }
