@@ -445,35 +445,10 @@ async fn migrations_bench(admin: &str, dir: &Path, rounds: usize) -> [f64; 4] {
 
 // ---------------------------------------------------------------- (c) alembic
 
-fn alembic_project(program: &str, root: &Path) -> PathBuf {
-    std::fs::create_dir_all(root).unwrap();
-    run(Command::new(program).args(["init", "migrations"]).current_dir(root));
-    let ini = root.join("alembic.ini");
-    let text: Vec<String> = std::fs::read_to_string(&ini)
-        .unwrap()
-        .lines()
-        .map(|l| if l.starts_with("sqlalchemy.url") { "sqlalchemy.url = sqlite:///app.db".into() } else { l.into() })
-        .collect();
-    std::fs::write(&ini, text.join("\n")).unwrap();
-    for (i, table) in [(1, "users"), (2, "orders"), (3, "coupons")] {
-        let down = if i == 1 { "None".to_string() } else { format!("'000{}'", i - 1) };
-        std::fs::write(
-            root.join(format!("migrations/versions/000{i}_{table}.py")),
-            format!(
-                "\"\"\"create {table}\"\"\"\nfrom alembic import op\nrevision = '000{i}'\ndown_revision = {down}\n\
-                 branch_labels = None\ndepends_on = None\n\ndef upgrade():\n    op.execute(\"CREATE TABLE {table} (id INTEGER PRIMARY KEY)\")\n\n\
-                 def downgrade():\n    op.execute(\"DROP TABLE {table}\")\n"
-            ),
-        )
-        .unwrap();
-    }
-    ini
-}
-
 /// Median ms through the engine, median ms of `alembic downgrade -1`, and how many
 /// times the engine route ran alembic (through a counting wrapper, per run).
 async fn alembic_bench(program: &str, dir: &Path, rounds: usize) -> (f64, f64, usize) {
-    let ini = alembic_project(program, &dir.join("alembic"));
+    let ini = rollback_db::testing::alembic_project(program, &dir.join("alembic"));
     let calls = dir.join("alembic-calls");
     let wrapper = dir.join("alembic-counting");
     std::fs::write(&wrapper, format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec '{program}' \"$@\"\n", calls.display()))

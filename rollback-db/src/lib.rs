@@ -14,8 +14,6 @@
 //! [`Alembic`] and [`Django`] drive the real CLIs (current, history, downgrade, SQL
 //! preview) through one [`CliMigrations`] target over a [`MigrationTool`].
 //!
-//! Still to come (see the project's issues): `CREATE DATABASE … TEMPLATE` clones and SQLite copies,
-//! data-loss estimates from `updated_at` columns.
 
 mod alembic;
 mod cli;
@@ -28,6 +26,8 @@ mod migrations;
 mod pgdump;
 mod pgurl;
 mod swap;
+#[cfg(feature = "test-helpers")]
+pub mod testing;
 
 pub use alembic::{Alembic, AlembicCli, AlembicConfig};
 pub use cli::{CliMigrations, MigrationTool};

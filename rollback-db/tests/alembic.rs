@@ -14,41 +14,15 @@ fn alembic_program() -> Option<String> {
     rollback_core::testkit::server_env("ROLLBACK_TEST_ALEMBIC", "Alembic")
 }
 
-/// `alembic init`, three revisions, `alembic upgrade head` — all with the real CLI.
+/// The shared three-revision project, brought to `head` with the real CLI.
 fn project(program: &str, root: &Path) -> PathBuf {
-    std::fs::create_dir_all(root).unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(program).args(args).current_dir(root).output().unwrap();
-        assert!(out.status.success(), "alembic {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&["init", "migrations"]);
-    let ini = root.join("alembic.ini");
-    let text = std::fs::read_to_string(&ini).unwrap();
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("sqlalchemy.url") {
-                "sqlalchemy.url = sqlite:///app.db".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&ini, text).unwrap();
-    for (i, table) in [(1, "users"), (2, "orders"), (3, "coupons")] {
-        let down = if i == 1 { "None".to_string() } else { format!("'000{}'", i - 1) };
-        std::fs::write(
-            root.join(format!("migrations/versions/000{i}_{table}.py")),
-            format!(
-                "\"\"\"create {table}\"\"\"\nfrom alembic import op\nrevision = '000{i}'\ndown_revision = {down}\n\
-                 branch_labels = None\ndepends_on = None\n\ndef upgrade():\n    op.execute(\"CREATE TABLE {table} (id INTEGER PRIMARY KEY)\")\n\n\
-                 def downgrade():\n    op.execute(\"DROP TABLE {table}\")\n"
-            ),
-        )
+    let ini = rollback_db::testing::alembic_project(program, root);
+    let out = std::process::Command::new(program)
+        .args(["-c", "alembic.ini", "upgrade", "head"])
+        .current_dir(root)
+        .output()
         .unwrap();
-    }
-    run(&["-c", "alembic.ini", "upgrade", "head"]);
+    assert!(out.status.success(), "alembic upgrade head: {}", String::from_utf8_lossy(&out.stderr));
     ini
 }
 
