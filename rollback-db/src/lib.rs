@@ -13,7 +13,6 @@
 //!
 //! [`Alembic`] and [`Django`] drive the real CLIs (current, history, downgrade, SQL
 //! preview) through one [`CliMigrations`] target over a [`MigrationTool`].
-//!
 
 mod alembic;
 mod cli;
