@@ -146,10 +146,32 @@ if [ "${1:-}" = "--env" ]; then
   exit 0
 fi
 
+# Host state the tests must leave alone, checked after every stage (and on exit, so a
+# failing stage still says so): the shared daemon's docker0 bridge — a private dockerd
+# started with `--bridge none` deletes it, and every later image build then fails.
+host_state() {
+  ip link show docker0 >/dev/null 2>&1 && echo "docker0"
+  return 0
+}
+check_host_state() {
+  local now
+  now=$(host_state)
+  if [ -n "$host_state_before" ] && [ "$now" != "$host_state_before" ]; then
+    echo "HOST STATE DAMAGED after stage '$1': had [$host_state_before], now [$now]" >&2
+    return 1
+  fi
+}
+
 stage "setup";                 timed setup setup
+host_state_before=$(host_state)
+trap 'check_host_state "(exit)" || true' EXIT
 stage "tests";                 timed tests run_tests
+check_host_state tests
 stage "python package";        timed python rollback-py/scripts/test_python.sh
+check_host_state python
 stage "quickstart";            timed quickstart cargo run -q -p rollback-examples --bin quickstart
+check_host_state quickstart
 # One quick round of every benchmark, in the debug profile (the numbers are meaningless;
 # this checks they run). Full runs: `cargo bench -p rollback-benches` (see README).
 stage "benchmarks (smoke)";    timed bench-smoke cargo test -q -p rollback-benches --benches -- --test
+check_host_state bench-smoke

@@ -30,20 +30,32 @@ pub fn docker_quiet(host: &str, args: &[&str]) {
     let _ = Command::new("docker").env("DOCKER_HOST", host).args(args).output();
 }
 
-const DOCKERFILE: &str = r#"FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY www /www
-HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/bin/sh", "-c", "test \"$(cat /www/health)\" = ok"]
-CMD ["/bin/sh", "-c", "trap 'exit 0' TERM; httpd -f -p 127.0.0.1:${PORT:-8080} -h /www & wait"]
-"#;
+/// The Dockerfile, shared with the Python package's Docker tests (no `RUN` step: a
+/// build needs no container networking, so it works whatever the daemon's bridge).
+pub const DOCKERFILE: &str = include_str!("../testkit/Dockerfile");
+
+/// Lays out `rootfs/bin/busybox` and a symlink per applet (`busybox --list`) under
+/// `ctx`: what `busybox --install -s /bin` would do inside the image.
+pub fn busybox_rootfs(ctx: &Path) -> std::io::Result<()> {
+    let bin = ctx.join("rootfs/bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::copy("/bin/busybox", bin.join("busybox"))?;
+    let applets = Command::new("/bin/busybox").arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&applets.stdout).split_whitespace().filter(|a| *a != "busybox") {
+        let link = bin.join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link)?;
+        }
+    }
+    Ok(())
+}
 
 impl TestImages {
     /// Builds the three images in a scratch directory under `dir`.
     pub fn build(host: &str, repo: &str, dir: &Path) -> TestImages {
         let ctx = dir.join(format!("build-{repo}"));
         std::fs::create_dir_all(ctx.join("www")).expect("a build directory");
-        std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("/bin/busybox (Debian's busybox-static)");
+        busybox_rootfs(&ctx).expect("/bin/busybox (Debian's busybox-static) laid out in the build context");
         std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).expect("the Dockerfile");
         let mut ids = Vec::new();
         // The repository's name in the content makes its image IDs its own: otherwise

@@ -4,8 +4,11 @@
 //! to act while the daemon is down and, once it is started again, finishes the same
 //! recreate: one replacement, the old container retained.
 //!
-//! Runs a private dockerd (own data root, exec root and socket; no bridge, no
-//! iptables), so stopping it disturbs no other test. The test images are built on the
+//! Runs a private dockerd (own data root, exec root, socket and bridge; no
+//! iptables), so stopping it disturbs no other test. Its bridge is one the test
+//! creates and deletes itself: a dockerd started with `--bridge none` deletes the
+//! host's `docker0` on start-up, which broke every later test building an image on
+//! the shared daemon. The test images are built on the
 //! shared daemon and moved with `docker save | docker load`. Needs
 //! `ROLLBACK_TEST_DOCKER` (`scripts/test.sh` installs docker.io, starts the shared
 //! daemon and sets it) and root, as dockerd does.
@@ -20,15 +23,47 @@ use rollback_core::verify::register_builtin_verifiers;
 use rollback_core::{Engine, Plan, ProbePolicy, Registry, RunState, Selector, Spec, Step, StepOp};
 use support::{Images, docker, docker_host, docker_quiet, free_port, inspect, version_served};
 
-/// A dockerd of our own.
+/// A Linux bridge of the test's own (`ip link add … type bridge`), deleted on drop.
+struct PrivateBridge {
+    name: String,
+}
+
+impl PrivateBridge {
+    fn create() -> PrivateBridge {
+        let pid = std::process::id();
+        // Interface names have at most 15 bytes; the address is one no host network uses.
+        let bridge = PrivateBridge { name: format!("rbt{pid}") };
+        let address = format!("10.251.{}.1/24", pid % 250);
+        for args in [
+            vec!["link", "add", bridge.name.as_str(), "type", "bridge"],
+            vec!["addr", "add", address.as_str(), "dev", bridge.name.as_str()],
+            vec!["link", "set", bridge.name.as_str(), "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().expect("ip (iproute2)");
+            assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        bridge
+    }
+}
+
+impl Drop for PrivateBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "delete", &self.name, "type", "bridge"]).output();
+    }
+}
+
+/// A dockerd of our own. Fields drop in order: the daemon stops (in `Drop`), then
+/// its directory and bridge go.
 struct PrivateDaemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    bridge: PrivateBridge,
 }
 
 impl PrivateDaemon {
     fn start() -> PrivateDaemon {
-        let mut daemon = PrivateDaemon { dir: tempfile::tempdir().unwrap(), child: None };
+        let mut daemon =
+            PrivateDaemon { dir: tempfile::tempdir().unwrap(), child: None, bridge: PrivateBridge::create() };
         daemon.restart();
         daemon
     }
@@ -60,7 +95,8 @@ impl PrivateDaemon {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("dockerd.pid"))
-            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false", "--cgroup-parent", "rollback-private"])
+            .args(["--bridge", &self.bridge.name, "--iptables=false", "--ip-masq=false"])
+            .args(["--cgroup-parent", "rollback-private"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn();

@@ -7,18 +7,26 @@ import os
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
 import rollback
 from conftest import Flag, server_env
 
-DOCKERFILE = """FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY www /www
-CMD ["/bin/sh", "-c", "trap 'exit 0' TERM; httpd -f -p 127.0.0.1:${PORT:-8080} -h /www & wait"]
-"""
+# The testkit's Dockerfile (no RUN step: the build needs no container networking).
+DOCKERFILE = Path(__file__).resolve().parents[2] / "rollback-docker" / "testkit" / "Dockerfile"
+
+
+def busybox_rootfs(ctx: Path) -> None:
+    """rootfs/bin/busybox and a symlink per applet, as `busybox --install -s /bin` would make."""
+    bin_dir = ctx / "rootfs" / "bin"
+    bin_dir.mkdir(parents=True)
+    shutil.copy("/bin/busybox", bin_dir / "busybox")
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (bin_dir / applet).symlink_to("busybox")
 
 
 def docker(host: str, *args: str) -> str:
@@ -35,8 +43,9 @@ def images(tmp_path):
     repo = f"rbpy-{uuid.uuid4().hex[:8]}"
     ctx = tmp_path / "build"
     (ctx / "www").mkdir(parents=True)
-    shutil.copy("/bin/busybox", ctx / "busybox")
-    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    busybox_rootfs(ctx)
+    shutil.copy(DOCKERFILE, ctx / "Dockerfile")
+    (ctx / "www" / "health").write_text("ok")
     ids = []
     for tag in ["v1", "v2"]:
         (ctx / "www" / "version").write_text(tag)
