@@ -10,8 +10,9 @@
 //! rollback-plan report RUN [--home DIR]
 //! ```
 //!
-//! `${NAME}` in a plan file is replaced by the environment variable NAME (an unset
-//! one is an error naming it and its line). Targets may be of any kind registered in
+//! `${NAME}` inside a string value of a plan file is replaced by the environment
+//! variable NAME, as text (an unset one is an error naming it and its line); every
+//! problem of the file is reported at once with its line and column. Targets may be of any kind registered in
 //! the registry: the local kinds, the built-in verifiers, and each backend's kinds
 //! as they land. The journal, locks and artifacts live under `--home` (default
 //! `./.rollback`). Exit status: 0 succeeded, 1 failed or escalated, 2 bad usage.
@@ -20,7 +21,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use rollback_core::notify::message;
-use rollback_core::{Engine, Error, EventKind, HistoryQuery, Plan, Result, RunId, RunOptions, RunState};
+use rollback_core::{Engine, EventKind, HistoryQuery, Plan, Result, RunId, RunOptions, RunState};
 
 struct Args {
     command: String,
@@ -65,45 +66,11 @@ fn parse_args() -> Args {
     parsed
 }
 
-/// Replaces `${NAME}` with the environment variable NAME.
-fn expand_env(text: &str, path: &Path) -> Result<String> {
-    let mut out = String::with_capacity(text.len());
-    for (n, line) in text.split_inclusive('\n').enumerate() {
-        out.push_str(&substitute(line).map_err(|var| {
-            Error::invalid_input(format!("{}:{}: environment variable {var} is not set", path.display(), n + 1))
-        })?);
-    }
-    Ok(out)
-}
-
-fn substitute(line: &str) -> std::result::Result<String, String> {
-    let mut out = String::new();
-    let mut rest = line;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            return Ok(out);
-        };
-        let name = &after[..end];
-        out.push_str(&std::env::var(name).map_err(|_| name.to_owned())?);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn load_plan(path: &str) -> Result<Plan> {
-    let path = Path::new(path);
-    let text = std::fs::read_to_string(path).map_err(|e| Error::from(e).with_context("plan", path.display()))?;
-    let text = expand_env(&text, path)?;
-    let plan = if path.extension().is_some_and(|e| e == "json") {
-        Plan::from_json_str(&text)
-    } else {
-        Plan::from_toml_str(&text)
-    };
-    plan.map_err(|e| e.with_context("plan", path.display()))
+/// The plan file, through core's loader: strict (unknown keys refused with the
+/// closest name), `${VAR}` substituted inside string values only, every kind's config
+/// and every reference checked before any server is contacted.
+fn load_plan(engine: &Engine, path: &str) -> Result<Plan> {
+    rollback_core::load::PlanLoader::new().registry(engine.registry()).load_file(path)
 }
 
 fn engine(home: &Path) -> Result<Engine> {
@@ -143,17 +110,18 @@ async fn main_inner(args: Args) -> Result<i32> {
     let exit = |state: RunState| if state == RunState::Succeeded { 0 } else { 1 };
     match (args.command.as_str(), args.positional.as_slice()) {
         ("dry-run", [plan]) => {
-            let plan = load_plan(plan)?;
-            println!("{}", engine(&args.home)?.dry_run(&plan).await?);
+            let engine = engine(&args.home)?;
+            let plan = load_plan(&engine, plan)?;
+            println!("{}", engine.dry_run(&plan).await?);
             Ok(0)
         }
         ("run" | "drill", [plan]) => {
-            let mut plan = load_plan(plan)?;
+            let engine = engine(&args.home)?;
+            let mut plan = load_plan(&engine, plan)?;
             let drill = args.command == "drill";
             if drill {
                 plan.name = format!("drill: {}", plan.name);
             }
-            let engine = engine(&args.home)?;
             let progress = show_progress(&engine);
             let reason = args.reason.or_else(|| drill.then(|| "monthly drill".to_owned()));
             let report = engine.run(plan, RunOptions { reason, ..Default::default() }).await?;

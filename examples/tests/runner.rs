@@ -112,12 +112,12 @@ fn bad_plan_files_get_errors_with_line_and_column() {
     std::fs::write(&bad, "name = \"x\"\n[[stages]\nname = 1\n").unwrap();
     let (code, text) = output(&mut runner(&["dry-run", bad.to_str().unwrap()], dir.path(), "unused"));
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("line 2") && text.contains("column"), "{text}");
+    assert!(text.contains("bad.toml:2:"), "{text}");
     let json = dir.path().join("bad.json");
     std::fs::write(&json, "{\"name\": \"x\",\n \"stages\": [}\n").unwrap();
     let (code, text) = output(&mut runner(&["dry-run", json.to_str().unwrap()], dir.path(), "unused"));
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("line 2 column"), "{text}");
+    assert!(text.contains("bad.json:2:"), "{text}");
     let (code, text) =
         output(Command::new(RUNNER).args(["dry-run", &format!("{PLANS}/local.toml")]).env_remove("DEPLOY_ROOT"));
     assert_eq!(code, 2, "{text}");
@@ -165,4 +165,30 @@ async fn the_sqlite_sample_plan_dry_runs_against_a_real_database() {
     let (code, text) = output(&mut cmd);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("migrate down 2 -> 1 (undo 2 orders)"), "{text}");
+}
+
+/// The loader's bad-input corpus (rollback-core/tests/plans/bad) through the binary:
+/// exit 2, the located error, nothing created outside the home.
+#[test]
+fn the_bad_input_corpus_exits_2_with_located_errors_and_creates_nothing() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rollback-core/tests/plans/bad");
+    let corpus = corpus.canonicalize().unwrap();
+    let expectations = std::fs::read_to_string(corpus.join("expect.txt")).unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    for line in expectations.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (file, expect) = line.split_once(": ").unwrap();
+        let out = Command::new(RUNNER)
+            .args(["dry-run", corpus.join(file).to_str().unwrap(), "--home", cwd.path().join("home").to_str().unwrap()])
+            .current_dir(cwd.path())
+            .env_remove("ROLLBACK_CORPUS_UNSET")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", corpus.display()), "");
+        assert_eq!(out.status.code(), Some(2), "{file}: {text}");
+        assert!(text.contains(expect), "{file}: expected {expect:?} in {text}");
+        assert!(!text.contains("panicked"), "{file}: {text}");
+    }
+    let left: Vec<String> =
+        std::fs::read_dir(cwd.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(left.iter().all(|name| name == "home"), "created outside the home: {left:?}");
 }

@@ -27,6 +27,8 @@ pub mod event;
 mod fsutil;
 pub mod history;
 pub mod journal;
+pub mod kind;
+pub mod load;
 pub mod local;
 pub mod lock;
 pub mod model;

@@ -6,16 +6,40 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::{Error, Result, Snapshot, Spec, Target, Verifier};
+use crate::kind::{self, Kind};
+use crate::load::{Problem, closest};
+use crate::{Error, Plan, Result, Snapshot, Spec, StepOp, Target, Verifier};
 
 type Factory<T> = Arc<dyn Fn(Spec) -> BoxFuture<'static, Result<Arc<T>>> + Send + Sync>;
+type ConfigCheck = Arc<dyn Fn(&serde_json::Value) -> Vec<Problem> + Send + Sync>;
+
+/// A registered kind: its factory and, for kinds on the [`Kind`] contract, the
+/// config's schema and its offline check.
+struct Entry<T: ?Sized> {
+    factory: Factory<T>,
+    typed: Option<(Arc<serde_json::Value>, ConfigCheck)>,
+}
 
 /// Factories by kind and instances by name, for one role (targets, verifiers or
 /// snapshotters).
 struct Components<T: ?Sized> {
     role: &'static str,
-    kinds: BTreeMap<String, Factory<T>>,
+    kinds: BTreeMap<String, Entry<T>>,
     instances: BTreeMap<String, Arc<T>>,
+}
+
+/// A registered kind, as `rollback kinds` and `rollback explain` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KindInfo {
+    /// `target`, `verifier` or `snapshot`.
+    pub role: &'static str,
+    /// The name plans use.
+    pub kind: String,
+    /// One line about it: the config type's first doc line.
+    pub about: String,
+    /// The config's JSON schema; `None` for kinds registered at run time (Python
+    /// classes, closures), whose config is checked only when they are built.
+    pub schema: Option<serde_json::Value>,
 }
 
 impl<T: ?Sized + Send + Sync + 'static> Components<T> {
@@ -26,17 +50,11 @@ impl<T: ?Sized + Send + Sync + 'static> Components<T> {
     async fn build(&self, name: &str, specs: &[Spec]) -> Result<Arc<T>> {
         if let Some(spec) = specs.iter().find(|s| s.name == name) {
             spec.validate()?;
-            let factory = self.kinds.get(&spec.kind).ok_or_else(|| {
-                let known: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
-                Error::invalid_input(format!(
-                    "no {} factory for kind {:?} (registered kinds: {})",
-                    self.role,
-                    spec.kind,
-                    if known.is_empty() { "none".into() } else { known.join(", ") }
-                ))
-                .with_context(self.role, name)
-            })?;
-            return factory(spec.clone())
+            let entry = self
+                .kinds
+                .get(&spec.kind)
+                .ok_or_else(|| Error::invalid_input(self.unknown_kind(&spec.kind)).with_context(self.role, name))?;
+            return (entry.factory)(spec.clone())
                 .await
                 .map_err(|e| e.with_operation("build component").with_context(self.role, name));
         }
@@ -46,6 +64,52 @@ impl<T: ?Sized + Send + Sync + 'static> Components<T> {
                  (targets built in code must be registered again to resume)",
                 self.role
             ))
+        })
+    }
+}
+
+impl<T: ?Sized> Components<T> {
+    fn unknown_kind(&self, kind: &str) -> String {
+        let known: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
+        let hint = match closest(kind, known.iter().copied()) {
+            Some(near) => format!("did you mean `{near}`?"),
+            None if known.is_empty() => "none are registered".into(),
+            None => format!("registered: {}", known.join(", ")),
+        };
+        format!("unknown {} kind `{}`; {hint}", self.role, crate::load::problem_text(kind, 60))
+    }
+
+    /// Problems of the specs of this role, by plan path (`targets[2].config.prefx`).
+    fn spec_problems(&self, list: &str, specs: &[Spec], out: &mut Vec<Problem>) {
+        for (i, spec) in specs.iter().enumerate() {
+            match self.kinds.get(&spec.kind) {
+                None => out.push(Problem::at(format!("{list}[{i}].kind"), self.unknown_kind(&spec.kind))),
+                Some(Entry { typed: Some((_, check)), .. }) => {
+                    out.extend(check(&spec.config).into_iter().map(|p| p.under(&format!("{list}[{i}].config"))));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn exists(&self, name: &str, specs: &[Spec]) -> bool {
+        specs.iter().any(|s| s.name == name) || self.instances.contains_key(name)
+    }
+
+    fn schema(&self, kind: &str) -> Option<&serde_json::Value> {
+        self.kinds.get(kind).and_then(|e| e.typed.as_ref()).map(|(schema, _)| schema.as_ref())
+    }
+
+    fn infos(&self) -> impl Iterator<Item = KindInfo> + '_ {
+        self.kinds.iter().map(|(kind, entry)| {
+            let schema = entry.typed.as_ref().map(|(schema, _)| schema.as_ref().clone());
+            let about = schema
+                .as_ref()
+                .and_then(|s| s.get("description").and_then(serde_json::Value::as_str))
+                .and_then(|d| d.lines().next())
+                .unwrap_or("")
+                .to_string();
+            KindInfo { role: self.role, kind: kind.clone(), about, schema }
         })
     }
 }
@@ -97,14 +161,27 @@ impl std::fmt::Debug for Registry {
 }
 
 macro_rules! role_methods {
-    ($field:ident, $trait:ident, $kind_fn:ident, $inst_fn:ident, $get_fn:ident, $name:literal) => {
-        #[doc = concat!("Registers a factory building ", $name, "s of `kind` from specs.")]
+    ($field:ident, $trait:ident, $typed_fn:ident, $kind_fn:ident, $inst_fn:ident, $get_fn:ident, $name:literal) => {
+        #[doc = concat!("Registers the ", $name, " kind `K` (the [`Kind`] contract): built from specs of kind `K::KIND`, its config checked strictly, offline, by [`Registry::validate`].")]
+        pub fn $typed_fn<K: Kind + $trait>(&mut self) -> &mut Self {
+            let schema = Arc::new(kind::schema_of::<K>());
+            let for_check = schema.clone();
+            let check: ConfigCheck = Arc::new(move |config| kind::config_problems::<K>(config, &for_check));
+            let factory: Factory<dyn $trait> = Arc::new(|spec| {
+                Box::pin(async move { Ok(Arc::new(kind::build::<K>(spec).await?) as Arc<dyn $trait>) })
+            });
+            self.$field.kinds.insert(K::KIND.to_string(), Entry { factory, typed: Some((schema, check)) });
+            self
+        }
+
+        #[doc = concat!("Registers a factory building ", $name, "s of a kind named at run time (a Python class, a closure); its config is checked only when it is built. Kinds known at compile time use [`Kind`] instead.")]
         pub fn $kind_fn<F, Fut>(&mut self, kind: impl Into<String>, factory: F) -> &mut Self
         where
             F: Fn(Spec) -> Fut + Send + Sync + 'static,
             Fut: Future<Output = Result<Arc<dyn $trait>>> + Send + 'static,
         {
-            self.$field.kinds.insert(kind.into(), Arc::new(move |spec| Box::pin(factory(spec))));
+            let factory: Factory<dyn $trait> = Arc::new(move |spec| Box::pin(factory(spec)));
+            self.$field.kinds.insert(kind.into(), Entry { factory, typed: None });
             self
         }
 
@@ -131,7 +208,93 @@ impl Registry {
         }
     }
 
-    role_methods!(targets, Target, register_target_kind, register_target, target, "target");
-    role_methods!(verifiers, Verifier, register_verifier_kind, register_verifier, verifier, "verifier");
-    role_methods!(snapshots, Snapshot, register_snapshot_kind, register_snapshot, snapshot, "snapshot");
+    role_methods!(targets, Target, target_kind, register_target_kind, register_target, target, "target");
+    role_methods!(verifiers, Verifier, verifier_kind, register_verifier_kind, register_verifier, verifier, "verifier");
+    role_methods!(snapshots, Snapshot, snapshot_kind, register_snapshot_kind, register_snapshot, snapshot, "snapshot");
+
+    /// Every registered kind, by role then name.
+    pub fn kinds(&self) -> Vec<KindInfo> {
+        self.targets.infos().chain(self.verifiers.infos()).chain(self.snapshots.infos()).collect()
+    }
+
+    /// The config schema of a kind, for the plan loader (`role` as in plans:
+    /// `targets`, `verifiers`, `snapshots`).
+    pub(crate) fn config_schema(&self, list: &str, kind: &str) -> Option<&serde_json::Value> {
+        match list {
+            "targets" => self.targets.schema(kind),
+            "verifiers" => self.verifiers.schema(kind),
+            "snapshots" => self.snapshots.schema(kind),
+            _ => None,
+        }
+    }
+
+    /// Checks a plan against what is registered, without building or contacting
+    /// anything: every spec's kind exists and its config is valid for it (unknown keys
+    /// refused), and every step names a declared or registered component. Plus
+    /// [`Plan::validate`]. Every problem at once.
+    ///
+    /// ```
+    /// use rollback_core::{Plan, Registry};
+    /// let mut registry = Registry::new();
+    /// rollback_core::local::register_local_kinds(&mut registry);
+    /// let plan = Plan::from_toml_str(r#"
+    ///     name = "p"
+    ///     [[targets]]
+    ///     kind = "release-dir"
+    ///     name = "web"
+    ///     config = { root = "/srv/web", restat = ["systemctl", "restart", "web"] }
+    ///     [[stages]]
+    ///     name = "s"
+    ///     steps = [{ id = "a", op = "rollback", target = "web", to = "previous" },
+    ///              { id = "b", op = "verify", verifier = "health" }]
+    /// "#).unwrap();
+    /// let err = registry.validate(&plan).unwrap_err().to_string();
+    /// assert!(err.contains("unknown key `restat`; did you mean `restart`?"), "{err}");
+    /// assert!(err.contains("verifier \"health\""), "{err}");
+    /// ```
+    pub fn validate(&self, plan: &Plan) -> Result<()> {
+        let mut problems = plan.problems();
+        problems.extend(self.problems(plan));
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let mut all = crate::load::Problems::new(format!("plan {:?}", plan.name));
+        problems.into_iter().for_each(|p| all.push(p));
+        Err(all.into_error())
+    }
+
+    /// What [`Registry::validate`] adds to [`Plan::problems`], by plan path.
+    pub fn problems(&self, plan: &Plan) -> Vec<Problem> {
+        let mut out = Vec::new();
+        self.targets.spec_problems("targets", &plan.targets, &mut out);
+        self.verifiers.spec_problems("verifiers", &plan.verifiers, &mut out);
+        self.snapshots.spec_problems("snapshots", &plan.snapshots, &mut out);
+        for (_, at, step) in plan.steps_with_paths() {
+            let missing = match &step.op {
+                StepOp::Rollback { target, .. } | StepOp::Action { target, .. }
+                    if !self.targets.exists(target.as_str(), &plan.targets) =>
+                {
+                    Some(("target", "target", target.as_str(), "[[targets]]"))
+                }
+                StepOp::Verify { verifier, .. } if !self.verifiers.exists(verifier, &plan.verifiers) => {
+                    Some(("verifier", "verifier", verifier.as_str(), "[[verifiers]]"))
+                }
+                StepOp::Snapshot { snapshot } if !self.snapshots.exists(snapshot, &plan.snapshots) => {
+                    Some(("snapshot", "snapshot", snapshot.as_str(), "[[snapshots]]"))
+                }
+                _ => None,
+            };
+            if let Some((field, role, name, list)) = missing {
+                out.push(Problem::at(
+                    format!("{at}.{field}"),
+                    format!(
+                        "step {:?} names {role} {:?}, which is neither declared under {list} nor registered in code",
+                        step.id.as_str(),
+                        crate::load::problem_text(name, 60)
+                    ),
+                ));
+            }
+        }
+        out
+    }
 }

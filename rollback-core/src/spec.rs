@@ -21,7 +21,7 @@ use crate::{Error, Result};
 /// let bad = Spec::new("postgres", "db", serde_json::json!({"password": "hunter2"}));
 /// assert!(bad.validate().unwrap_err().to_string().contains("secrets"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     /// The factory to use (`"release-dir"`, `"docker-service"`, `"http"`).
@@ -81,6 +81,30 @@ impl Spec {
             .resolve()
     }
 
+    /// The URL a component connects to, by the one rule every kind follows: config
+    /// `url` (passed here; empty when not given) or the secret `url` (for a URL with
+    /// credentials, which config must not hold) — one of the two, not both.
+    ///
+    /// ```
+    /// use rollback_core::{SecretRef, Spec};
+    /// let mut spec = Spec::new("http", "api", serde_json::json!({}));
+    /// assert_eq!(spec.url("http://127.0.0.1/health").unwrap().expose(), "http://127.0.0.1/health");
+    /// assert!(spec.url("").is_err());
+    /// spec.secrets.insert("url".into(), SecretRef::Env { var: "PATH".into() });
+    /// assert!(spec.url("http://127.0.0.1/health").is_err(), "both");
+    /// ```
+    pub fn url(&self, config_url: &str) -> Result<Secret> {
+        match (config_url.is_empty(), self.secrets.contains_key("url")) {
+            (false, false) => Ok(Secret::new(config_url)),
+            (true, true) => self.secret("url"),
+            (false, true) => Err(Error::invalid_input("give the URL as config `url` or as `secrets.url`, not both")
+                .with_context("spec", &self.name)),
+            (true, false) => {
+                Err(Error::invalid_input("needs a `url` (config) or `secrets.url`").with_context("spec", &self.name))
+            }
+        }
+    }
+
     /// Deserializes `config` into a typed struct, naming the spec on error.
     ///
     /// A spec without config reads as `{}`, so kinds whose fields all have defaults (or
@@ -134,7 +158,7 @@ fn find_url_with_password(value: &serde_json::Value, path: String) -> Option<Str
 }
 
 /// Where a secret lives. Journaled and printed freely: it holds no value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "from")]
 pub enum SecretRef {
     /// An environment variable.

@@ -65,3 +65,64 @@ async fn locks_conform() {
     let dir = tempfile::tempdir().unwrap();
     conformance::lock_suite(|| async { Arc::new(FileLock::new(dir.path())) as Arc<dyn Lock> }).await;
 }
+
+#[tokio::test]
+async fn local_dir_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = rollback_core::LocalDirStore::new(dir.path());
+    conformance::artifact_store_suite(&store, "conformance").await;
+}
+
+#[tokio::test]
+async fn file_snapshot_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("t");
+    let target = FileTarget::open("web", &state, &["v1", "v2", "v3"], Category::App).unwrap();
+    let store = rollback_core::LocalDirStore::new(dir.path().join("artifacts"));
+    let snapshot = Arc::new(rollback_core::testkit::FileSnapshot::new("web-state", &state));
+    let read = || async { std::fs::read_to_string(state.join("state.json")).unwrap() };
+    conformance::snapshot_suite(snapshot, &store, read, || async {
+        let change = target.prepare(&rollback_core::Request::To(rollback_core::Selector::Previous)).await.unwrap();
+        target.apply(&change, &rollback_core::IdempotencyKey::new("mutate/fwd")).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn files_evidence_conforms_as_a_capture_only_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join(".env");
+    std::fs::write(&env, "PORT=8080\nDB_PASSWORD=hunter2\n").unwrap();
+    let store = rollback_core::LocalDirStore::new(dir.path().join("artifacts"));
+    let config = rollback_core::local::FilesEvidenceConfig { paths: vec![env.clone()], redact_env: true };
+    let snapshot = Arc::new(rollback_core::local::FilesEvidence::new("evidence", config).unwrap());
+    let read = || async { std::fs::read_to_string(&env).unwrap() };
+    conformance::snapshot_suite(snapshot, &store, read, || async {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_verifiers_conform() {
+    use rollback_core::verify::{CommandCheck, CommandVerifier, HttpCheck, HttpVerifier, TcpVerifier};
+    let timeout = std::time::Duration::from_secs(10);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = rollback_core::testkit::outage::free_port();
+    conformance::verifier_suite(
+        &TcpVerifier::new("open", &listener.local_addr().unwrap().to_string()),
+        &TcpVerifier::new("closed", &format!("127.0.0.1:{closed}")),
+        timeout,
+    )
+    .await;
+    let command = |argv: &[&str]| {
+        let check: CommandCheck = serde_json::from_value(serde_json::json!({ "argv": argv })).expect("a command check");
+        CommandVerifier::new(argv[0], check).unwrap()
+    };
+    conformance::verifier_suite(&command(&["true"]), &command(&["false"]), timeout).await;
+    let server = rollback_core::testkit::TestHttpServer::start().await;
+    server.route("/health", 200, "ok");
+    server.route("/broken", 503, "down");
+    let http = |path: &str| {
+        let check: HttpCheck = serde_json::from_value(serde_json::json!({ "url": server.url(path) })).unwrap();
+        HttpVerifier::new(path, check).unwrap()
+    };
+    conformance::verifier_suite(&http("/health"), &http("/broken"), timeout).await;
+}

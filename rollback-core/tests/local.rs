@@ -343,3 +343,22 @@ async fn git_revert_of_chosen_commits_is_a_partial_rollback() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_flag_conforms_as_an_action_target() {
+    let server = TestHttpServer::start().await;
+    let state = flag_service(&server);
+    let config = HttpFlagConfig {
+        url: server.url("/flags/new-checkout"),
+        field: "enabled".into(),
+        headers_from_env: Default::default(),
+    };
+    let flag = Arc::new(HttpFlag::new("checkout-flag", config).unwrap());
+    let read = || async { format!("enabled={}", state.lock().unwrap().0) };
+    rollback_core::testkit::conformance::action_suite(
+        flag,
+        Request::Action { action: "disable".into(), params: serde_json::Value::Null },
+        read,
+    )
+    .await;
+}

@@ -15,7 +15,7 @@ pub(crate) fn default_timeout() -> Duration {
 }
 
 /// Configuration of an [`Alembic`] target.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlembicConfig {
     /// How to run Alembic (argv prefix, never a shell): `["alembic"]`,
@@ -26,6 +26,7 @@ pub struct AlembicConfig {
     pub config: PathBuf,
     /// Timeout of each Alembic call.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 

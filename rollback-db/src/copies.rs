@@ -10,7 +10,7 @@ use crate::error::map;
 use rollback_core::{ArtifactStore, Error, ErrorKind, IdempotencyKey, Result, Snapshot, SnapshotRef};
 
 /// Configuration of a [`SqliteCopy`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqliteCopyConfig {
     /// The database file.
@@ -89,7 +89,7 @@ impl Snapshot for SqliteCopy {
 }
 
 /// Configuration of a [`PgTemplateClone`]. The URL comes from the spec's secret `url`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PgTemplateCloneConfig {
     /// Database for `CREATE DATABASE` (`postgres`).

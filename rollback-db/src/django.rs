@@ -12,7 +12,7 @@ fn default_command() -> Vec<String> {
 }
 
 /// Configuration of a [`Django`] target.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DjangoConfig {
     /// How to run manage.py (argv, never a shell): `["python", "manage.py"]`,
@@ -25,6 +25,7 @@ pub struct DjangoConfig {
     pub app: String,
     /// Timeout of each call.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 

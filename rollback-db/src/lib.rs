@@ -39,42 +39,52 @@ pub use pgdump::{PgDump, PgDumpConfig};
 pub use pgurl::PgUrl;
 pub use swap::{PgRestoreSwap, PgRestoreSwapConfig, Sessions, SwapPhase, SwapVerify};
 
-use std::sync::Arc;
-
-use rollback_core::{Registry, Spec, Target};
+use rollback_core::kind::Kind;
+use rollback_core::{Registry, Spec};
 
 /// Registers the `sqlx-migrations` target kind (with `layout = { style = "raw_sql" }`
 /// for the runbooks' `NNN_*_rollback.sql` convention), the `pg-restore-swap` target
 /// kind and the `pg-dump` snapshot kind
 /// (both take the database URL as the secret `url`; SQLite URLs may be in config).
 pub fn register(registry: &mut Registry) {
-    registry.register_target_kind("alembic", |spec: Spec| async move {
-        Ok(Arc::new(Alembic::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("django", |spec: Spec| async move {
-        Ok(Arc::new(Django::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("pg-restore-swap", |spec: Spec| async move {
-        let url = spec.secret("url")?;
-        Ok(Arc::new(PgRestoreSwap::new(&spec.name, url.expose(), spec.config_as()?)?) as Arc<dyn Target>)
-    });
-    registry.register_snapshot_kind("sqlite-copy", |spec: Spec| async move {
-        Ok(Arc::new(SqliteCopy::new(&spec.name, spec.config_as()?)?) as Arc<dyn rollback_core::Snapshot>)
-    });
-    registry.register_snapshot_kind("pg-clone", |spec: Spec| async move {
-        let url = spec.secret("url")?;
-        Ok(Arc::new(PgTemplateClone::new(&spec.name, url.expose(), spec.config_as()?)?)
-            as Arc<dyn rollback_core::Snapshot>)
-    });
-    registry.register_snapshot_kind("pg-dump", |spec: Spec| async move {
-        let url = spec.secret("url")?;
-        Ok(Arc::new(PgDump::new(&spec.name, url.expose(), spec.config_as()?)?) as Arc<dyn rollback_core::Snapshot>)
-    });
-    registry.register_target_kind("sqlx-migrations", |spec: Spec| async move {
-        let mut config: SqlxMigrationsConfig = spec.config_as()?;
+    registry
+        .target_kind::<Alembic>()
+        .target_kind::<Django>()
+        .target_kind::<PgRestoreSwap>()
+        .target_kind::<SqlxMigrations>()
+        .snapshot_kind::<SqliteCopy>()
+        .snapshot_kind::<PgTemplateClone>()
+        .snapshot_kind::<PgDump>();
+}
+
+rollback_core::impl_kind!(Alembic, "alembic", AlembicConfig, new);
+rollback_core::impl_kind!(Django, "django", DjangoConfig, new);
+rollback_core::impl_kind!(SqliteCopy, "sqlite-copy", SqliteCopyConfig, new);
+
+/// The PostgreSQL kinds that take the database URL as the secret `url`.
+macro_rules! pg_url_kind {
+    ($type:ty, $kind:literal, $config:ty) => {
+        impl Kind for $type {
+            const KIND: &'static str = $kind;
+            type Config = $config;
+            async fn build(spec: Spec, config: $config) -> rollback_core::Result<Self> {
+                <$type>::new(&spec.name, spec.secret("url")?.expose(), config)
+            }
+        }
+    };
+}
+
+pg_url_kind!(PgRestoreSwap, "pg-restore-swap", PgRestoreSwapConfig);
+pg_url_kind!(PgTemplateClone, "pg-clone", PgTemplateCloneConfig);
+pg_url_kind!(PgDump, "pg-dump", PgDumpConfig);
+
+impl Kind for SqlxMigrations {
+    const KIND: &'static str = "sqlx-migrations";
+    type Config = SqlxMigrationsConfig;
+    async fn build(spec: Spec, mut config: SqlxMigrationsConfig) -> rollback_core::Result<Self> {
         if config.url.is_none() {
             config.url = Some(spec.secret("url")?.expose().to_owned());
         }
-        Ok(Arc::new(SqlxMigrations::connect(&spec.name, config).await?) as Arc<dyn Target>)
-    });
+        SqlxMigrations::connect(&spec.name, config).await
+    }
 }

@@ -14,7 +14,7 @@ use rollback_core::{DataLoss, Error, Result};
 /// ```toml
 /// data_loss = { changed_columns = { orders = "updated_at" }, queries = ["SELECT count(*) FROM payments WHERE created_at > CAST($1 AS TIMESTAMPTZ)"] }
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataLossProbe {
     /// Table → its "last changed" column.

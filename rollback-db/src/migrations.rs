@@ -11,7 +11,7 @@ use rollback_core::{
 };
 
 /// Configuration of a [`SqlxMigrations`] target.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlxMigrationsConfig {
     /// Connection URL (`sqlite:///srv/app/app.db`). One with a password must come as
@@ -30,7 +30,7 @@ pub struct SqlxMigrationsConfig {
 }
 
 /// How migrations are laid out on disk and recorded in the database.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "style")]
 pub enum Layout {
     /// sqlx: `<version>_<name>.up.sql` / `.down.sql` (or `<version>_<name>.sql`, simple

@@ -7,7 +7,7 @@ use rollback_core::process::{Invocation, run};
 use rollback_core::{ArtifactStore, Error, IdempotencyKey, Result, Snapshot, SnapshotRef};
 
 /// Configuration of a [`PgDump`] snapshot. The URL comes from the spec's secret `url`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PgDumpConfig {
     /// `pg_dump` program (`pg_dump`).

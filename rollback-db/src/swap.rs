@@ -16,7 +16,7 @@ use rollback_core::{
 };
 
 /// What to check in the restored database before it goes live.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwapVerify {
     /// Minimum row counts per table.
@@ -28,7 +28,7 @@ pub struct SwapVerify {
 }
 
 /// What to do with sessions still connected to the original at swap time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sessions {
     /// `pg_terminate_backend` them (runbook 002).
@@ -39,7 +39,7 @@ pub enum Sessions {
 }
 
 /// A step a test can stop after, as if the process died there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[doc(hidden)]
 pub enum SwapPhase {
@@ -53,7 +53,7 @@ pub enum SwapPhase {
 
 /// Configuration of a [`PgRestoreSwap`]. The URL of the database to replace comes
 /// from the spec's secret `url`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PgRestoreSwapConfig {
     /// Database to connect to for `CREATE`/`ALTER DATABASE` (`postgres`).
@@ -67,6 +67,7 @@ pub struct PgRestoreSwapConfig {
     pub sessions: Sessions,
     /// How long to wait for sessions to leave (`Sessions::Wait`).
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub wait_timeout: Option<Duration>,
     /// `pg_restore` program.
     #[serde(default)]
@@ -74,14 +75,6 @@ pub struct PgRestoreSwapConfig {
     /// Data-loss estimate: rows changed after the dump was taken.
     #[serde(default)]
     pub data_loss: crate::DataLossProbe,
-    /// Testing only: fail after this phase.
-    #[serde(default)]
-    #[doc(hidden)]
-    pub fail_after: Option<SwapPhase>,
-    /// Testing only: abort the whole process after this phase (a kill between phases).
-    #[serde(default)]
-    #[doc(hidden)]
-    pub abort_after: Option<SwapPhase>,
 }
 
 /// Restore-and-swap of a PostgreSQL database (runbook 002): the action `restore` with
@@ -100,6 +93,9 @@ pub struct PgRestoreSwap {
     url: PgUrl,
     admin_url: String,
     config: PgRestoreSwapConfig,
+    /// Test hooks (feature `test-helpers`): fail, or abort the process, after a phase.
+    fail_after: Option<SwapPhase>,
+    abort_after: Option<SwapPhase>,
 }
 
 impl std::fmt::Debug for PgRestoreSwap {
@@ -127,7 +123,14 @@ impl PgRestoreSwap {
         let admin_db = config.admin_database.clone().unwrap_or_else(|| "postgres".into());
         let (base, _) = url.rsplit_once('/').ok_or_else(|| Error::invalid_input("bad PostgreSQL URL"))?;
         let admin_url = format!("{base}/{admin_db}");
-        Ok(PgRestoreSwap { name: TargetId::new(name), url: url_parts, admin_url, config })
+        Ok(PgRestoreSwap {
+            name: TargetId::new(name),
+            url: url_parts,
+            admin_url,
+            config,
+            fail_after: None,
+            abort_after: None,
+        })
     }
 
     fn db(&self) -> &str {
@@ -173,12 +176,27 @@ impl PgRestoreSwap {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(drop).map_err(|e| map("swap", e))
     }
 
+    /// Test hook (feature `test-helpers`): `apply` fails after `phase`.
+    #[cfg(feature = "test-helpers")]
+    pub fn fail_after(mut self, phase: SwapPhase) -> Self {
+        self.fail_after = Some(phase);
+        self
+    }
+
+    /// Test hook (feature `test-helpers`): the process aborts after `phase`, as a kill
+    /// between phases would.
+    #[cfg(feature = "test-helpers")]
+    pub fn abort_after(mut self, phase: SwapPhase) -> Self {
+        self.abort_after = Some(phase);
+        self
+    }
+
     fn stop_after(&self, phase: SwapPhase) -> Result<()> {
-        if self.config.abort_after == Some(phase) {
+        if self.abort_after == Some(phase) {
             tracing::warn!(?phase, "test hook: aborting the process between phases");
             std::process::abort();
         }
-        if self.config.fail_after == Some(phase) {
+        if self.fail_after == Some(phase) {
             return Err(Error::new(ErrorKind::Backend, format!("injected stop after {phase:?}")));
         }
         Ok(())

@@ -212,8 +212,12 @@ async fn count(url: &str) -> i64 {
 }
 
 fn swap(url: &str, verify: SwapVerify, fail_after: Option<SwapPhase>) -> PgRestoreSwap {
-    let config = PgRestoreSwapConfig { verify, fail_after, ..Default::default() };
-    PgRestoreSwap::new("orders-db", url, config).unwrap()
+    let config = PgRestoreSwapConfig { verify, ..Default::default() };
+    let target = PgRestoreSwap::new("orders-db", url, config).unwrap();
+    match fail_after {
+        Some(phase) => target.fail_after(phase),
+        None => target,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,6 +466,31 @@ async fn the_postgres_lease_lock_conforms() {
             Arc::new(rollback_db::PgLeaseLock::connect_with_table(&admin, &table).await.unwrap())
                 as Arc<dyn rollback_core::Lock>
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pg_dump_passes_the_core_snapshot_suite() {
+    let Some(admin) = admin_url() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(&admin, &dir.path().join("m")).await;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    sqlx::query("INSERT INTO users (name) VALUES ('ada'), ('grace')").execute(&pool).await.unwrap();
+    let store = LocalDirStore::new(dir.path().join("artifacts"));
+    let dump = Arc::new(PgDump::new("db-dump", &url, PgDumpConfig::default()).unwrap());
+    // What the database shows: the users, by name.
+    let state = || async {
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT name FROM users ORDER BY name").fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        format!("{rows:?}")
+    };
+    conformance::snapshot_suite(dump, &store, state, || async {
+        sqlx::query("DELETE FROM users WHERE name = 'ada'").execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO users (name) VALUES ('mallory')").execute(&pool).await.unwrap();
+        pool.close().await;
     })
     .await;
 }

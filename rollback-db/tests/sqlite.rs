@@ -305,3 +305,30 @@ async fn data_loss_counts_rows_changed_since_the_undone_migration() {
     assert_eq!(change.data_loss.items, Some(1), "{}", change.data_loss);
     assert!(change.data_loss.summary.contains("orders: 1"), "{}", change.data_loss);
 }
+
+#[tokio::test]
+async fn sqlite_copy_passes_the_core_snapshot_suite() {
+    use rollback_core::LocalDirStore;
+    let root = tempfile::tempdir().unwrap();
+    migrated(root.path()).await;
+    let db = root.path().join("app.db");
+    let url = format!("sqlite://{}", db.display());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.unwrap();
+    sqlx::query("INSERT INTO users (name) VALUES ('ada'), ('grace')").execute(&pool).await.unwrap();
+    pool.close().await;
+    let store = LocalDirStore::new(root.path().join("artifacts"));
+    let copy = Arc::new(rollback_db::SqliteCopy::new("db-copy", rollback_db::SqliteCopyConfig { path: db }).unwrap());
+    let state = || async {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.unwrap();
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT name FROM users ORDER BY name").fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        format!("{rows:?}")
+    };
+    rollback_core::testkit::conformance::snapshot_suite(copy, &store, state, || async {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new().connect(&url).await.unwrap();
+        sqlx::query("DELETE FROM users WHERE name = 'ada'").execute(&pool).await.unwrap();
+        pool.close().await;
+    })
+    .await;
+}

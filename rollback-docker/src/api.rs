@@ -21,7 +21,7 @@ use crate::error::map;
 /// assert_eq!(endpoint.host.as_deref(), Some("unix:///var/run/docker.sock"));
 /// assert_eq!(DockerEndpoint::default().timeout, std::time::Duration::from_secs(120));
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DockerEndpoint {
     /// `unix:///var/run/docker.sock`, `tcp://host:2375`; `DOCKER_HOST` or the local
@@ -30,6 +30,7 @@ pub struct DockerEndpoint {
     pub host: Option<String>,
     /// Timeout of each API call.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 

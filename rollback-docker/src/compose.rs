@@ -29,7 +29,7 @@ use crate::api::{DockerApi, DockerEndpoint};
 /// "#).unwrap();
 /// assert_eq!(config.project.as_deref(), Some("corporate-intel"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComposeFilesConfig {
     /// The engine the project runs on (the local socket by default).
@@ -53,6 +53,7 @@ pub struct ComposeFilesConfig {
     pub command: Option<Vec<String>>,
     /// Timeout of each compose command.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 

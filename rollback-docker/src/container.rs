@@ -28,7 +28,7 @@ use crate::select::{ComposeService, Locator};
 /// "#).unwrap();
 /// assert_eq!(config.compose.unwrap().service, "api");
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerTargetConfig {
     /// The engine (the local socket by default).
@@ -54,9 +54,11 @@ pub struct ContainerTargetConfig {
     pub retain_old: Option<bool>,
     /// Time between SIGTERM and SIGKILL (the container's own setting by default).
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub stop_grace: Option<Duration>,
     /// How long start-first waits for the replacement to run and be healthy.
     #[serde(default = "default_start_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub start_timeout: Duration,
 }
 
@@ -121,8 +123,8 @@ impl ContainerTarget {
 
     /// Test hook: `apply` stops with an error after the named phase, leaving the
     /// engine as a crash there would: `old-stopped`, `old-renamed`, `created` (stop-first)
-    /// or `started-beside`, `old-renamed` (start-first).
-    #[doc(hidden)]
+    /// or `started-beside`, `old-renamed` (start-first). Feature `testkit` only.
+    #[cfg(feature = "testkit")]
     pub fn stop_after_phase(mut self, phase: &str) -> Self {
         self.stop_after = Some(phase.to_string());
         self

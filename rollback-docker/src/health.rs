@@ -10,7 +10,7 @@ use crate::recreate::is_running;
 use crate::select::{ComposeService, Locator};
 
 /// Configuration of a [`ContainerHealth`] verifier (kind `docker-health`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerHealthConfig {
     /// The engine (the local socket by default).

@@ -48,9 +48,7 @@ pub use select::{ComposeService, Locator};
 pub use snapshot::{ContainerSnapshot, ContainerSnapshotConfig};
 pub use traffic::{ServiceTraffic, ServiceTrafficConfig};
 
-use std::sync::Arc;
-
-use rollback_core::{Registry, Snapshot, Spec, Target, Verifier};
+use rollback_core::Registry;
 
 /// Registers the target kinds `docker-container`, `docker-traffic` and
 /// `docker-compose-files`, the verifier kind `docker-health` and the snapshot kind
@@ -62,19 +60,12 @@ use rollback_core::{Registry, Snapshot, Spec, Target, Verifier};
 /// assert!(format!("{registry:?}").contains("docker-container"));
 /// ```
 pub fn register(registry: &mut Registry) {
-    registry.register_target_kind("docker-container", |spec: Spec| async move {
-        Ok(Arc::new(ContainerTarget::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("docker-traffic", |spec: Spec| async move {
-        Ok(Arc::new(ServiceTraffic::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("docker-compose-files", |spec: Spec| async move {
-        Ok(Arc::new(ComposeFiles::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
-    });
-    registry.register_verifier_kind("docker-health", |spec: Spec| async move {
-        Ok(Arc::new(ContainerHealth::new(&spec.name, spec.config_as()?)?) as Arc<dyn Verifier>)
-    });
-    registry.register_snapshot_kind("docker-evidence", |spec: Spec| async move {
-        Ok(Arc::new(ContainerSnapshot::new(&spec.name, spec.config_as()?)?) as Arc<dyn Snapshot>)
-    });
+    registry.target_kind::<ContainerTarget>().target_kind::<ServiceTraffic>().target_kind::<ComposeFiles>();
+    registry.verifier_kind::<ContainerHealth>().snapshot_kind::<ContainerSnapshot>();
 }
+
+rollback_core::impl_kind!(ContainerTarget, "docker-container", ContainerTargetConfig, new);
+rollback_core::impl_kind!(ServiceTraffic, "docker-traffic", ServiceTrafficConfig, new);
+rollback_core::impl_kind!(ComposeFiles, "docker-compose-files", ComposeFilesConfig, new);
+rollback_core::impl_kind!(ContainerHealth, "docker-health", ContainerHealthConfig, new);
+rollback_core::impl_kind!(ContainerSnapshot, "docker-evidence", ContainerSnapshotConfig, new);

@@ -19,7 +19,7 @@ use crate::api::DockerApi;
 use crate::carry::{LABEL_KEY, LABEL_REPLACES, replacement};
 
 /// In which order the old container goes and the replacement comes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
     /// Stop the old container, then start the replacement (the default; what compose

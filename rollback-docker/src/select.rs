@@ -14,7 +14,7 @@ use crate::api::DockerApi;
 /// let s: ComposeService = serde_json::from_str(r#"{"project": "shop", "service": "api"}"#).unwrap();
 /// assert_eq!(s.service, "api");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComposeService {
     /// `com.docker.compose.project`.

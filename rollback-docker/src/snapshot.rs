@@ -13,7 +13,7 @@ use crate::api::{DockerApi, DockerEndpoint};
 use crate::select::{ComposeService, Locator};
 
 /// Configuration of a [`ContainerSnapshot`] (kind `docker-evidence`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerSnapshotConfig {
     /// The engine (the local socket by default).

@@ -13,7 +13,7 @@ use crate::recreate::is_running;
 use crate::select::{ComposeService, Locator};
 
 /// Configuration of a [`ServiceTraffic`] target (kind `docker-traffic`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceTrafficConfig {
     /// The engine (the local socket by default).

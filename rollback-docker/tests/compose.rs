@@ -196,6 +196,10 @@ async fn traffic_stops_and_starts_a_service() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("pause"), "{err}");
+    // The same target through core's action-target suite, the state read from the engine.
+    let running = || async { format!("api running={}", project.container("api")["State"]["Running"]) };
+    let stop = Request::Action { action: "stop".into(), params: serde_json::Value::Null };
+    rollback_core::testkit::conformance::action_suite(std::sync::Arc::new(traffic), stop, running).await;
 }
 
 /// Runbook 002's emergency path: the compose file and `.env` from the backups of

@@ -12,7 +12,7 @@ use rollback_core::{
 };
 
 /// Configuration of a [`CanaryTarget`] (`kind = "k8s-canary"`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryConfig {
     /// Where the cluster is.

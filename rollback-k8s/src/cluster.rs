@@ -21,7 +21,7 @@ pub const FIELD_MANAGER: &str = "rollback";
 /// or `cluster = { url = "http://127.0.0.1:PORT" }` (the API double, or `kubectl proxy`).
 /// Nothing set: the usual inference (`KUBECONFIG`, `~/.kube/config`, in-cluster).
 /// Credentials stay in the kubeconfig; none are ever part of a spec.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// A kubeconfig file.

@@ -26,7 +26,7 @@ fn default_true() -> bool {
 }
 
 /// How to wait for a rollout (`kubectl rollout status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitConfig {
     /// Wait for the rollout after changing the Deployment (default true).
@@ -34,9 +34,11 @@ pub struct WaitConfig {
     pub wait: bool,
     /// Give up waiting after this long (default 10 minutes); the change stays made.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Time between status reads (default 2 s).
     #[serde(default = "default_poll", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub poll_interval: Duration,
 }
 
@@ -55,7 +57,7 @@ impl Default for WaitConfig {
 }
 
 /// Configuration of a [`DeploymentTarget`] (`kind = "k8s-deployment"`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     /// Where the cluster is.

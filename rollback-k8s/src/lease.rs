@@ -21,7 +21,7 @@ const EXPIRES: &str = "rollback.dev/expires-at";
 const HOLDER: &str = "rollback.dev/holder";
 
 /// Configuration of a [`LeaseLock`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseLockConfig {
     /// Where the cluster is.

@@ -41,9 +41,7 @@ pub use scale::{ScaleConfig, ScaleTarget};
 pub use selector::{BLOCKED_LABEL, ServiceSelectorConfig, ServiceSelectorTarget};
 pub use snapshot::{DeploymentSnapshot, DeploymentSnapshotConfig, SecretCopy};
 
-use std::sync::Arc;
-
-use rollback_core::{Registry, Snapshot, Spec, Target};
+use rollback_core::Registry;
 
 /// Registers the target kinds `k8s-deployment`, `k8s-scale`, `k8s-service-selector`,
 /// `k8s-canary` and the snapshot kind `k8s-deployment`. Each spec's config takes a
@@ -55,19 +53,16 @@ use rollback_core::{Registry, Snapshot, Spec, Target};
 /// assert!(format!("{registry:?}").contains("k8s-service-selector"));
 /// ```
 pub fn register(registry: &mut Registry) {
-    registry.register_target_kind("k8s-deployment", |spec: Spec| async move {
-        Ok(Arc::new(DeploymentTarget::connect(&spec.name, spec.config_as()?).await?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("k8s-scale", |spec: Spec| async move {
-        Ok(Arc::new(ScaleTarget::connect(&spec.name, spec.config_as()?).await?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("k8s-service-selector", |spec: Spec| async move {
-        Ok(Arc::new(ServiceSelectorTarget::connect(&spec.name, spec.config_as()?).await?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("k8s-canary", |spec: Spec| async move {
-        Ok(Arc::new(CanaryTarget::connect(&spec.name, spec.config_as()?).await?) as Arc<dyn Target>)
-    });
-    registry.register_snapshot_kind("k8s-deployment", |spec: Spec| async move {
-        Ok(Arc::new(DeploymentSnapshot::connect(&spec.name, spec.config_as()?).await?) as Arc<dyn Snapshot>)
-    });
+    registry
+        .target_kind::<DeploymentTarget>()
+        .target_kind::<ScaleTarget>()
+        .target_kind::<ServiceSelectorTarget>()
+        .target_kind::<CanaryTarget>()
+        .snapshot_kind::<DeploymentSnapshot>();
 }
+
+rollback_core::impl_kind!(DeploymentTarget, "k8s-deployment", DeploymentConfig, connect);
+rollback_core::impl_kind!(ScaleTarget, "k8s-scale", ScaleConfig, connect);
+rollback_core::impl_kind!(ServiceSelectorTarget, "k8s-service-selector", ServiceSelectorConfig, connect);
+rollback_core::impl_kind!(CanaryTarget, "k8s-canary", CanaryConfig, connect);
+rollback_core::impl_kind!(DeploymentSnapshot, "k8s-deployment", DeploymentSnapshotConfig, connect);

@@ -17,7 +17,7 @@ use rollback_core::{
 };
 
 /// Configuration of a [`ScaleTarget`] (`kind = "k8s-scale"`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleConfig {
     /// Where the cluster is.

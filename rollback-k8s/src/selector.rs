@@ -21,7 +21,7 @@ use rollback_core::{
 pub const BLOCKED_LABEL: &str = "rollback.dev/traffic";
 
 /// Configuration of a [`ServiceSelectorTarget`] (`kind = "k8s-service-selector"`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSelectorConfig {
     /// Where the cluster is.

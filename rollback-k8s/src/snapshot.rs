@@ -32,7 +32,7 @@ fn default_true() -> bool {
 }
 
 /// Configuration of a [`DeploymentSnapshot`] (`kind = "k8s-deployment"` snapshot).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSnapshotConfig {
     /// Where the cluster is.
@@ -54,7 +54,7 @@ pub struct DeploymentSnapshotConfig {
 }
 
 /// One Secret kept as a copy in the cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SecretCopy {
     /// The Secret the template uses.
     pub name: String,

@@ -462,3 +462,62 @@ async fn lease_lock_passes_the_core_lock_suite() {
     .await;
     tc.cleanup().await;
 }
+
+/// Scale, Service selector and canary through the core action-target suite, the
+/// state read back from the cluster (replicas, selector).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn action_targets_pass_the_core_action_suite() {
+    let tc = TestCluster::new().await;
+    tc.create("web", IMAGES[0], 2, serde_json::json!({})).await;
+    tc.create("canary", IMAGES[1], 1, serde_json::json!({})).await;
+    tc.rolled_out("web").await;
+    tc.rolled_out("canary").await;
+    let replicas = |name: &'static str| {
+        let tc = &tc;
+        move || async move {
+            let d = tc.get(name).await;
+            format!("{name} replicas={:?}", d.spec.replicas)
+        }
+    };
+    let scale = ScaleConfig {
+        cluster: Default::default(),
+        namespace: tc.namespace.clone(),
+        deployment: "web".into(),
+        wait: tc.wait(),
+    };
+    let target = Arc::new(ScaleTarget::new("traffic", tc.cluster.clone(), scale).unwrap());
+    let off = Request::Action { action: "scale-to-zero".into(), params: Default::default() };
+    conformance::action_suite(target, off, replicas("web")).await;
+
+    let services: Api<Service> = tc.cluster.api(&tc.namespace);
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let config =
+        ServiceSelectorConfig { cluster: Default::default(), namespace: tc.namespace.clone(), service: "web".into() };
+    let target = Arc::new(ServiceSelectorTarget::new("web-svc", tc.cluster.clone(), config).unwrap());
+    let selector = || async {
+        let spec = services.get("web").await.unwrap().spec.unwrap();
+        format!("{:?}", spec.selector)
+    };
+    let block = Request::Action { action: "block".into(), params: Default::default() };
+    conformance::action_suite(target, block, selector).await;
+
+    let config = CanaryConfig {
+        cluster: Default::default(),
+        namespace: tc.namespace.clone(),
+        canary: "canary".into(),
+        stable: "web".into(),
+        wait: tc.wait(),
+    };
+    let target = Arc::new(CanaryTarget::new("canary", tc.cluster.clone(), config).unwrap());
+    let both = || async {
+        let (c, s) = (tc.get("canary").await, tc.get("web").await);
+        format!("canary={:?} stable={:?}", c.spec.replicas, s.spec.replicas)
+    };
+    let rollback = Request::Action { action: "rollback".into(), params: Default::default() };
+    conformance::action_suite(target, rollback, both).await;
+    tc.cleanup().await;
+}

@@ -18,9 +18,8 @@ mod error;
 pub mod redis;
 pub mod s3;
 
-use std::sync::Arc;
-
-use rollback_core::{Registry, Snapshot, Spec, Target, Verifier};
+use rollback_core::kind::Kind;
+use rollback_core::{Registry, Result, Spec};
 
 /// Registers this crate's kinds: targets `redis-invalidate`, `s3-restore`, `s3-mirror`;
 /// snapshots `s3-version-manifest`, `s3-copy`; verifiers `redis-ping`, `redis-keyspace`,
@@ -28,58 +27,64 @@ use rollback_core::{Registry, Snapshot, Spec, Target, Verifier};
 /// a credential-free config `url`); S3 specs take `client = {endpoint, region, …}`
 /// and the secrets `access_key_id` / `secret_access_key`, or use the default AWS chain.
 pub fn register(registry: &mut Registry) {
-    registry.register_target_kind("redis-invalidate", |spec: Spec| async move {
-        let config: redis::RedisInvalidateConfig = spec.config_as()?;
-        let conn = redis::RedisConn::from_spec(&spec, &config.conn)?;
-        Ok(Arc::new(redis::RedisInvalidate::new(&spec.name, conn, &config)?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("s3-restore", |spec: Spec| async move {
-        let config: s3::S3RestoreConfig = spec.config_as()?;
-        let client = s3::S3::from_spec(&spec, &config.client).await?;
-        Ok(Arc::new(s3::S3Restore::new(&spec.name, client, config)?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("s3-mirror", |spec: Spec| async move {
-        let config: s3::S3MirrorConfig = spec.config_as()?;
-        let client = s3::S3::from_spec(&spec, &config.client).await?;
-        Ok(Arc::new(s3::S3Mirror::new(&spec.name, client, config)?) as Arc<dyn Target>)
-    });
-    registry.register_snapshot_kind("s3-version-manifest", |spec: Spec| async move {
-        let config: s3::S3VersionManifestConfig = spec.config_as()?;
-        let client = s3::S3::from_spec(&spec, &config.client).await?;
-        Ok(Arc::new(s3::S3VersionManifest::new(&spec.name, client, config)?) as Arc<dyn Snapshot>)
-    });
-    registry.register_snapshot_kind("s3-copy", |spec: Spec| async move {
-        let config: s3::S3CopyConfig = spec.config_as()?;
-        let client = s3::S3::from_spec(&spec, &config.client).await?;
-        Ok(Arc::new(s3::S3CopySnapshot::new(&spec.name, client, config)?) as Arc<dyn Snapshot>)
-    });
-    registry.register_verifier_kind("s3-bucket", |spec: Spec| async move {
-        #[derive(serde::Deserialize)]
-        struct Config {
-            #[serde(flatten)]
-            check: s3::BucketCheck,
-            #[serde(default)]
-            client: s3::S3ClientConfig,
-        }
-        let config: Config = spec.config_as()?;
-        let client = s3::S3::from_spec(&spec, &config.client).await?;
-        Ok(Arc::new(s3::S3BucketVerifier::new(&spec.name, client, config.check)) as Arc<dyn Verifier>)
-    });
-    registry.register_verifier_kind("redis-ping", |spec: Spec| async move {
-        let config: redis::RedisConnConfig = if spec.config.is_null() { Default::default() } else { spec.config_as()? };
-        let conn = redis::RedisConn::from_spec(&spec, &config)?;
-        Ok(Arc::new(redis::RedisPing::new(&spec.name, conn)) as Arc<dyn Verifier>)
-    });
-    registry.register_verifier_kind("redis-keyspace", |spec: Spec| async move {
-        #[derive(serde::Deserialize)]
-        struct Config {
-            #[serde(flatten)]
-            conn: redis::RedisConnConfig,
-            #[serde(flatten)]
-            check: redis::KeyspaceCheck,
-        }
-        let config: Config = spec.config_as()?;
-        let conn = redis::RedisConn::from_spec(&spec, &config.conn)?;
-        Ok(Arc::new(redis::RedisKeyspace::new(&spec.name, conn, config.check)) as Arc<dyn Verifier>)
-    });
+    registry.target_kind::<redis::RedisInvalidate>().target_kind::<s3::S3Restore>().target_kind::<s3::S3Mirror>();
+    registry.snapshot_kind::<s3::S3VersionManifest>().snapshot_kind::<s3::S3CopySnapshot>();
+    registry
+        .verifier_kind::<s3::S3BucketVerifier>()
+        .verifier_kind::<redis::RedisPing>()
+        .verifier_kind::<redis::RedisKeyspace>();
 }
+
+impl Kind for redis::RedisInvalidate {
+    const KIND: &'static str = "redis-invalidate";
+    type Config = redis::RedisInvalidateConfig;
+    async fn build(spec: Spec, config: Self::Config) -> Result<Self> {
+        let conn = redis::RedisConn::from_spec(&spec, &config.conn)?;
+        redis::RedisInvalidate::new(&spec.name, conn, &config)
+    }
+}
+
+impl Kind for redis::RedisPing {
+    const KIND: &'static str = "redis-ping";
+    type Config = redis::RedisConnConfig;
+    async fn build(spec: Spec, config: Self::Config) -> Result<Self> {
+        Ok(redis::RedisPing::new(&spec.name, redis::RedisConn::from_spec(&spec, &config)?))
+    }
+}
+
+impl Kind for redis::RedisKeyspace {
+    const KIND: &'static str = "redis-keyspace";
+    type Config = redis::RedisKeyspaceConfig;
+    async fn build(spec: Spec, config: Self::Config) -> Result<Self> {
+        let conn = redis::RedisConn::from_spec(&spec, &config.conn)?;
+        Ok(redis::RedisKeyspace::new(&spec.name, conn, config.check))
+    }
+}
+
+/// The S3 kinds: a client from the spec (`client` config and credential secrets),
+/// then the component from its config.
+macro_rules! s3_kind {
+    ($type:ty, $kind:literal, $config:ty, $make:expr) => {
+        impl Kind for $type {
+            const KIND: &'static str = $kind;
+            type Config = $config;
+            async fn build(spec: Spec, config: $config) -> Result<Self> {
+                let client = s3::S3::from_spec(&spec, &config.client).await?;
+                $make(&spec.name, client, config)
+            }
+        }
+    };
+}
+
+s3_kind!(s3::S3Restore, "s3-restore", s3::S3RestoreConfig, s3::S3Restore::new);
+s3_kind!(s3::S3Mirror, "s3-mirror", s3::S3MirrorConfig, s3::S3Mirror::new);
+s3_kind!(s3::S3VersionManifest, "s3-version-manifest", s3::S3VersionManifestConfig, s3::S3VersionManifest::new);
+s3_kind!(s3::S3CopySnapshot, "s3-copy", s3::S3CopyConfig, s3::S3CopySnapshot::new);
+s3_kind!(
+    s3::S3BucketVerifier,
+    "s3-bucket",
+    s3::S3BucketVerifierConfig,
+    |name: &str, client, config: s3::S3BucketVerifierConfig| {
+        Ok(s3::S3BucketVerifier::new(name, client, config.check))
+    }
+);

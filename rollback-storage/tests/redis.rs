@@ -186,3 +186,23 @@ async fn verifiers_and_registry() {
     let err = registry.target("c2", &[bad]).await.err().expect("credentials in config are refused");
     assert!(!err.to_string().contains(":pw@"), "{err}");
 }
+
+#[tokio::test]
+async fn invalidation_conforms_as_an_action_target_and_ping_as_a_verifier() {
+    let Some(url) = url() else { return };
+    let run = format!("conf{}", std::process::id());
+    let mut conn = conn_db(&url, 6).await;
+    fill(&mut conn, &format!("{run}:sess:"), 250).await;
+    let target = Arc::new(pattern_target(&url, 6, &format!("{run}:sess:*")));
+    let pattern = format!("{run}:sess:*");
+    let state = || {
+        let (url, pattern) = (url.clone(), pattern.clone());
+        async move { format!("{} keys", count(&mut conn_db(&url, 6).await, &pattern).await) }
+    };
+    conformance::action_suite(target, invalidate(), state).await;
+    assert_eq!(count(&mut conn, &pattern).await, 0, "the suite's apply unlinked the keys at the server");
+
+    let up = RedisPing::new("ping", RedisConn::open(&url, Duration::from_secs(5)).unwrap());
+    let down = RedisPing::new("down", RedisConn::open("redis://127.0.0.1:1/", Duration::from_secs(1)).unwrap());
+    conformance::verifier_suite(&up, &down, Duration::from_secs(10)).await;
+}

@@ -403,3 +403,43 @@ async fn artifact_store_retention_by_max_age() {
     assert_eq!(pruned, vec!["run-a".to_owned()]);
     assert_eq!(store.list("").await.unwrap(), vec!["run-c/snap/manifest.json", "run-d/snap/manifest.json"]);
 }
+
+/// The current objects under `prefix`, as `key=body` lines, read from the server.
+async fn bucket_state(s3: &S3, bucket: &str, prefix: &str) -> String {
+    let listed = s3.client().list_objects_v2().bucket(bucket).prefix(prefix).send().await.unwrap();
+    let mut lines = Vec::new();
+    for object in listed.contents() {
+        let key = object.key().unwrap();
+        let body = s3.client().get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await;
+        lines.push(format!("{key}={}", String::from_utf8_lossy(&body.unwrap().into_bytes())));
+    }
+    lines.join("\n")
+}
+
+#[tokio::test]
+async fn artifact_store_and_version_manifest_conform() {
+    use rollback_storage::s3::{S3ArtifactStore, S3VersionManifest, S3VersionManifestConfig};
+    let Some(env) = env() else { return };
+    let s3 = client(&env.endpoint, None, None).await;
+    let bucket = unique("conf");
+    make_bucket(&s3, &bucket).await;
+    let store = S3ArtifactStore::new(s3.clone(), &bucket, "evidence/");
+    conformance::artifact_store_suite(&store, "conformance").await;
+
+    let keys: Vec<String> = (0..20).map(|i| format!("app/k{i:02}")).collect();
+    put_all(&s3, &bucket, &keys, "good").await;
+    let config = S3VersionManifestConfig {
+        bucket: bucket.clone(),
+        prefix: "app/".into(),
+        concurrency: None,
+        client: Default::default(),
+    };
+    let snapshot = Arc::new(S3VersionManifest::new("assets", s3.clone(), config).unwrap());
+    let state = || bucket_state(&s3, &bucket, "app/");
+    conformance::snapshot_suite(snapshot, &store, state, || async {
+        put_all(&s3, &bucket, &keys[..10], "broken").await;
+        put(&s3, &bucket, "app/new-key", "added later").await;
+        del(&s3, &bucket, &keys[15]).await;
+    })
+    .await;
+}

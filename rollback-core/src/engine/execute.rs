@@ -361,7 +361,7 @@ impl RunCtx {
             .await;
         let intent = Entry::Intent { step: step.clone(), phase, change: Box::new(change.clone()), key: key.clone() };
         let seq = self.append(intent, Durability::Sync).await?;
-        let crash_at: Option<CrashPoint> = self.engine.settings.crash_at;
+        let crash_at: Option<CrashPoint> = self.engine.settings.crash_point();
         let mut state = StepState::Pending.on(StepEvent::RecordIntent)?;
         let mut lease_lost = None;
         let result: Result<()> = async {
@@ -460,7 +460,7 @@ impl RunCtx {
         let compensation = phase == Phase::Compensation;
         self.emit(EventKind::StepStarted { step: step.clone(), description, compensation }).await;
         let seq = self.append(Entry::StepStarted { step: step.clone(), phase }, Durability::Sync).await?;
-        let crash_at: Option<CrashPoint> = self.engine.settings.crash_at;
+        let crash_at: Option<CrashPoint> = self.engine.settings.crash_point();
         let state = StepState::Pending.on(StepEvent::RecordIntent)?.on(StepEvent::BeginApply)?;
         CrashPoint::maybe_crash(crash_at, seq, CrashWhen::BeforeEffect);
         let (result, detail) = work.await;

@@ -28,11 +28,23 @@ pub struct Settings {
     pub lease_ttl: Duration,
     /// How often a waiting gate re-reads the journal for an approval.
     pub approval_poll: Duration,
-    /// A crash point for kill-and-resume tests (see [`crate::crash`]).
+    /// A crash point for kill-and-resume tests (see [`crate::crash`]); feature
+    /// `testkit` only — no production build can be told to crash.
+    #[cfg(feature = "testkit")]
     pub crash_at: Option<CrashPoint>,
     /// Offsets from the start at which to send status updates (runbook 001:
     /// 5, 15, 30 and 60 minutes); none by default.
     pub status_updates: Vec<Duration>,
+}
+
+impl Settings {
+    /// The crash point, if this is a test build that has one.
+    pub(crate) fn crash_point(&self) -> Option<CrashPoint> {
+        #[cfg(feature = "testkit")]
+        return self.crash_at;
+        #[cfg(not(feature = "testkit"))]
+        None
+    }
 }
 
 impl Default for Settings {
@@ -40,6 +52,7 @@ impl Default for Settings {
         Settings {
             lease_ttl: Duration::from_secs(30),
             approval_poll: Duration::from_millis(250),
+            #[cfg(feature = "testkit")]
             crash_at: None,
             status_updates: Vec::new(),
         }
@@ -239,6 +252,11 @@ impl Engine {
         &self.inner.store
     }
 
+    /// The registry components are built from (for [`crate::load::PlanLoader::registry`]).
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
     /// Subscribes to events of runs started after this call.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
@@ -247,7 +265,7 @@ impl Engine {
     /// Builds every component and prepares every step, changing nothing anywhere:
     /// no lock, no journal, no effect.
     pub async fn dry_run(&self, plan: &Plan) -> Result<DryRun> {
-        plan.validate()?;
+        self.inner.registry.validate(plan)?;
         let components = preflight::Components::build(&self.inner.registry, plan).await?;
         preflight::dry_run(plan, &components).await
     }
@@ -258,7 +276,7 @@ impl Engine {
     /// an error then means the engine could not journal (lost lease, disk), and
     /// [`Engine::report`] tells what state was left.
     pub async fn run(&self, plan: Plan, options: RunOptions) -> Result<Report> {
-        plan.validate()?;
+        self.inner.registry.validate(&plan)?;
         let run = options.run_id.clone().unwrap_or_else(RunId::generate);
         let span = tracing::info_span!("rollback_run", run = %run, plan = %plan.name);
         async move {

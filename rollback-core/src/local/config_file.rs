@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Configuration of a [`ConfigFile`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFileConfig {
     /// The live file (`/srv/app/.env.production`).
@@ -30,6 +30,7 @@ pub struct ConfigFileConfig {
     pub reload: Option<Vec<String>>,
     /// Timeout of each command.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::{ArtifactStore, Error, IdempotencyKey, Result, Snapshot, SnapshotRef};
 
 /// Configuration of a [`FilesEvidence`] snapshot.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilesEvidenceConfig {
     /// Files to keep (a compose file, `.env`, nginx.conf, a release's manifest).

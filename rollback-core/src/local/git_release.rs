@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Which history a [`GitRelease`] offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GitHistory {
     /// Release tags, newest first (`v1.4.2`, …).
@@ -23,7 +23,7 @@ pub enum GitHistory {
 }
 
 /// Configuration of a [`GitRelease`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitReleaseConfig {
     /// The deploy checkout.
@@ -37,6 +37,7 @@ pub struct GitReleaseConfig {
     pub history: GitHistory,
     /// Build timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 

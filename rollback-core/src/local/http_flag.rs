@@ -11,7 +11,7 @@ fn default_field() -> String {
 }
 
 /// Configuration of an [`HttpFlag`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFlagConfig {
     /// The flag's URL: GET returns JSON with the field, PATCH sets it.

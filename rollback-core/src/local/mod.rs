@@ -25,7 +25,6 @@ mod marker;
 mod release_dir;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use config_file::{ConfigFile, ConfigFileConfig};
@@ -36,28 +35,23 @@ pub use git_release::{GitHistory, GitRelease, GitReleaseConfig};
 pub use http_flag::{HttpFlag, HttpFlagConfig};
 pub use release_dir::{ReleaseDir, ReleaseDirConfig};
 
-use crate::{Error, Registry, Result, Spec, Target};
+use crate::{Error, Registry, Result};
 
 /// Registers the targets `release-dir`, `git-release`, `config-file` and (feature `http`)
 /// `http-flag`, and the snapshot `files`.
 pub fn register_local_kinds(registry: &mut Registry) {
-    registry.register_snapshot_kind("files", |spec: Spec| async move {
-        Ok(Arc::new(FilesEvidence::new(&spec.name, spec.config_as()?)?) as Arc<dyn crate::Snapshot>)
-    });
-    registry.register_target_kind("release-dir", |spec: Spec| async move {
-        Ok(Arc::new(ReleaseDir::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("git-release", |spec: Spec| async move {
-        Ok(Arc::new(GitRelease::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
-    });
-    registry.register_target_kind("config-file", |spec: Spec| async move {
-        Ok(Arc::new(ConfigFile::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
-    });
+    registry.snapshot_kind::<FilesEvidence>();
+    registry.target_kind::<ReleaseDir>().target_kind::<GitRelease>().target_kind::<ConfigFile>();
     #[cfg(feature = "http")]
-    registry.register_target_kind("http-flag", |spec: Spec| async move {
-        Ok(Arc::new(HttpFlag::new(&spec.name, spec.config_as()?)?) as Arc<dyn Target>)
-    });
+    registry.target_kind::<HttpFlag>();
 }
+
+crate::impl_kind!(FilesEvidence, "files", FilesEvidenceConfig, new);
+crate::impl_kind!(ReleaseDir, "release-dir", ReleaseDirConfig, new);
+crate::impl_kind!(GitRelease, "git-release", GitReleaseConfig, new);
+crate::impl_kind!(ConfigFile, "config-file", ConfigFileConfig, new);
+#[cfg(feature = "http")]
+crate::impl_kind!(HttpFlag, "http-flag", HttpFlagConfig, new);
 
 /// Runs a target's command (`restart`, `validate`, `reload`, `build`) to completion.
 pub(crate) async fn run_command(what: &str, argv: &[String], dir: Option<&Path>, timeout: Duration) -> Result<()> {

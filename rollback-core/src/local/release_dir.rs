@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Configuration of a [`ReleaseDir`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseDirConfig {
     /// The deploy root: `releases/<name>/` and the `current` symlink live here.
@@ -22,6 +22,7 @@ pub struct ReleaseDirConfig {
     pub restart: Option<Vec<String>>,
     /// Restart timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub restart_timeout: Duration,
 }
 

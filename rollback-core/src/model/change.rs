@@ -4,7 +4,7 @@ use std::fmt;
 use super::{TargetId, Version};
 
 /// Whether a change can be undone, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reversibility {
     /// Applying the inverse change restores the pre-state (a release switch, a scale).
@@ -27,7 +27,7 @@ impl fmt::Display for Reversibility {
 
 /// What a change would destroy, as estimated by `prepare` and shown by dry-run
 /// before any destructive step.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DataLoss {
     /// Nothing is lost (`true`), or something may be (`false`).
     pub none: bool,
@@ -73,7 +73,7 @@ impl fmt::Display for DataLoss {
 /// assert_eq!(change.reversibility, Reversibility::Inverse);
 /// assert_eq!(change.from.as_ref().unwrap().id, "v2");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Change {
     /// The target's name in the plan.
     pub target: TargetId,

@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{Change, RunId, Selector, StepId, TargetId};
+use crate::load::Problem;
 use crate::spec::Spec;
 use crate::verify::ProbePolicy;
 use crate::{Error, Result};
@@ -35,7 +36,7 @@ pub const DEFAULT_BUDGET: Duration = Duration::from_secs(15 * 60);
 /// let again = Plan::from_json_str(&plan.to_json_string().unwrap()).unwrap();
 /// assert_eq!(plan, again);
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// What the plan does, for people.
@@ -59,6 +60,7 @@ pub struct Plan {
     pub finally: Vec<Step>,
     /// Time budget; past it the run escalates and notifies.
     #[serde(default = "default_budget", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub budget: Duration,
     /// Stop at the next step boundary when the budget is exceeded (off by default:
     /// aborting halfway through a rollback is usually the worst outcome).
@@ -75,7 +77,7 @@ fn default_parallelism() -> usize {
 }
 
 /// A group of steps that may run in parallel.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     /// The stage's name.
@@ -138,7 +140,7 @@ impl Stage {
 }
 
 /// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Step {
     /// Unique in the plan.
     pub id: StepId,
@@ -184,7 +186,7 @@ impl Step {
 }
 
 /// What a step does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum StepOp {
     /// Roll a versioned target back to the version a selector names.
@@ -234,6 +236,7 @@ pub enum StepOp {
         prompt: String,
         /// Give up (the step fails with a timeout) after this long.
         #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde::option")]
+        #[schemars(with = "Option<String>")]
         timeout: Option<std::time::Duration>,
         /// Who may approve (runbook 002's decision authority); anyone when empty.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -266,7 +269,7 @@ impl StepOp {
 }
 
 /// What a failed step does to the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
     /// Stop and escalate to people (default for app, schema and data steps).
@@ -278,7 +281,7 @@ pub enum FailurePolicy {
 }
 
 /// How a completed step is undone during compensation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Undo {
     /// Not undone: halt and escalate rather than redeploy a broken version.
@@ -290,7 +293,7 @@ pub enum Undo {
 }
 
 /// What kind of thing a target is; decides default failure policy and undo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// Application release, image, Deployment.
@@ -351,20 +354,21 @@ impl Plan {
         self
     }
 
-    /// Parses a TOML plan and validates it.
+    /// Parses a TOML plan strictly (unknown keys refused) and validates it, with no
+    /// `${VAR}` substitution; plan files go through [`crate::load::PlanLoader`].
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        let plan: Plan =
-            toml::from_str(text).map_err(|e| Error::invalid_input(format!("plan is not valid TOML: {e}")))?;
-        plan.validate()?;
-        Ok(plan)
+        crate::load::PlanLoader::new()
+            .literal()
+            .check_str(text, crate::load::Format::Toml, "<plan>")
+            .map_err(crate::load::Problems::into_error)
     }
 
-    /// Parses a JSON plan and validates it.
+    /// Parses a JSON plan strictly and validates it, like [`Plan::from_toml_str`].
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let plan: Plan =
-            serde_json::from_str(text).map_err(|e| Error::invalid_input(format!("plan is not valid JSON: {e}")))?;
-        plan.validate()?;
-        Ok(plan)
+        crate::load::PlanLoader::new()
+            .literal()
+            .check_str(text, crate::load::Format::Json, "<plan>")
+            .map_err(crate::load::Problems::into_error)
     }
 
     /// Renders the plan as TOML.
@@ -383,88 +387,164 @@ impl Plan {
     }
 
     /// Checks what can be checked without building anything: unique names and ids,
-    /// references to earlier steps, one forward step per target, secret hygiene of specs.
+    /// names that become paths, references to earlier steps, one forward step per
+    /// target, budgets and durations, secret hygiene of specs. Every problem, at once.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |msg: String| Err(Error::invalid_input(msg).with_context("plan", &self.name));
-        if self.stages.iter().all(|s| s.steps.is_empty()) {
-            return invalid("the plan has no steps".into());
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
         }
-        for (what, specs) in [("target", &self.targets), ("verifier", &self.verifiers), ("snapshot", &self.snapshots)] {
+        let mut all = crate::load::Problems::new(format!("plan {:?}", self.name));
+        problems.into_iter().for_each(|p| all.push(p));
+        Err(all.into_error().with_context("plan", &self.name))
+    }
+
+    /// What [`Plan::validate`] checks, as problems located by path
+    /// (`stages[1].steps[0].undo`), so the plan loader can give each its line.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if self.stages.iter().all(|s| s.steps.is_empty()) {
+            out.push(Problem::at("stages", "the plan has no steps"));
+        }
+        if self.budget.is_zero() {
+            out.push(Problem::at("budget", "the budget must be longer than zero"));
+        }
+        for (role, specs) in
+            [("targets", &self.targets), ("verifiers", &self.verifiers), ("snapshots", &self.snapshots)]
+        {
             let mut names = BTreeSet::new();
-            for spec in specs {
-                spec.validate()?;
-                if !names.insert(spec.name.as_str()) {
-                    return invalid(format!("{what} {:?} is declared twice", spec.name));
+            for (i, spec) in specs.iter().enumerate() {
+                let at = format!("{role}[{i}]");
+                if let Err(e) = spec.validate() {
+                    out.push(Problem::at(&at, e.message().to_string()));
                 }
+                if let Err(why) = check_name(&spec.name) {
+                    out.push(Problem::at(format!("{at}.name"), format!("name {:?} {why}", bounded_name(&spec.name))));
+                }
+                if !names.insert(spec.name.as_str()) {
+                    out.push(Problem::at(
+                        format!("{at}.name"),
+                        format!("{} {:?} is declared twice", &role[..role.len() - 1], spec.name),
+                    ));
+                }
+            }
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            if stage.parallelism == 0 {
+                out.push(Problem::at(
+                    format!("stages[{i}].parallelism"),
+                    format!("stage {:?} has parallelism 0; use at least 1", stage.name),
+                ));
             }
         }
         // id -> (position, is_snapshot); position orders stages, finally after all.
         let mut seen: BTreeMap<&StepId, (usize, bool)> = BTreeMap::new();
         let mut forward_targets: BTreeMap<&TargetId, &StepId> = BTreeMap::new();
-        let positions = self
-            .stages
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| s.steps.iter().map(move |step| (i, step)))
-            .chain(self.finally.iter().map(|step| (usize::MAX, step)));
-        for stage in &self.stages {
-            if stage.parallelism == 0 {
-                return invalid(format!("stage {:?} has parallelism 0; use at least 1", stage.name));
+        for (position, at, step) in self.steps_with_paths() {
+            let id = step.id.as_str();
+            if let Err(why) = check_name(id) {
+                out.push(Problem::at(format!("{at}.id"), format!("step id {:?} {why}", bounded_name(id))));
             }
-        }
-        for (position, step) in positions {
             if seen.contains_key(&step.id) {
-                return invalid(format!("step id {:?} is used twice", step.id.as_str()));
+                out.push(Problem::at(format!("{at}.id"), format!("step id {id:?} is used twice")));
             }
             if step.stop_if_passes && !matches!(step.op, StepOp::Verify { .. }) {
-                return invalid(format!("step {:?}: stop_if_passes is only for verify steps", step.id.as_str()));
+                out.push(Problem::at(
+                    format!("{at}.stop_if_passes"),
+                    format!("step {id:?}: stop_if_passes is only for verify steps"),
+                ));
             }
             match &step.op {
                 StepOp::Rollback { to: Selector::Back(0), .. } => {
-                    return invalid(format!(
-                        "step {:?}: back(0) is the current version, not a rollback",
-                        step.id.as_str()
+                    out.push(Problem::at(
+                        format!("{at}.to"),
+                        format!("step {id:?}: back(0) is the current version, not a rollback"),
                     ));
                 }
                 StepOp::Revert { step: earlier } => match seen.get(earlier) {
                     Some((p, _)) if *p < position || position == usize::MAX => {}
-                    _ => {
-                        return invalid(format!(
-                            "step {:?} reverts {:?}, which is not a step of an earlier stage",
-                            step.id.as_str(),
-                            earlier.as_str()
-                        ));
-                    }
+                    _ => out.push(Problem::at(
+                        format!("{at}.step"),
+                        format!("step {id:?} reverts {:?}, which is not a step of an earlier stage", earlier.as_str()),
+                    )),
                 },
+                StepOp::Verify { policy, .. } => {
+                    if let Err(why) = policy.check() {
+                        out.push(Problem::at(format!("{at}.policy"), format!("step {id:?}: {why}")));
+                    }
+                }
+                StepOp::Approval { timeout: Some(timeout), .. } if timeout.is_zero() => {
+                    out.push(Problem::at(
+                        format!("{at}.timeout"),
+                        format!("step {id:?}: an approval timeout must be longer than zero"),
+                    ));
+                }
                 _ => {}
             }
             if let Some(target) = step.op.target()
                 && let Some(other) = forward_targets.insert(target, &step.id)
             {
-                return invalid(format!(
-                    "steps {:?} and {:?} both change target {:?}; every step is prepared before the first \
-                     is applied, so a target may be changed by one step (use a revert step to restore it)",
-                    other.as_str(),
-                    step.id.as_str(),
-                    target.as_str()
+                out.push(Problem::at(
+                    format!("{at}.target"),
+                    format!(
+                        "steps {:?} and {id:?} both change target {:?}; every step is prepared before the first \
+                         is applied, so a target may be changed by one step (use a revert step to restore it)",
+                        other.as_str(),
+                        target.as_str()
+                    ),
                 ));
             }
             if let Some(Undo::RestoreFrom(snapshot_step)) = &step.undo {
                 match seen.get(snapshot_step) {
                     Some((p, true)) if *p < position => {}
-                    _ => {
-                        return invalid(format!(
-                            "step {:?} restores from {:?}, which is not a snapshot step of an earlier stage",
-                            step.id.as_str(),
+                    _ => out.push(Problem::at(
+                        format!("{at}.undo"),
+                        format!(
+                            "step {id:?} restores from {:?}, which is not a snapshot step of an earlier stage",
                             snapshot_step.as_str()
-                        ));
-                    }
+                        ),
+                    )),
                 }
             }
-            seen.insert(&step.id, (position, matches!(step.op, StepOp::Snapshot { .. })));
+            seen.entry(&step.id).or_insert((position, matches!(step.op, StepOp::Snapshot { .. })));
         }
+        out
+    }
+
+    /// Every step with its stage position (finally steps: `usize::MAX`) and its path
+    /// in the plan document (`stages[1].steps[0]`, `finally[2]`).
+    pub(crate) fn steps_with_paths(&self) -> impl Iterator<Item = (usize, String, &Step)> {
+        self.stages
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.steps.iter().enumerate().map(move |(j, step)| (i, format!("stages[{i}].steps[{j}]"), step))
+            })
+            .chain(self.finally.iter().enumerate().map(|(k, step)| (usize::MAX, format!("finally[{k}]"), step)))
+    }
+}
+
+/// Checks a name that becomes part of a path (artifact keys, marker files, journal
+/// records): not empty, at most 128 characters, not `.` or `..`, no separators or
+/// control characters. The reason, if not.
+pub fn check_name(name: &str) -> std::result::Result<(), &'static str> {
+    if name.trim().is_empty() {
+        Err("is empty")
+    } else if name.chars().count() > 128 {
+        Err("is longer than 128 characters")
+    } else if name == "." || name == ".." || name.contains("..") {
+        Err("contains `..`")
+    } else if name.contains(['/', '\\']) {
+        Err("contains a path separator")
+    } else if name.chars().any(char::is_control) {
+        Err("contains a control character")
+    } else {
         Ok(())
     }
+}
+
+fn bounded_name(name: &str) -> String {
+    crate::load::problem_text(name, 60)
 }
 
 #[cfg(test)]
@@ -577,7 +657,7 @@ mod tests {
     fn parse_errors_name_the_problem() {
         let err = Plan::from_toml_str("name = 1").unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
-        assert!(err.to_string().contains("TOML"));
+        assert!(err.to_string().contains("<plan>:1:8: invalid type: integer `1`, expected a string"), "{err}");
         let err = Plan::from_json_str(r#"{"name":"x","stages":[],"bogus":1}"#).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }

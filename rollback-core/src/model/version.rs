@@ -7,7 +7,7 @@ use crate::{Error, Result};
 /// An opaque, content-identified version: an image ID, a pod-template hash, an
 /// Alembic revision, a file digest. `id` is what compare-and-swap compares;
 /// `label` is for people (a tag, which may move).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Version {
     /// The content identity.
     pub id: String,
@@ -75,7 +75,7 @@ impl Revision {
 ///
 /// In plan files: `"previous"`, `{ exact = "v1.4.2" }`, `{ back = 2 }`,
 /// `{ before = "2025-10-16T18:00:00Z" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Selector {
     /// The newest available revision older than the current one.

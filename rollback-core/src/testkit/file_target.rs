@@ -2,7 +2,6 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::fsutil::write_private_atomic;
 use crate::target::{Capabilities, Observed, Request};
@@ -29,13 +28,26 @@ struct FileState {
     key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct FileTargetConfig {
-    dir: PathBuf,
+/// A file-backed test target: its state directory, versions and category.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileTargetConfig {
+    /// The state directory.
+    pub dir: PathBuf,
+    /// The versions, oldest first (created on first open).
     #[serde(default)]
-    versions: Vec<String>,
+    pub versions: Vec<String>,
+    /// What kind of thing it stands for.
     #[serde(default = "default_category")]
-    category: Category,
+    pub category: Category,
+}
+
+/// A file-backed test snapshot: the target's state directory.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSnapshotConfig {
+    /// The target's state directory.
+    pub dir: PathBuf,
 }
 
 fn default_category() -> Category {
@@ -232,17 +244,22 @@ impl Snapshot for FileSnapshot {
 /// `"file"` snapshot kind (config `{dir}`), so plans and resumes in other processes
 /// can build them from specs.
 pub fn register_file_kinds(registry: &mut Registry) {
-    registry.register_target_kind("file", |spec: Spec| async move {
-        let config: FileTargetConfig = spec.config_as()?;
+    registry.target_kind::<FileTarget>().snapshot_kind::<FileSnapshot>();
+}
+
+impl crate::kind::Kind for FileTarget {
+    const KIND: &'static str = "file";
+    type Config = FileTargetConfig;
+    async fn build(spec: Spec, config: FileTargetConfig) -> Result<Self> {
         let versions: Vec<&str> = config.versions.iter().map(String::as_str).collect();
-        Ok(Arc::new(FileTarget::open(&spec.name, config.dir, &versions, config.category)?) as Arc<dyn Target>)
-    });
-    registry.register_snapshot_kind("file", |spec: Spec| async move {
-        #[derive(Deserialize)]
-        struct Config {
-            dir: PathBuf,
-        }
-        let config: Config = spec.config_as()?;
-        Ok(Arc::new(FileSnapshot::new(&spec.name, config.dir)) as Arc<dyn Snapshot>)
-    });
+        FileTarget::open(&spec.name, config.dir, &versions, config.category)
+    }
+}
+
+impl crate::kind::Kind for FileSnapshot {
+    const KIND: &'static str = "file";
+    type Config = FileSnapshotConfig;
+    async fn build(spec: Spec, config: FileSnapshotConfig) -> Result<Self> {
+        Ok(FileSnapshot::new(&spec.name, config.dir))
+    }
 }

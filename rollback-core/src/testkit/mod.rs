@@ -12,7 +12,7 @@ pub mod outage;
 mod server_env;
 
 pub use fakes::{MemorySnapshot, RecordingNotifier, ScriptedVerifier};
-pub use file_target::{FileSnapshot, FileTarget, register_file_kinds};
+pub use file_target::{FileSnapshot, FileSnapshotConfig, FileTarget, FileTargetConfig, register_file_kinds};
 pub use http::{CapturedRequest, TestHttpServer};
 pub use memory_target::{Fault, MemoryTarget};
 pub use server_env::{files_under, server_env, text_under};

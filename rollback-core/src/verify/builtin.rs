@@ -1,7 +1,7 @@
-use std::sync::Arc;
-
-use super::{CommandCheck, CommandVerifier, LogScanCheck, LogScanVerifier, TcpVerifier, Verifier};
-use crate::{Registry, Spec};
+use super::tcp::TcpConfig;
+use super::{CommandCheck, CommandVerifier, LogScanCheck, LogScanVerifier, TcpVerifier};
+use crate::kind::Kind;
+use crate::{Registry, Result, Spec};
 
 /// Registers the built-in verifier kinds, so plan files can declare them:
 /// `tcp` (`{addr}`), `command` ([`CommandCheck`]), `log-scan` ([`LogScanCheck`]),
@@ -21,55 +21,51 @@ use crate::{Registry, Spec};
 /// # });
 /// ```
 pub fn register_builtin_verifiers(registry: &mut Registry) {
-    registry.register_verifier_kind("tcp", |spec: Spec| async move {
-        let config: super::tcp::TcpConfig = spec.config_as()?;
-        Ok(Arc::new(TcpVerifier::new(&spec.name, &config.addr)) as Arc<dyn Verifier>)
-    });
-    registry.register_verifier_kind("command", |spec: Spec| async move {
-        let check: CommandCheck = spec.config_as()?;
-        Ok(Arc::new(CommandVerifier::new(&spec.name, check)?) as Arc<dyn Verifier>)
-    });
-    registry.register_verifier_kind("log-scan", |spec: Spec| async move {
-        let check: LogScanCheck = spec.config_as()?;
-        Ok(Arc::new(LogScanVerifier::new(&spec.name, check)?) as Arc<dyn Verifier>)
-    });
+    registry.verifier_kind::<TcpVerifier>().verifier_kind::<CommandVerifier>().verifier_kind::<LogScanVerifier>();
     #[cfg(feature = "http")]
-    {
-        registry.register_verifier_kind("http", |spec: Spec| async move {
-            let mut check: super::HttpCheck = spec.config_as()?;
-            check.url = url_of(&spec, &check.url)?;
-            Ok(Arc::new(super::HttpVerifier::new(&spec.name, check)?) as Arc<dyn Verifier>)
-        });
-        registry.register_verifier_kind("prometheus", |spec: Spec| async move {
-            #[derive(serde::Deserialize)]
-            struct Config {
-                #[serde(default)]
-                url: String,
-                query: String,
-                #[serde(flatten)]
-                threshold: super::Threshold,
-                #[serde(default)]
-                headers_from_env: std::collections::BTreeMap<String, String>,
-            }
-            let config: Config = spec.config_as()?;
-            let client = super::PrometheusClient::new(&url_of(&spec, &config.url)?, &config.headers_from_env)?;
-            let verifier = super::PrometheusVerifier::new(&spec.name, client, &config.query, config.threshold)?;
-            Ok(Arc::new(verifier) as Arc<dyn Verifier>)
-        });
+    registry.verifier_kind::<super::HttpVerifier>().verifier_kind::<super::PrometheusVerifier>();
+}
+
+impl Kind for TcpVerifier {
+    const KIND: &'static str = "tcp";
+    type Config = TcpConfig;
+    async fn build(spec: Spec, config: TcpConfig) -> Result<Self> {
+        Ok(TcpVerifier::new(&spec.name, &config.addr))
     }
 }
 
-/// The URL of an HTTP-based verifier: config `url`, or the secret `url` (for a URL
-/// with credentials, which config must not hold).
+impl Kind for CommandVerifier {
+    const KIND: &'static str = "command";
+    type Config = CommandCheck;
+    async fn build(spec: Spec, config: CommandCheck) -> Result<Self> {
+        CommandVerifier::new(&spec.name, config)
+    }
+}
+
+impl Kind for LogScanVerifier {
+    const KIND: &'static str = "log-scan";
+    type Config = LogScanCheck;
+    async fn build(spec: Spec, config: LogScanCheck) -> Result<Self> {
+        LogScanVerifier::new(&spec.name, config)
+    }
+}
+
 #[cfg(feature = "http")]
-fn url_of(spec: &Spec, config_url: &str) -> crate::Result<String> {
-    match (config_url.is_empty(), spec.secrets.contains_key("url")) {
-        (false, false) => Ok(config_url.to_owned()),
-        (true, true) => Ok(spec.secret("url")?.expose().to_owned()),
-        (false, true) => Err(crate::Error::invalid_input("give the URL as config `url` or as `secrets.url`, not both")
-            .with_context("spec", &spec.name)),
-        (true, false) => {
-            Err(crate::Error::invalid_input("needs a `url` (config) or `secrets.url`").with_context("spec", &spec.name))
-        }
+impl Kind for super::HttpVerifier {
+    const KIND: &'static str = "http";
+    type Config = super::HttpCheck;
+    async fn build(spec: Spec, mut config: super::HttpCheck) -> Result<Self> {
+        config.url = spec.url(&config.url)?.expose().to_owned();
+        super::HttpVerifier::new(&spec.name, config)
+    }
+}
+
+#[cfg(feature = "http")]
+impl Kind for super::PrometheusVerifier {
+    const KIND: &'static str = "prometheus";
+    type Config = super::PrometheusConfig;
+    async fn build(spec: Spec, config: super::PrometheusConfig) -> Result<Self> {
+        let client = super::PrometheusClient::new(spec.url(&config.url)?.expose(), &config.headers_from_env)?;
+        super::PrometheusVerifier::new(&spec.name, client, &config.query, config.threshold)
     }
 }

@@ -8,7 +8,7 @@ use crate::{Error, Result};
 
 /// What a [`CommandVerifier`] runs and expects. `argv` is executed directly, never
 /// through a shell.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandCheck {
     /// Program and arguments.
@@ -21,6 +21,7 @@ pub struct CommandCheck {
     pub stdout_matches: Option<String>,
     /// Kill the child after this long (a killed check is inconclusive).
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
 }
 

@@ -7,7 +7,7 @@ use super::{Check, Outcome, Verifier};
 use crate::{Error, Result};
 
 /// A JSON field to match: `{ pointer = "/status", equals = "ok" }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 pub struct JsonMatch {
     /// A JSON pointer (RFC 6901).
     pub pointer: String,
@@ -20,7 +20,7 @@ fn default_method() -> String {
 }
 
 /// What an [`HttpVerifier`] requests and accepts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCheck {
     /// Method (GET).
@@ -41,6 +41,7 @@ pub struct HttpCheck {
     pub json: Option<JsonMatch>,
     /// Slower responses fail.
     #[serde(default, with = "humantime_serde::option")]
+    #[schemars(with = "Option<String>")]
     pub max_latency: Option<Duration>,
     /// Headers whose values come from environment variables (`Authorization` →
     /// `HEALTH_TOKEN`); the values are never logged or reported.

@@ -7,7 +7,7 @@ use super::{Check, Outcome, Verifier};
 use crate::{Error, Result};
 
 /// Where a [`LogScanVerifier`] reads lines.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogSource {
     /// A log file.
@@ -18,7 +18,7 @@ pub enum LogSource {
 }
 
 /// What a [`LogScanVerifier`] counts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogScanCheck {
     /// Where the lines come from.

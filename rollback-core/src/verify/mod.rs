@@ -24,8 +24,8 @@ pub use command::{CommandCheck, CommandVerifier};
 pub use http::{HttpCheck, HttpVerifier, JsonMatch};
 pub use logscan::{LogScanCheck, LogScanVerifier, LogSource};
 #[cfg(feature = "http")]
-pub use prometheus::{PrometheusClient, PrometheusVerifier, Threshold};
-pub use tcp::TcpVerifier;
+pub use prometheus::{PrometheusClient, PrometheusConfig, PrometheusVerifier, Threshold};
+pub use tcp::{TcpConfig, TcpVerifier};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -93,25 +93,29 @@ pub trait Verifier: Send + Sync + 'static {
 /// or `window` is longer than the interval.
 ///
 /// In plan files: `policy = { interval = "2s", timeout = "5s", passes = 3, deadline = "2m" }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProbePolicy {
     /// Pause between checks (the base, before backoff and jitter).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub interval: Duration,
     /// Interval multiplier after each check that did not pass (1.0 = no backoff);
     /// a pass resets the interval to the base.
     pub backoff: f64,
     /// Ceiling of the backed-off interval.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub max_interval: Duration,
     /// Random share taken off each pause (0.0 – 1.0), so many probers do not beat in step.
     pub jitter: f64,
     /// No failure may have been seen within this window before a pass is declared.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub window: Duration,
     /// Per-check timeout (a timed-out check is inconclusive).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// Consecutive passes needed.
     pub passes: u32,
@@ -121,7 +125,28 @@ pub struct ProbePolicy {
     pub max_inconclusive: u32,
     /// Overall deadline.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub deadline: Duration,
+}
+
+impl ProbePolicy {
+    /// Checks the policy offline: a deadline and a per-check timeout longer than zero,
+    /// at least one pass, backoff at least 1, jitter within 0 – 1. The reason, if not.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.deadline.is_zero() {
+            Err("the probe deadline must be longer than zero".into())
+        } else if self.timeout.is_zero() {
+            Err("the per-check timeout must be longer than zero".into())
+        } else if self.passes == 0 {
+            Err("passes must be at least 1".into())
+        } else if !(self.backoff >= 1.0 && self.backoff.is_finite()) {
+            Err(format!("backoff must be at least 1.0 (got {})", self.backoff))
+        } else if !(0.0..=1.0).contains(&self.jitter) {
+            Err(format!("jitter must be within 0.0 – 1.0 (got {})", self.jitter))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl Default for ProbePolicy {

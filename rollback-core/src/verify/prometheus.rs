@@ -100,8 +100,24 @@ impl PrometheusClient {
     }
 }
 
+/// A Prometheus instant query against a threshold (`url` or `secrets.url`).
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+pub struct PrometheusConfig {
+    /// The server (`http://127.0.0.1:9090`); or the secret `url` when it has credentials.
+    #[serde(default)]
+    pub url: String,
+    /// The PromQL query; its value is compared with the threshold.
+    pub query: String,
+    /// The threshold.
+    #[serde(flatten)]
+    pub threshold: Threshold,
+    /// Request headers read from environment variables (header name → variable).
+    #[serde(default)]
+    pub headers_from_env: BTreeMap<String, String>,
+}
+
 /// Where a value must be to pass.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, schemars::JsonSchema)]
 pub struct Threshold {
     /// Pass only below this.
     #[serde(default)]

@@ -23,9 +23,12 @@ pub struct TcpVerifier {
     addr: String,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct TcpConfig {
-    pub(crate) addr: String,
+/// A TCP port that must accept connections.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// `host:port`.
+    pub addr: String,
 }
 
 impl TcpVerifier {

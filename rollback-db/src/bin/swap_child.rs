@@ -18,8 +18,10 @@ async fn main() {
         "connections_disabled" => SwapPhase::ConnectionsDisabled,
         _ => SwapPhase::Renamed,
     });
-    let target =
-        PgRestoreSwap::new("db", url, PgRestoreSwapConfig { abort_after, ..Default::default() }).expect("target");
+    let mut target = PgRestoreSwap::new("db", url, PgRestoreSwapConfig::default()).expect("target");
+    if let Some(phase) = abort_after {
+        target = target.abort_after(phase);
+    }
     let change_file = std::path::Path::new(dump).with_extension("change.json");
     // The change is prepared once and kept, as the engine's journal would keep it.
     let change = match std::fs::read(&change_file) {

@@ -23,13 +23,14 @@ impl std::fmt::Debug for RedisConn {
 }
 
 /// Connection settings in a spec's config.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RedisConnConfig {
     /// A URL without credentials (`redis://127.0.0.1:6379/0`); else the secret `url` is used.
     #[serde(default)]
     pub url: Option<String>,
     /// Per-command response timeout (default 10 s).
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Option<Duration>,
 }
 

@@ -24,7 +24,7 @@ use crate::error;
 const MARKER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What to invalidate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "mode")]
 pub enum Invalidation {
     /// `FLUSHDB ASYNC` of the database.
@@ -37,7 +37,7 @@ pub enum Invalidation {
 }
 
 /// Config of a `redis-invalidate` target.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RedisInvalidateConfig {
     /// Connection (URL without credentials, timeout); else the secret `url`.
     #[serde(flatten)]

@@ -9,4 +9,4 @@ mod verify;
 pub use conn::{RedisConn, RedisConnConfig};
 pub use invalidate::{Invalidation, RedisInvalidate, RedisInvalidateConfig, count_matching};
 pub use lock::RedisLock;
-pub use verify::{KeyspaceCheck, RedisKeyspace, RedisPing, keys_in_info};
+pub use verify::{KeyspaceCheck, RedisKeyspace, RedisKeyspaceConfig, RedisPing, keys_in_info};

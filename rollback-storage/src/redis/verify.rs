@@ -47,8 +47,19 @@ impl Verifier for RedisPing {
     }
 }
 
+/// Config of a `redis-keyspace` verifier: the connection and the bounds.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+pub struct RedisKeyspaceConfig {
+    /// Connection (URL without credentials, timeout); else the secret `url`.
+    #[serde(flatten)]
+    pub conn: super::RedisConnConfig,
+    /// The bounds.
+    #[serde(flatten)]
+    pub check: KeyspaceCheck,
+}
+
 /// Bounds on the key count of one database, read from `INFO keyspace`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KeyspaceCheck {
     /// The database (default 0).
     #[serde(default)]

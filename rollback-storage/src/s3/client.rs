@@ -11,7 +11,7 @@ use std::time::Duration;
 /// secrets `access_key_id` and `secret_access_key` (and optional `session_token`) as
 /// references, else from the default AWS chain (environment, profile, IMDS); they are
 /// never printed.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct S3ClientConfig {
     /// Endpoint URL for S3-compatible stores (`http://127.0.0.1:9000`); AWS when absent.
     #[serde(default)]
@@ -24,6 +24,7 @@ pub struct S3ClientConfig {
     pub path_style: Option<bool>,
     /// Per-attempt timeout of one request (default 30 s).
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Option<Duration>,
     /// Attempts per request, with the SDK's backoff on throttling (default 5).
     #[serde(default)]

@@ -37,7 +37,7 @@ fn yes() -> bool {
 }
 
 /// Where the backups are.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BackupLocation {
     /// The bucket holding the backups (may be the destination's bucket, outside its prefix).
     pub bucket: String,
@@ -53,7 +53,7 @@ pub struct BackupLocation {
 }
 
 /// Config of an `s3-mirror` target.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct S3MirrorConfig {
     /// The bucket to restore.
     pub bucket: String,

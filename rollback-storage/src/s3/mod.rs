@@ -41,4 +41,4 @@ pub use restore::{RestoreDiff, S3Restore, S3RestoreConfig};
 pub use snapshot::{S3CopyConfig, S3CopySnapshot, S3VersionManifest, S3VersionManifestConfig};
 pub use store::{Retention, S3ArtifactStore, unfinished_runs};
 pub use sync::MirrorDiff;
-pub use verify::{BucketCheck, S3BucketVerifier};
+pub use verify::{BucketCheck, S3BucketVerifier, S3BucketVerifierConfig};

@@ -23,7 +23,7 @@ use super::plan::{self, ExecOptions, Progress, RestorePayload, Row};
 use super::{S3, S3ClientConfig};
 
 /// Config of an `s3-restore` target.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct S3RestoreConfig {
     /// The bucket (versioning must be enabled).
     pub bucket: String,

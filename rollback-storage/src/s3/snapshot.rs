@@ -28,7 +28,7 @@ use super::sync::{ManifestEntry, Place, SyncPlan, plan_manifest, plan_mirror};
 use super::{S3, S3ClientConfig};
 
 /// Config of an `s3-version-manifest` snapshot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct S3VersionManifestConfig {
     /// The bucket (versioning must be enabled).
     pub bucket: String,
@@ -44,7 +44,7 @@ pub struct S3VersionManifestConfig {
 }
 
 /// Config of an `s3-copy` snapshot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct S3CopyConfig {
     /// The bucket to copy.
     pub bucket: String,

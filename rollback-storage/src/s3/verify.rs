@@ -10,8 +10,19 @@ use std::time::Instant;
 use super::S3;
 use super::listing::for_each_current;
 
+/// Config of an `s3-bucket` verifier: what it checks and the client.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+pub struct S3BucketVerifierConfig {
+    /// What it checks.
+    #[serde(flatten)]
+    pub check: BucketCheck,
+    /// The client (endpoint, region, path style).
+    #[serde(default)]
+    pub client: super::S3ClientConfig,
+}
+
 /// What an `s3-bucket` verifier checks.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BucketCheck {
     /// The bucket.
     pub bucket: String,

@@ -179,3 +179,13 @@ where
     lock.renew(&taken, long).await.expect("the new holder renews");
     lock.release(&taken).await.expect("release");
 }
+
+mod action;
+mod snapshot;
+mod store;
+mod verifier;
+
+pub use action::action_suite;
+pub use snapshot::snapshot_suite;
+pub use store::artifact_store_suite;
+pub use verifier::verifier_suite;
