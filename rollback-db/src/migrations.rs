@@ -316,10 +316,8 @@ impl Target for SqlxMigrations {
     }
 
     fn kind(&self) -> &str {
-        match self.layout {
-            Layout::Sqlx => "sqlx-migrations",
-            Layout::RawSql { .. } => "sql-migrations",
-        }
+        // One kind for both layouts: what specs name it (raw SQL is `layout = { style = "raw_sql" }`).
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

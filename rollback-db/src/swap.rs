@@ -343,7 +343,7 @@ impl Target for PgRestoreSwap {
     }
 
     fn kind(&self) -> &str {
-        "pg-restore-swap"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

@@ -230,7 +230,7 @@ async fn raw_sql_convention_conforms() {
 async fn raw_sql_rollback_scripts_and_bookkeeping_in_one_transaction() {
     let root = tempfile::tempdir().unwrap();
     let schema = raw_sql_database(root.path()).await;
-    assert_eq!(schema.kind(), "sql-migrations");
+    assert_eq!(schema.kind(), "sqlx-migrations", "the registered kind, whatever the layout");
     assert_eq!(schema.current().await.unwrap().id, "3");
     let change = schema.prepare(&Request::To(Selector::Previous)).await.unwrap();
     assert!(change.description.contains("undo 3 create orders"), "{}", change.description);

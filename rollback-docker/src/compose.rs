@@ -212,7 +212,7 @@ impl Target for ComposeFiles {
     }
 
     fn kind(&self) -> &str {
-        "docker-compose-files"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

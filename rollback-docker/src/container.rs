@@ -191,7 +191,7 @@ impl Target for ContainerTarget {
     }
 
     fn kind(&self) -> &str {
-        "docker-container"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

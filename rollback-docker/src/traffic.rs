@@ -90,7 +90,7 @@ impl Target for ServiceTraffic {
     }
 
     fn kind(&self) -> &str {
-        "docker-traffic"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

@@ -127,7 +127,7 @@ impl Target for CanaryTarget {
     }
 
     fn kind(&self) -> &str {
-        "k8s-canary"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

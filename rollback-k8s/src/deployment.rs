@@ -379,7 +379,7 @@ impl Target for DeploymentTarget {
     }
 
     fn kind(&self) -> &str {
-        "k8s-deployment"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

@@ -181,7 +181,7 @@ impl Target for ScaleTarget {
     }
 
     fn kind(&self) -> &str {
-        "k8s-scale"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

@@ -127,7 +127,7 @@ impl Target for ServiceSelectorTarget {
     }
 
     fn kind(&self) -> &str {
-        "k8s-service-selector"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

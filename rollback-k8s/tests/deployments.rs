@@ -321,11 +321,8 @@ async fn scale_to_zero_and_back_to_the_recorded_count() {
     tc.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_selector_blocks_and_restores_traffic() {
-    let tc = TestCluster::new().await;
-    tc.create("web", IMAGES[0], 2, serde_json::json!({})).await;
-    tc.rolled_out("web").await;
+/// A Service `web` selecting `app=web`, and a selector target's config for it.
+async fn web_service(tc: &TestCluster) -> (Api<Service>, ServiceSelectorConfig) {
     let services: Api<Service> = tc.cluster.api(&tc.namespace);
     let svc: Service = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
@@ -334,6 +331,15 @@ async fn service_selector_blocks_and_restores_traffic() {
     services.create(&PostParams::default(), &svc).await.unwrap();
     let config =
         ServiceSelectorConfig { cluster: Default::default(), namespace: tc.namespace.clone(), service: "web".into() };
+    (services, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_selector_blocks_and_restores_traffic() {
+    let tc = TestCluster::new().await;
+    tc.create("web", IMAGES[0], 2, serde_json::json!({})).await;
+    tc.rolled_out("web").await;
+    let (services, config) = web_service(&tc).await;
     let target = ServiceSelectorTarget::new("web-svc", tc.cluster.clone(), config).unwrap();
     let change = target.prepare(&Request::Action { action: "block".into(), params: Default::default() }).await.unwrap();
     let key = IdempotencyKey::new("r/block/fwd");
@@ -489,14 +495,7 @@ async fn action_targets_pass_the_core_action_suite() {
     let off = Request::Action { action: "scale-to-zero".into(), params: Default::default() };
     conformance::action_suite(target, off, replicas("web")).await;
 
-    let services: Api<Service> = tc.cluster.api(&tc.namespace);
-    let svc: Service = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
-    }))
-    .unwrap();
-    services.create(&PostParams::default(), &svc).await.unwrap();
-    let config =
-        ServiceSelectorConfig { cluster: Default::default(), namespace: tc.namespace.clone(), service: "web".into() };
+    let (services, config) = web_service(&tc).await;
     let target = Arc::new(ServiceSelectorTarget::new("web-svc", tc.cluster.clone(), config).unwrap());
     let selector = || async {
         let spec = services.get("web").await.unwrap().spec.unwrap();

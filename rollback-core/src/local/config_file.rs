@@ -134,7 +134,7 @@ impl Target for ConfigFile {
     }
 
     fn kind(&self) -> &str {
-        "config-file"
+        <Self as crate::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

@@ -103,7 +103,7 @@ impl Target for GitRelease {
     }
 
     fn kind(&self) -> &str {
-        "git-release"
+        <Self as crate::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

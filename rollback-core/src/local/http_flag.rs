@@ -93,7 +93,7 @@ impl Target for HttpFlag {
     }
 
     fn kind(&self) -> &str {
-        "http-flag"
+        <Self as crate::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

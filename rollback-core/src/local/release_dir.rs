@@ -107,7 +107,7 @@ impl Target for ReleaseDir {
     }
 
     fn kind(&self) -> &str {
-        "release-dir"
+        <Self as crate::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

@@ -120,7 +120,7 @@ impl Target for FileTarget {
     }
 
     fn kind(&self) -> &str {
-        "file"
+        <Self as crate::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

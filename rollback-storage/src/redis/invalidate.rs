@@ -183,7 +183,7 @@ impl Target for RedisInvalidate {
     }
 
     fn kind(&self) -> &str {
-        "redis-invalidate"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

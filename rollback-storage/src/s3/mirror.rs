@@ -233,7 +233,7 @@ impl Target for S3Mirror {
     }
 
     fn kind(&self) -> &str {
-        "s3-mirror"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {

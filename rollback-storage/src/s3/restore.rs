@@ -206,7 +206,7 @@ impl Target for S3Restore {
     }
 
     fn kind(&self) -> &str {
-        "s3-restore"
+        <Self as rollback_core::kind::Kind>::KIND
     }
 
     fn category(&self) -> Category {
