@@ -69,55 +69,61 @@ pub fn schema_of<K: Kind>() -> serde_json::Value {
     schemars::schema_for!(K::Config).to_value()
 }
 
-/// What is wrong with `config` as a config of kind `K`, by path inside the config:
-/// unknown keys (from the schema), then the typed reading, then [`Kind::check`].
-pub fn config_problems<K: Kind>(config: &serde_json::Value, schema: &serde_json::Value) -> Vec<Problem> {
+/// Reads `config` as `K::Config` strictly: unknown keys (from the schema), then the
+/// typed reading, then [`Kind::check`]; every problem by path inside the config.
+fn read_config<K: Kind>(config: &serde_json::Value, schema: &serde_json::Value) -> Result<K::Config, Vec<Problem>> {
     let mut value = if config.is_null() { serde_json::json!({}) } else { config.clone() };
     let mut problems = strict::check(&mut value, schema, &|_| false);
     match serde_path_to_error::deserialize::<_, K::Config>(&value) {
-        Ok(typed) => {
-            if problems.is_empty()
-                && let Err(why) = K::check(&typed)
-            {
-                problems.push(Problem::at("", why));
-            }
-        }
+        Ok(typed) if problems.is_empty() => K::check(&typed).map(|()| typed).map_err(|why| vec![Problem::at("", why)]),
+        Ok(_) => Err(problems),
         Err(e) => {
             let path = crate::load::serde_path(e.path());
             if !problems.iter().any(|p| p.path == path) {
                 let message = crate::load::typed_message(&e.inner().to_string(), &path, &Default::default());
                 problems.push(Problem::at(path, message));
             }
+            Err(problems)
         }
     }
-    problems
+}
+
+/// What is wrong with `config` as a config of kind `K`, by path inside the config
+/// (nothing when it is a valid one).
+pub fn config_problems<K: Kind>(config: &serde_json::Value, schema: &serde_json::Value) -> Vec<Problem> {
+    read_config::<K>(config, schema).err().unwrap_or_default()
 }
 
 /// Reads a spec's config as `K::Config`, strictly: the error lists every problem.
 pub fn config_of<K: Kind>(spec: &Spec) -> Result<K::Config> {
-    let schema = schema_of::<K>();
-    let problems = config_problems::<K>(&spec.config, &schema);
-    if !problems.is_empty() {
+    config_with_schema::<K>(spec, &schema_of::<K>())
+}
+
+fn config_with_schema<K: Kind>(spec: &Spec, schema: &serde_json::Value) -> Result<K::Config> {
+    read_config::<K>(&spec.config, schema).map_err(|problems| {
         let shown: Vec<String> = problems
             .iter()
             .take(crate::load::MAX_SHOWN)
             .map(|p| if p.path.is_empty() { p.message.clone() } else { format!("config.{}: {}", p.path, p.message) })
             .collect();
-        return Err(Error::invalid_input(format!(
+        Error::invalid_input(format!(
             "bad config for {} {:?}: {}",
             K::KIND,
             crate::load::problem_text(&spec.name, 60),
             shown.join("; ")
         ))
-        .with_context("spec", &spec.name));
-    }
-    let value = if spec.config.is_null() { serde_json::json!({}) } else { spec.config.clone() };
-    serde_json::from_value(value).map_err(|e| Error::invalid_input(format!("bad config for {}: {e}", K::KIND)))
+        .with_context("spec", &spec.name)
+    })
 }
 
 /// Builds a `K` from a spec: its config read strictly, then [`Kind::build`].
 pub async fn build<K: Kind>(spec: Spec) -> Result<K> {
-    let config = config_of::<K>(&spec)?;
+    build_with_schema::<K>(spec, &schema_of::<K>()).await
+}
+
+/// [`build`] with the config's schema already generated (the registry keeps it).
+pub(crate) async fn build_with_schema<K: Kind>(spec: Spec, schema: &serde_json::Value) -> Result<K> {
+    let config = config_with_schema::<K>(&spec, schema)?;
     K::build(spec, config).await
 }
 

@@ -167,8 +167,12 @@ macro_rules! role_methods {
             let schema = Arc::new(kind::schema_of::<K>());
             let for_check = schema.clone();
             let check: ConfigCheck = Arc::new(move |config| kind::config_problems::<K>(config, &for_check));
-            let factory: Factory<dyn $trait> = Arc::new(|spec| {
-                Box::pin(async move { Ok(Arc::new(kind::build::<K>(spec).await?) as Arc<dyn $trait>) })
+            let for_build = schema.clone();
+            let factory: Factory<dyn $trait> = Arc::new(move |spec| {
+                let schema = for_build.clone();
+                Box::pin(async move {
+                    Ok(Arc::new(kind::build_with_schema::<K>(spec, &schema).await?) as Arc<dyn $trait>)
+                })
             });
             self.$field.kinds.insert(K::KIND.to_string(), Entry { factory, typed: Some((schema, check)) });
             self
