@@ -36,6 +36,9 @@ setup() {
     command -v dockerd >/dev/null || need+=(docker.io)
     [ -x /bin/busybox ] || need+=(busybox-static)
     command -v docker-compose >/dev/null || need+=(docker-compose)
+    # A real browser for the HTML report test, `script` (bsdutils) for the pty test.
+    command -v chromium >/dev/null || need+=(chromium)
+    command -v script >/dev/null || need+=(bsdutils)
     if [ ${#need[@]} -gt 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
     fi

@@ -25,7 +25,7 @@ fn plan_with(role: &str, kind: &str, config: serde_json::Value) -> Plan {
 
 #[tokio::test]
 async fn every_kind_has_a_schema_and_refuses_unknown_keys_offline() {
-    let registry: Registry = rollback_examples::every_kind();
+    let registry: Registry = rollback_cli::registry();
     let kinds = registry.kinds();
     assert!(kinds.len() >= 35, "every crate's kinds: {}", kinds.len());
     let mut listed = Vec::new();
@@ -53,7 +53,7 @@ async fn every_kind_has_a_schema_and_refuses_unknown_keys_offline() {
 
 #[test]
 fn a_misspelled_prefix_never_restores_the_whole_bucket() {
-    let registry = rollback_examples::every_kind();
+    let registry = rollback_cli::registry();
     let plan = plan_with("target", "s3-restore", serde_json::json!({ "bucket": "assets", "prefx": "img/" }));
     let err = registry.validate(&plan).unwrap_err().to_string();
     assert!(err.contains("unknown key `prefx`; did you mean `prefix`?"), "{err}");
@@ -61,7 +61,7 @@ fn a_misspelled_prefix_never_restores_the_whole_bucket() {
 
 #[test]
 fn unknown_kinds_get_the_closest_name() {
-    let registry = rollback_examples::every_kind();
+    let registry = rollback_cli::registry();
     let plan = plan_with("target", "docker-containr", serde_json::json!({}));
     let err = registry.validate(&plan).unwrap_err().to_string();
     assert!(err.contains("unknown target kind `docker-containr`; did you mean `docker-container`?"), "{err}");

@@ -41,6 +41,9 @@ pub enum ErrorKind {
     PermissionDenied,
     /// A bug or an impossible state.
     Internal,
+    /// The target is already where an absolute request points (`exact`, `before`, a
+    /// restore already in place): not a failure — the step has nothing to do.
+    AlreadyDone,
 }
 
 impl ErrorKind {
@@ -61,6 +64,7 @@ impl ErrorKind {
             ErrorKind::InvalidState => "invalid_state",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::Internal => "internal",
+            ErrorKind::AlreadyDone => "already_done",
         }
     }
 
@@ -131,6 +135,12 @@ impl Error {
     pub fn unsupported(operation: &'static str) -> Self {
         Self::new(ErrorKind::Unsupported, format!("{operation} is not supported by this component"))
             .with_operation(operation)
+    }
+
+    /// Shorthand for [`ErrorKind::AlreadyDone`]: what `prepare` returns when an
+    /// absolute request is already satisfied; the engine skips the step, saying why.
+    pub fn already_done(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::AlreadyDone, message)
     }
 
     /// Shorthand for [`ErrorKind::Internal`].

@@ -101,6 +101,18 @@ pub enum EventKind {
         /// The check.
         check: Check,
     },
+    /// How far a long step's work has come (reported by its backend, throttled; see
+    /// [`crate::progress`]).
+    Progress {
+        /// The step.
+        step: StepId,
+        /// Units done so far.
+        done: u64,
+        /// Units in all, when known.
+        total: Option<u64>,
+        /// What is counted ("keys", "replicas").
+        unit: String,
+    },
     /// A gate waits for approval.
     ApprovalRequested {
         /// The step.

@@ -63,10 +63,17 @@ where
         let (guard, cache) = &mut *state;
         if guard.is_none() {
             if let Some(parent) = self.path.parent() {
-                std::fs::create_dir_all(parent)?;
+                std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+                    .create(parent)?;
             }
             let lock_path = self.path.with_extension("lock");
-            *guard = Some(OpenOptions::new().read(true).write(true).create(true).truncate(false).open(lock_path)?);
+            *guard = Some(
+                std::os::unix::fs::OpenOptionsExt::mode(
+                    OpenOptions::new().read(true).write(true).create(true).truncate(false),
+                    0o600,
+                )
+                .open(lock_path)?,
+            );
         }
         let guard = guard.as_ref().ok_or_else(|| Error::internal("guard file missing"))?;
         guard.lock()?;

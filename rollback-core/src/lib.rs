@@ -34,6 +34,7 @@ pub mod lock;
 pub mod model;
 pub mod notify;
 pub mod process;
+pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod snapshot;

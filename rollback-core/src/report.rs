@@ -49,6 +49,13 @@ pub struct Report {
     pub resume_would: String,
     /// Notifications that failed (`notifier: event: error`); the run went on.
     pub notification_failures: Vec<String>,
+    /// Steps whose target already was where they point (`target: what was checked`).
+    #[serde(default)]
+    pub already_done: Vec<String>,
+    /// The run succeeded without changing anything: every target it would roll
+    /// back was already at its target version (a re-run of a finished rollback).
+    #[serde(default)]
+    pub nothing_to_do: bool,
 }
 
 /// An escalation.
@@ -115,6 +122,10 @@ impl Report {
                 detail: s.detail.clone(),
             })
             .collect();
+        let already_done: Vec<String> = log.prepared.iter().filter_map(|p| p.satisfied.clone()).collect();
+        let changed_anything =
+            log.steps.iter().any(|s| s.phase == Phase::Forward && s.state == StepState::Done && s.change.is_some());
+        let nothing_to_do = log.state == RunState::Succeeded && !already_done.is_empty() && !changed_anything;
         let not_started =
             log.plan.steps().filter(|p| log.step(&p.id, Phase::Forward).is_none()).map(|p| p.id.clone()).collect();
         Report {
@@ -143,6 +154,8 @@ impl Report {
                 .collect(),
             steps,
             not_started,
+            already_done,
+            nothing_to_do,
         }
     }
 
@@ -220,15 +233,21 @@ impl fmt::Display for Report {
         if let Some(reason) = &self.reason {
             writeln!(f, "  reason: {reason}")?;
         }
+        if self.nothing_to_do {
+            writeln!(f, "  nothing to do: {}", self.already_done.join("; "))?;
+        }
+        writeln!(f, "  {:<18} {:>8} {:>9}  {:<16} what", "step", "at", "took", "state")?;
         for s in &self.steps {
             let duration = s.duration.map_or_else(|| "-".to_string(), |d| format!("{d:.1?}"));
+            let offset = (s.started_at - self.started_at).to_std().unwrap_or_default();
             let phase = if s.phase == Phase::Compensation { " (undo)" } else { "" };
             writeln!(
                 f,
-                "  {:<18} {:<16} {:>9}  {}{phase}",
+                "  {:<18} {:>8} {:>9}  {:<16} {}{phase}",
                 s.step.as_str(),
-                s.state.as_str(),
+                format!("+{:.1}s", offset.as_secs_f64()),
                 duration,
+                s.state.as_str(),
                 s.description
             )?;
             if let Some(error) = &s.error {

@@ -167,7 +167,10 @@ pub async fn prepare_versioned(target: &dyn Target, selector: &Selector) -> Resu
     let history = target.history().await?;
     let revision = selector.resolve(&history, &current)?;
     if revision.version.id == current.id {
-        return Err(Error::invalid_input(format!("{selector} resolves to the current version {current}")));
+        let message = format!("{selector} resolves to the current version {current}");
+        // Only an absolute selector can name the current version; a relative one never
+        // does (`previous` is older by definition), so that would be a bug in a history.
+        return Err(if selector.is_relative() { Error::invalid_input(message) } else { Error::already_done(message) });
     }
     let description = format!("{}: {} {} -> {} ({selector})", target.name(), target.kind(), current, revision.version);
     Ok(Change::new(target.name().clone(), target.kind(), Some(current), revision.version.clone()).describe(description))

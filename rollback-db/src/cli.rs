@@ -133,7 +133,7 @@ impl<T: MigrationTool> Target for CliMigrations<T> {
         let preview = self.tool.preview(&chain, &from, &change.to.id).await?;
         let statements = preview.lines().filter(|l| l.trim_end().ends_with(';') && !l.trim().starts_with("--")).count();
         let description = format!(
-            "{}: {} down {from} -> {} (SQL preview: {statements} statements)",
+            "{}: {} down {from} -> {} ({statements} SQL statements, shown in the preview)",
             self.name,
             self.tool.kind(),
             change.to.id
@@ -144,7 +144,7 @@ impl<T: MigrationTool> Target for CliMigrations<T> {
             .with_data_loss(DataLoss::unknown(format!(
                 "migrating {from} down to {to} may drop columns or tables; see the SQL preview"
             )))
-            .with_payload(serde_json::json!({ "sql_preview": preview })))
+            .with_preview(preview))
     }
 
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {

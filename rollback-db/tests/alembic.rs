@@ -59,9 +59,9 @@ async fn downgrade_with_sql_preview_and_observation() {
     assert_eq!(revs, ["0003", "0002", "0001", "base"]);
     let change = schema.prepare(&Request::To(Selector::Exact("0001".into()))).await.unwrap();
     assert_eq!(change.reversibility, Reversibility::NeedsSnapshot);
-    let preview = change.payload["sql_preview"].as_str().unwrap();
+    let preview = change.preview.as_deref().unwrap();
     assert!(preview.contains("DROP TABLE coupons;") && preview.contains("DROP TABLE orders;"), "{preview}");
-    assert!(change.description.contains("4 statements"), "{}", change.description);
+    assert!(change.description.contains("4 SQL statements"), "{}", change.description);
     assert_eq!(schema.current().await.unwrap().id, "0003", "the preview changed nothing");
     let key = IdempotencyKey::new("r/schema/fwd");
     schema.apply(&change, &key).await.unwrap();

@@ -77,7 +77,7 @@ async fn migrate_app_down_with_sqlmigrate_backwards_preview() {
     let history: Vec<String> = schema.history().await.unwrap().into_iter().map(|r| r.version.id).collect();
     assert_eq!(history, ["0003_add_note", "0002_add_coupon", "0001_create_order", "zero"]);
     let change = schema.prepare(&Request::To(Selector::Exact("0001_create_order".into()))).await.unwrap();
-    let preview = change.payload["sql_preview"].as_str().unwrap();
+    let preview = change.preview.as_deref().unwrap();
     assert!(preview.contains("DROP COLUMN \"note\"") && preview.contains("DROP COLUMN \"coupon\""), "{preview}");
     let key = IdempotencyKey::new("r/orders-schema/fwd");
     schema.apply(&change, &key).await.unwrap();

@@ -234,7 +234,12 @@ impl Target for ContainerTarget {
         let selector = self.normalize(selector, &history).await?;
         let to = selector.resolve(&history, &current)?.version.clone();
         if to.id == current.id {
-            return Err(Error::invalid_input(format!("{selector} resolves to the current image {current}")));
+            let message = format!("{selector} resolves to the current image {current}");
+            return Err(if selector.is_relative() {
+                Error::invalid_input(message)
+            } else {
+                Error::already_done(message)
+            });
         }
         let retain_old = self.config.retain_old.unwrap_or(matches!(self.locator, Locator::Container(_)));
         let recreate = Recreate {

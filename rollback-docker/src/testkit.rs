@@ -66,7 +66,10 @@ impl TestImages {
             std::fs::write(ctx.join("www/version"), tag).expect("www/version");
             std::fs::write(ctx.join("www/health"), health).expect("www/health");
             let reference = format!("{repo}:{tag}");
-            docker(host, &["build", "-q", "-t", &reference, &ctx.display().to_string()]);
+            // No build cache: the cached `COPY rootfs` layer is shared by every test's
+            // images, and a test removing its images can delete it while another
+            // build is using it ("unknown parent image ID").
+            docker(host, &["build", "-q", "--no-cache", "-t", &reference, &ctx.display().to_string()]);
             ids.push(docker(host, &["image", "inspect", "--format", "{{.Id}}", &reference]));
         }
         TestImages { repo: repo.to_string(), ids, host: host.to_string() }

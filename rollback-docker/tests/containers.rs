@@ -191,7 +191,7 @@ async fn bad_input_is_refused_by_name_before_anything_changes() {
     let err = target.prepare(&Request::To(Selector::Exact(images.ids[0].clone()))).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     let err = target.prepare(&Request::To(Selector::Exact(images.tag("v3")))).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput, "the current image: {err}");
+    assert_eq!(err.kind(), ErrorKind::AlreadyDone, "the current image is already there: {err}");
     let history = target.history().await.unwrap();
     assert_eq!(history.len(), 2, "v1 is gone: {history:?}");
 

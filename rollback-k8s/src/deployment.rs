@@ -295,6 +295,12 @@ impl DeploymentTarget {
         let started = Instant::now();
         loop {
             let d = self.get().await?;
+            // Replicas of the new template that are up, of the replicas wanted.
+            let wanted = d.spec.replicas.unwrap_or(1).max(0) as u64;
+            let status = d.status.as_ref();
+            let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
+            let up = updated.min(status.and_then(|s| s.available_replicas).unwrap_or(0)).max(0) as u64;
+            rollback_core::progress::report(up.min(wanted), Some(wanted), "replicas");
             match rollout_status(&d) {
                 RolloutStatus::Complete => return Ok(()),
                 RolloutStatus::Failed(message) => {

@@ -376,7 +376,12 @@ fn build(
 }
 
 fn options(reason: Option<String>, run: Option<&str>, cancel: Option<&Bound<'_, PyCancel>>) -> PyResult<RunOptions> {
-    Ok(RunOptions { run_id: run.map(run_id).transpose()?, reason, cancel: cancel.map(|c| c.get().handle.clone()) })
+    Ok(RunOptions {
+        run_id: run.map(run_id).transpose()?,
+        reason,
+        cancel: cancel.map(|c| c.get().handle.clone()),
+        ..RunOptions::default()
+    })
 }
 
 fn history_query(

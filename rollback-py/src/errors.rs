@@ -29,9 +29,15 @@ create_exception!(rollback, CorruptError, RollbackError, "The journal is unreada
 create_exception!(rollback, InvalidStateError, RollbackError, "The operation is not allowed in this state.");
 create_exception!(rollback, PermissionDeniedError, RollbackError, "Not allowed (an approver not on the gate's list).");
 create_exception!(rollback, InternalError, RollbackError, "A bug or an impossible state.");
+create_exception!(
+    rollback,
+    AlreadyDoneError,
+    RollbackError,
+    "The target is already where an absolute request points: `prepare` raises it, the step is skipped."
+);
 
 /// Every kind, for mapping names back.
-pub const KINDS: [ErrorKind; 14] = [
+pub const KINDS: [ErrorKind; 15] = [
     ErrorKind::InvalidInput,
     ErrorKind::NotFound,
     ErrorKind::Unsupported,
@@ -46,6 +52,7 @@ pub const KINDS: [ErrorKind; 14] = [
     ErrorKind::InvalidState,
     ErrorKind::PermissionDenied,
     ErrorKind::Internal,
+    ErrorKind::AlreadyDone,
 ];
 
 /// The exception class of `kind`.
@@ -65,6 +72,7 @@ pub fn class_of(py: Python<'_>, kind: ErrorKind) -> Bound<'_, pyo3::types::PyTyp
         ErrorKind::Corrupt => CorruptError::type_object(py),
         ErrorKind::InvalidState => InvalidStateError::type_object(py),
         ErrorKind::PermissionDenied => PermissionDeniedError::type_object(py),
+        ErrorKind::AlreadyDone => AlreadyDoneError::type_object(py),
         _ => InternalError::type_object(py),
     }
 }

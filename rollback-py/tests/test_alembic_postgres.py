@@ -67,7 +67,7 @@ def test_plan_rolls_back_app_and_schema_together(pg, tmp_path):
     }
     engine = rollback.Engine(tmp_path / "home", targets=[app])
     dry = engine.dry_run(plan)
-    assert "DROP TABLE coupons" in dry.steps[1]["change"]["payload"]["sql_preview"]
+    assert "DROP TABLE coupons" in dry.steps[1]["change"]["preview"]
     assert tables(server, db)[-1] == "@0003"
     report = engine.run(plan, reason="checkout 500s")
     assert report.succeeded, str(report)

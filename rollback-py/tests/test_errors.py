@@ -25,6 +25,7 @@ KINDS = {
     "invalid_state": rollback.InvalidStateError,
     "permission_denied": rollback.PermissionDeniedError,
     "internal": rollback.InternalError,
+    "already_done": rollback.AlreadyDoneError,
 }
 
 

@@ -124,6 +124,7 @@ async fn mirror_restore_matches_the_backup_boto3_check() {
     assert_eq!(oracle(&env, &env.endpoint, &live, "", 0).total_versions, after.total_versions, "re-apply wrote");
     let err = target.prepare(&Request::To(Selector::Exact("2025-10-16-180000".into()))).await.unwrap_err();
     assert!(err.to_string().contains("nothing to restore"), "{err}");
+    assert_eq!(err.kind(), rollback_core::ErrorKind::AlreadyDone, "a re-run is nothing to do, not bad input");
 }
 
 #[tokio::test]

@@ -74,7 +74,8 @@ async fn main_inner(args: &[String]) -> Result<i32> {
             let engine = engine(home)?;
             let run = RunId::generate();
             say(&format!("run {run}"));
-            let options = RunOptions { run_id: Some(run), reason: Some("fault injection".into()), cancel: None };
+            let options =
+                RunOptions { run_id: Some(run), reason: Some("fault injection".into()), ..RunOptions::default() };
             Ok(finish(engine.run(plan, options).await))
         }
         [command, home, run] if command == "resume" => {

@@ -104,7 +104,7 @@ async fn main() {
         "run" => {
             let run = RunId::generate();
             say(&format!("run {run}"));
-            let options = RunOptions { run_id: Some(run), reason: Some("crash test".into()), cancel: None };
+            let options = RunOptions { run_id: Some(run), reason: Some("crash test".into()), ..RunOptions::default() };
             match engine(&dir).run(crash_plan(&dir), options).await {
                 Ok(report) => {
                     say(&format!("state {}", report.state));

@@ -27,6 +27,8 @@ pub(crate) struct RunCtx {
     /// one fsync. If they are lost in a crash, resume observes the backend instead.
     pending: Mutex<Vec<Entry>>,
     pub(crate) cancel: CancelHandle,
+    /// Stop at a gate without a decision instead of waiting ([`RunOptions::no_wait`]).
+    pub(crate) no_wait: bool,
     pub(crate) budget_exceeded: AtomicBool,
     budget_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     status_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -64,6 +66,7 @@ impl RunCtx {
             log: Mutex::new(log),
             pending: Mutex::new(Vec::new()),
             cancel: options.cancel.unwrap_or_default(),
+            no_wait: options.no_wait,
             budget_exceeded: AtomicBool::new(false),
             budget_task: Mutex::new(None),
             status_task: Mutex::new(None),
@@ -126,6 +129,7 @@ impl RunCtx {
             log: Mutex::new(log),
             pending: Mutex::new(Vec::new()),
             cancel: options.cancel.unwrap_or_default(),
+            no_wait: options.no_wait,
             budget_task: Mutex::new(None),
             status_task: Mutex::new(None),
         });

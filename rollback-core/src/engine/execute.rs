@@ -297,6 +297,10 @@ impl RunCtx {
         let prior = self.with_log(|log| log.step(&step.id, Phase::Forward).cloned());
         match &step.op {
             StepOp::Rollback { .. } | StepOp::Action { .. } | StepOp::Apply { .. } => {
+                let satisfied = self.with_log(|log| log.prepared(&step.id).and_then(|p| p.satisfied.clone()));
+                if let (None, Some(why)) = (&prior, satisfied) {
+                    return self.skip(&step.id, &format!("already done: {why}")).await;
+                }
                 let change = match prior.as_ref().and_then(|p| p.change.clone()) {
                     Some(change) => change,
                     None => self
@@ -395,7 +399,7 @@ impl RunCtx {
                 return Err(Error::new(ErrorKind::Locked, "lease lost before the effect"));
             }
             state = state.on(StepEvent::BeginApply)?;
-            target.apply(&change, &key).await?;
+            self.with_progress(step, target.apply(&change, &key)).await?;
             CrashPoint::maybe_crash(crash_at, seq, CrashWhen::AfterEffect);
             let observed = target.observe(&change, &key).await?;
             state = state.on(StepEvent::Observe)?;
@@ -463,7 +467,7 @@ impl RunCtx {
         let crash_at: Option<CrashPoint> = self.engine.settings.crash_point();
         let state = StepState::Pending.on(StepEvent::RecordIntent)?.on(StepEvent::BeginApply)?;
         CrashPoint::maybe_crash(crash_at, seq, CrashWhen::BeforeEffect);
-        let (result, detail) = work.await;
+        let (result, detail) = self.with_progress(step, work).await;
         CrashPoint::maybe_crash(crash_at, seq, CrashWhen::AfterEffect);
         let state = state.on(StepEvent::Observe)?;
         let (state, error) = match result {
@@ -471,6 +475,14 @@ impl RunCtx {
             Err(err) => (state.on(StepEvent::Fail)?, Some(err.with_context("step", step))),
         };
         self.outcome(step, phase, state, error, started, detail).await
+    }
+
+    /// Runs a step's work, turning its backend's progress reports into events.
+    async fn with_progress<T>(&self, step: &StepId, work: impl std::future::Future<Output = T>) -> T {
+        crate::progress::watch(work, |p| {
+            self.emit(EventKind::Progress { step: step.clone(), done: p.done, total: p.total, unit: p.unit })
+        })
+        .await
     }
 
     async fn skip(&self, step: &StepId, why: &str) -> Result<StepState> {
@@ -528,6 +540,11 @@ impl RunCtx {
                 break decision;
             }
             if self.cancel.is_cancelled() {
+                return Ok(state);
+            }
+            if self.no_wait {
+                tracing::info!(run = %self.run, %step, "no decision at the gate; stopping there (no_wait)");
+                self.cancel.cancel();
                 return Ok(state);
             }
             if let Some(timeout) = timeout {

@@ -15,7 +15,7 @@ use crate::crash::CrashPoint;
 use crate::journal::{Durability, Entry, Phase, RunIndexEntry, RunLog};
 use crate::{
     ArtifactStore, Error, ErrorKind, Event, FileJournal, FileLock, HistoryQuery, HistoryRecord, Journal, LocalDirStore,
-    Lock, Notifier, Plan, Registry, Report, Result, RunId, RunState, Selector, Step, StepId, StepOp,
+    Lock, Notifier, Plan, Registry, Report, Result, RunId, RunState, Selector, Step, StepId, StepOp, TargetId,
 };
 
 use context::RunCtx;
@@ -205,6 +205,13 @@ pub struct RunOptions {
     pub reason: Option<String>,
     /// A handle to cancel at the next step boundary.
     pub cancel: Option<CancelHandle>,
+    /// Run a plan with a relative selector (`previous`, `back = N`) although its last
+    /// successful run already left that target where it is: without this, [`Engine::run`]
+    /// refuses, because running it again would roll back one release further.
+    pub again: bool,
+    /// Stop at an approval gate instead of waiting: the run ends cancelled with the gate
+    /// awaiting its decision; `approve`, then `resume`, go on from there.
+    pub no_wait: bool,
 }
 
 /// Cancels a run at its next step boundary (never in the middle of an effect).
@@ -281,12 +288,49 @@ impl Engine {
         let span = tracing::info_span!("rollback_run", run = %run, plan = %plan.name);
         async move {
             let components = preflight::Components::build(&self.inner.registry, &plan).await?;
+            if !options.again {
+                self.refuse_relative_repeat(&plan, &components).await?;
+            }
             let identities = components.identities().await?;
             let ctx = RunCtx::start(self.inner.clone(), run, plan, components, &identities, options).await?;
             ctx.drive_new().await
         }
         .instrument(span)
         .await
+    }
+
+    /// Refuses a plan whose relative selector would go one release further than its
+    /// last successful run left the target (the run that already did this rollback).
+    async fn refuse_relative_repeat(&self, plan: &Plan, components: &preflight::Components) -> Result<()> {
+        let relative: Vec<(&StepId, &TargetId)> = plan
+            .steps()
+            .filter_map(|s| match &s.op {
+                StepOp::Rollback { target, to } if to.is_relative() => Some((&s.id, target)),
+                _ => None,
+            })
+            .collect();
+        if relative.is_empty() {
+            return Ok(());
+        }
+        let history = self.history(&HistoryQuery::default()).await?;
+        let Some(last) = history.iter().rev().find(|r| r.plan == plan.name && r.state == RunState::Succeeded) else {
+            return Ok(());
+        };
+        for (step, target) in relative {
+            let Some(change) = last.changes.iter().find(|c| &c.target == target) else { continue };
+            let current = components.target(target)?.current().await?;
+            if current.id == change.to.id {
+                return Err(Error::invalid_input(format!(
+                    "step {step} rolls {target} back relatively, and run {} ({}) already moved it to {current}, \
+                     where it is now: running the plan again would go one release further; pass `again` \
+                     (`rollback run --again`) if that is what you want",
+                    last.run,
+                    last.date.format("%Y-%m-%d %H:%M:%S UTC"),
+                ))
+                .with_context("run", &last.run));
+            }
+        }
+        Ok(())
     }
 
     /// Resumes a run in this process: rebuilds its targets from the registry, checks

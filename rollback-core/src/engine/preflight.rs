@@ -82,15 +82,17 @@ impl Components {
 /// failure policy and undo, refusing an `inverse` undo over a change that has none.
 pub(crate) async fn prepare_step(step: &Step, components: &Components) -> Result<PreparedStep> {
     let context = |e: Error| e.with_operation("prepare").with_context("step", &step.id);
+    let mut satisfied = None;
     let (change, category) = match &step.op {
         StepOp::Rollback { target, to } => {
             let t = components.target(target)?;
-            (Some(t.prepare(&Request::To(to.clone())).await.map_err(context)?), Some(t.category()))
+            let change = prepare_or_satisfied(t.as_ref(), &Request::To(to.clone()), &mut satisfied).await;
+            (change.map_err(context)?, Some(t.category()))
         }
         StepOp::Action { target, action, params } => {
             let t = components.target(target)?;
             let request = Request::Action { action: action.clone(), params: params.clone() };
-            (Some(t.prepare(&request).await.map_err(context)?), Some(t.category()))
+            (prepare_or_satisfied(t.as_ref(), &request, &mut satisfied).await.map_err(context)?, Some(t.category()))
         }
         StepOp::Apply { change } => {
             let t = components.target(&change.target)?;
@@ -108,7 +110,7 @@ pub(crate) async fn prepare_step(step: &Step, components: &Components) -> Result
     let on_failure =
         step.on_failure.unwrap_or_else(|| category.map_or(FailurePolicy::Halt, Category::default_failure_policy));
     let undo = step.undo.clone().unwrap_or_else(|| category.map_or(Undo::None, Category::default_undo));
-    if undo == Undo::Inverse {
+    if undo == Undo::Inverse && satisfied.is_none() {
         match &change {
             Some(c) if c.reversibility == Reversibility::Inverse => {}
             Some(c) => {
@@ -127,7 +129,23 @@ pub(crate) async fn prepare_step(step: &Step, components: &Components) -> Result
             }
         }
     }
-    Ok(PreparedStep { step: step.id.clone(), change, on_failure, undo })
+    Ok(PreparedStep { step: step.id.clone(), change, on_failure, undo, satisfied })
+}
+
+/// `prepare`, with "already done" as an outcome: no change, and why in `satisfied`.
+async fn prepare_or_satisfied(
+    target: &dyn crate::Target,
+    request: &Request,
+    satisfied: &mut Option<String>,
+) -> Result<Option<Change>> {
+    match target.prepare(request).await {
+        Ok(change) => Ok(Some(change)),
+        Err(err) if err.kind() == crate::ErrorKind::AlreadyDone => {
+            *satisfied = Some(format!("{}: {}", target.name(), err.message()));
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// What a dry run shows for one step.
@@ -151,6 +169,8 @@ pub struct DryRunStep {
     pub on_failure: FailurePolicy,
     /// Its undo.
     pub undo: Undo,
+    /// Why it has nothing to do (its target already is where it points).
+    pub satisfied: Option<String>,
 }
 
 /// The whole plan as it would run now, with nothing changed.
@@ -190,6 +210,7 @@ pub(crate) async fn dry_run(plan: &Plan, components: &Components) -> Result<DryR
         }
         let description = match (&step.op, &change) {
             (_, Some(c)) => c.description.clone(),
+            _ if p.satisfied.is_some() => format!("nothing to do: {}", p.satisfied.as_deref().unwrap_or_default()),
             (StepOp::Verify { verifier, policy }, _) => format!(
                 "verify {verifier}: {} consecutive passes every {:?}, deadline {:?}",
                 policy.passes, policy.interval, policy.deadline
@@ -212,6 +233,7 @@ pub(crate) async fn dry_run(plan: &Plan, components: &Components) -> Result<DryR
             change,
             on_failure: p.on_failure,
             undo: p.undo,
+            satisfied: p.satisfied,
         });
     }
     Ok(DryRun { plan: plan.name.clone(), identities, steps })

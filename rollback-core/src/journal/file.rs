@@ -4,6 +4,7 @@ use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -123,7 +124,11 @@ impl FileJournal {
     /// Opens (creating) a journal directory.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(dir.join("runs"))
+        // Journals hold plans, reasons and hosts: readable by their owner only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir.join("runs"))
             .map_err(|e| Error::from(e).with_operation("open journal").with_context("dir", dir.display()))?;
         let fences = Arc::new(SharedJson::new(dir.join("fences.json")));
         Ok(FileJournal { dir, open: Arc::default(), fences, stats: Arc::default() })
@@ -152,7 +157,7 @@ impl FileJournal {
         }
         let path = self.run_path(run);
         let existed = path.exists();
-        let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        let file = OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(&path)?;
         if !existed {
             File::open(self.dir.join("runs"))?.sync_all()?;
         }
@@ -189,7 +194,8 @@ impl FileJournal {
         }
         if let Some(plan) = index_entry {
             let entry = RunIndexEntry { run: run.clone(), plan, started_at: chrono::Utc::now() };
-            let mut index = OpenOptions::new().append(true).create(true).open(self.dir.join("index.jsonl"))?;
+            let mut index =
+                OpenOptions::new().append(true).create(true).mode(0o600).open(self.dir.join("index.jsonl"))?;
             let mut line = serde_json::to_vec(&entry).map_err(|e| Error::internal(e.to_string()))?;
             line.push(b'\n');
             index.write_all(&line)?;
@@ -368,6 +374,23 @@ mod tests {
             journal.append(&run, None, entry(i), Durability::Buffered).await.unwrap();
         }
         (dir, journal, run)
+    }
+
+    #[tokio::test]
+    async fn journal_files_are_private_to_their_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("home").join("journal");
+        let journal = FileJournal::open(&root).unwrap();
+        let run = RunId::generate();
+        let plan = Box::new(crate::Plan::new("p"));
+        let started = Entry::RunStarted { plan, holder: "h".into(), reason: None };
+        journal.append(&run, None, started, Durability::Sync).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("runs")), 0o700);
+        assert_eq!(mode(&journal.run_path(&run)), 0o600);
+        assert_eq!(mode(&root.join("index.jsonl")), 0o600);
     }
 
     /// A running engine appends fenced records with one token (the fence table does not

@@ -67,6 +67,10 @@ pub struct PreparedStep {
     pub on_failure: FailurePolicy,
     /// Effective undo.
     pub undo: Undo,
+    /// Why the step has nothing to do: its target already is where an absolute
+    /// request points (then `change` is `None` and the step is skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub satisfied: Option<String>,
 }
 
 /// One journal entry.

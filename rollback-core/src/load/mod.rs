@@ -217,8 +217,13 @@ fn check_configs(
     out
 }
 
-/// The plan's schema, generated once.
-fn plan_schema() -> &'static serde_json::Value {
+/// The plan file's JSON schema (what `rollback explain plan` prints), generated once.
+///
+/// ```
+/// let schema = rollback_core::load::plan_schema();
+/// assert!(schema["properties"]["stages"].is_object());
+/// ```
+pub fn plan_schema() -> &'static serde_json::Value {
     static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
     SCHEMA.get_or_init(|| schemars::schema_for!(Plan).to_value())
 }

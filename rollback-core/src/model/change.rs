@@ -96,6 +96,10 @@ pub struct Change {
     pub reversibility: Reversibility,
     /// What it may destroy.
     pub data_loss: DataLoss,
+    /// The full text a person reads before saying yes, where the kind has one: the
+    /// SQL a migration runs, the keys a restore touches, a template or config diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
 }
 
 impl Change {
@@ -117,6 +121,7 @@ impl Change {
             description,
             reversibility: Reversibility::Inverse,
             data_loss: DataLoss::none(),
+            preview: None,
         }
     }
 
@@ -129,6 +134,12 @@ impl Change {
     /// Sets the payload.
     pub fn with_payload(mut self, payload: serde_json::Value) -> Self {
         self.payload = payload;
+        self
+    }
+
+    /// Sets the preview a dry-run shows in full (SQL, key diff, config diff).
+    pub fn with_preview(mut self, preview: impl Into<String>) -> Self {
+        self.preview = Some(preview.into());
         self
     }
 

@@ -90,6 +90,19 @@ pub enum Selector {
 }
 
 impl Selector {
+    /// Whether the selector counts from the current version (`previous`, `back = N`):
+    /// running it again goes one release further, where an absolute one (`exact`,
+    /// `before`) finds the target already there.
+    ///
+    /// ```
+    /// use rollback_core::Selector;
+    /// assert!(Selector::Previous.is_relative() && Selector::Back(2).is_relative());
+    /// assert!(!Selector::Exact("v1".into()).is_relative());
+    /// ```
+    pub fn is_relative(&self) -> bool {
+        matches!(self, Selector::Previous | Selector::Back(_))
+    }
+
     /// Resolves the selector against a newest-first `history` and the `current`
     /// version. Shared by every backend, so "previous" means the same thing everywhere.
     ///
@@ -146,20 +159,16 @@ impl Selector {
                     },
                 )
             }
+            // The version that was live at `time`: when that is the current one, the
+            // target is already there (it is not skipped to reach an older one).
             Selector::Before(time) => history
                 .iter()
-                .filter(|r| r.version.id != current.id)
                 .find(|r| r.created.is_some_and(|c| c < *time))
                 .ok_or_else(|| {
                     Error::not_found(format!("no revision created before {time}")).with_context("selector", self)
                 })
                 .and_then(ensure_available),
         }
-    }
-
-    /// Whether the selector is relative (its meaning changes after a rollback).
-    pub fn is_relative(&self) -> bool {
-        !matches!(self, Selector::Exact(_))
     }
 }
 
@@ -212,6 +221,7 @@ mod tests {
         let h = history();
         let at = Utc.with_ymd_and_hms(2025, 10, 16, 11, 0, 0).unwrap();
         assert_eq!(Selector::Before(at).resolve(&h, &Version::new("d")).unwrap().version.id, "b");
+        assert_eq!(Selector::Before(at).resolve(&h, &Version::new("b")).unwrap().version.id, "b", "already there");
         let err = Selector::Exact("c".into()).resolve(&h, &Version::new("d")).unwrap_err();
         assert!(err.to_string().contains("no longer available"));
         assert_eq!(

@@ -83,7 +83,7 @@ class Alembic:
 
     def sql_preview(self, to: Selector = "previous") -> str:
         """The SQL that migrating down to ``to`` would run, without running it."""
-        return self.prepare(to)["payload"]["sql_preview"]
+        return self.prepare(to)["preview"]
 
     def downgrade(self, to: Selector = "previous", *, key: Optional[str] = None) -> Dict[str, Any]:
         """Prepares and applies a downgrade (compare-and-swap on the current revision);

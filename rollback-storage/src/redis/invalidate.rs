@@ -141,12 +141,14 @@ pub async fn count_matching(conn: &mut MultiplexedConnection, pattern: &str, bat
     }
 }
 
-/// Unlinks keys matching `pattern` in `SCAN` batches, skipping `keep`; returns how many.
+/// Unlinks keys matching `pattern` in `SCAN` batches, skipping `keep`; returns how
+/// many, reporting progress against `expected` (the count at prepare).
 pub(crate) async fn unlink_matching(
     conn: &mut MultiplexedConnection,
     pattern: &str,
     batch: usize,
     keep: &str,
+    expected: Option<u64>,
 ) -> Result<u64> {
     let mut cursor: u64 = 0;
     let mut unlinked = 0u64;
@@ -168,9 +170,12 @@ pub(crate) async fn unlink_matching(
                 .await
                 .map_err(|e| error::redis("unlink", e).with_context("unlinked_so_far", unlinked))?;
             unlinked += n;
+            // Keys written since prepare may push the count past the estimate.
+            rollback_core::progress::report(unlinked, expected.map(|e| e.max(unlinked)), "keys");
         }
         cursor = next;
         if cursor == 0 {
+            rollback_core::progress::report(unlinked, Some(unlinked), "keys");
             return Ok(unlinked);
         }
     }
@@ -270,7 +275,9 @@ impl Target for RedisInvalidate {
             }
             Invalidation::Pattern { pattern } => {
                 self.set_marker(&mut conn, key, "started").await?;
-                let n = unlink_matching(&mut conn, pattern, payload.batch, &Self::marker(key)).await?;
+                let n =
+                    unlink_matching(&mut conn, pattern, payload.batch, &Self::marker(key), Some(payload.keys_before))
+                        .await?;
                 tracing::info!(target = %self.name, db = payload.db, pattern, unlinked = n, "keys unlinked");
             }
         }

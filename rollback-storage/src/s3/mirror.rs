@@ -311,7 +311,7 @@ impl Target for S3Mirror {
             .with_context("target", &self.name));
         }
         if plan.payload.rows.is_empty() {
-            return Err(Error::invalid_input(format!(
+            return Err(Error::already_done(format!(
                 "{} already holds backup {}: nothing to restore",
                 self.name,
                 Self::label(&set)

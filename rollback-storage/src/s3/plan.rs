@@ -215,7 +215,8 @@ pub(crate) async fn execute(
                 restore_row(s3, payload, row, key, options.attempts)
                     .await
                     .map_err(|e| e.with_context("failed_key", &row.0))?;
-                done.fetch_add(1, Ordering::Relaxed);
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                rollback_core::progress::report(n, Some(total as u64), "keys");
                 Ok(())
             }
         })

@@ -322,7 +322,7 @@ impl Target for S3Restore {
         };
         let (payload, diff, from, to) = self.plan_at(t_ms).await?;
         if payload.rows.is_empty() {
-            return Err(Error::invalid_input(format!(
+            return Err(Error::already_done(format!(
                 "{} is already in the state {how}: nothing to restore",
                 self.name
             )));

@@ -1,4 +1,5 @@
-//! The plan runner as a user runs it: a separate process, real files, a real health endpoint.
+//! The example plans through `rollback` as a user runs them: a separate process, real
+//! files, a real health endpoint, a real SQLite database, the loader's bad-input corpus.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -7,8 +8,8 @@ use std::process::{Command, Stdio};
 use rollback_core::Plan;
 use rollback_core::testkit::TestHttpServer;
 
-const RUNNER: &str = env!("CARGO_BIN_EXE_rollback-plan");
-const PLANS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/plans");
+const RUNNER: &str = env!("CARGO_BIN_EXE_rollback");
+const PLANS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/plans");
 
 fn layout(root: &Path) {
     for r in ["20251015-120000", "20251016-180000"] {
@@ -89,10 +90,11 @@ async fn approval_from_another_process_with_authority() {
     layout(&root);
     let plan = format!("{PLANS}/planned-with-approval.json");
     let mut child = runner(&["run", &plan], &root, "unused").spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The live view (with the notifier messages) is on stderr.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let run = loop {
         let line = lines.next().expect("the runner printed the run id").unwrap();
-        if let Some(id) = line.strip_prefix("Run: ") {
+        if let Some(id) = line.split("Run: ").nth(1) {
             break id.trim().to_string();
         }
     };

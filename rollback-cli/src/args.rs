@@ -1,0 +1,193 @@
+//! The command line, as clap parses it: every subcommand, flag and its help text.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0    succeeded, or already at the target (\"nothing to do\")
+  1    the rollback failed, was undone or escalated (the report says what state it left)
+  2    bad input: the plan, an argument or a run id is wrong; nothing was changed
+  3    locked: another run holds a target (the error names it)
+  4    stopped at an approval gate (--no-wait); approve, then resume
+  130  interrupted (Ctrl-C): stopped at a step boundary, journaled; resume finishes it
+
+Environment:
+  ROLLBACK_HOME   where journals, locks and artifacts live (default ./.rollback)
+  NO_COLOR        no colour in the output
+  RUST_LOG        log filter (overrides -q/-v)";
+
+/// Journaled, verified, resumable rollbacks from plan files.
+///
+/// A plan file (TOML or JSON) names targets (what to roll back), verifiers (how to
+/// tell it worked), snapshots (what to keep first) and stages of steps. `rollback
+/// kinds` lists what a plan can use and `rollback explain KIND` shows its fields.
+/// `${VAR}` inside a string value is replaced by the environment variable, as text.
+#[derive(Debug, Parser)]
+#[command(name = "rollback", version, about, long_about, after_long_help = EXIT_CODES, after_help = "See --help for exit codes.")]
+#[command(propagate_version = true, arg_required_else_help = true)]
+pub struct Cli {
+    /// Where journals, locks and artifacts live. Read-only commands never create it.
+    #[arg(long, global = true, env = "ROLLBACK_HOME", default_value = ".rollback", value_name = "DIR")]
+    pub home: PathBuf,
+
+    /// Less output: errors only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More log output (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Text for people or JSON for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Readable text.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArg {
+    /// The plan file (.toml or .json).
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub plan: PlanArg,
+    /// Why the rollback happens (journaled, reported, sent to notifiers).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Do not ask for confirmation on a terminal.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Run a plan with `previous`/`back = N` again although its last run already
+    /// rolled the target back (this goes one release further).
+    #[arg(long)]
+    pub again: bool,
+    /// Stop at an approval gate instead of waiting (exit 4); `approve`, then `resume`.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print the final report as text or JSON.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a plan offline: syntax, unknown keys, kinds and their configs,
+    /// references, `${VAR}`s. Every problem with file:line:col; nothing is contacted.
+    Validate(PlanArg),
+
+    /// Show the whole plan as it would run now: each step's change (from -> to),
+    /// reversibility, data loss and full preview (SQL, keys, diffs). Changes nothing.
+    #[command(name = "dry-run")]
+    DryRun {
+        #[command(flatten)]
+        plan: PlanArg,
+        /// Text for people or JSON for programs.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+
+    /// Run the rollback: preflight every step, then apply, verify and journal each.
+    Run(RunArgs),
+
+    /// Rehearse a plan (named "drill: …") and time it against its budget.
+    Drill(RunArgs),
+
+    /// Finish a run that stopped (crash, Ctrl-C, gate, escalation), deciding each
+    /// in-flight step by what its backend shows.
+    Resume {
+        /// The run id (see `rollback runs`).
+        run: String,
+        /// Stop at an approval gate instead of waiting (exit 4).
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the final report as text or JSON.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+
+    /// Approve (or reject) an approval gate of a run, from any process.
+    Approve {
+        /// The run id.
+        run: String,
+        /// The approval step's id.
+        step: String,
+        /// Who decides (must be on the gate's list of approvers, if it has one).
+        #[arg(long, value_name = "NAME")]
+        by: String,
+        /// Reject instead of approve: the run halts.
+        #[arg(long)]
+        reject: bool,
+    },
+
+    /// Show a run's report: a timeline of its steps and what it left.
+    Report {
+        /// The run id.
+        run: String,
+        /// Text for people or JSON for programs.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+        /// Also write a self-contained HTML page (timeline and verification plot).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
+
+    /// The rollback history: versions from and to, reason, duration, escalations.
+    History {
+        /// Only runs that changed this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Only runs since this time: RFC 3339 (2025-10-16T18:00:00Z) or an age (2h, 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Text for people or JSON for programs.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+
+    /// Recent runs and their states, newest first.
+    Runs {
+        /// How many to show.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+        /// Text for people or JSON for programs.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+
+    /// Every kind a plan can use: targets, verifiers, snapshots.
+    Kinds {
+        /// Text for people or JSON for programs.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: Output,
+    },
+
+    /// A kind's config fields with types, defaults and docs, and a skeleton to paste
+    /// into a plan; `explain plan` shows the plan file's own fields.
+    Explain {
+        /// A kind from `rollback kinds`, or `plan`.
+        kind: String,
+    },
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff): `rollback man | man -l -`.
+    Man,
+}

@@ -1,0 +1,112 @@
+//! Progress of long steps: a backend calls [`report`] from inside `apply` (or a
+//! snapshot's capture and restore) with how much of its work is done, and the engine
+//! turns it into [`crate::EventKind::Progress`] events for subscribers and notifiers
+//! (a terminal's progress bar, Python's `on_event`). Outside a run it does nothing, so
+//! a backend can call it unconditionally, and reports are throttled to one every
+//! [`INTERVAL`] (the last one, `done == total`, always goes out).
+//!
+//! ```
+//! // S3 restores report keys copied, Redis keys unlinked, Kubernetes replicas updated:
+//! rollback_core::progress::report(250, Some(1_000), "keys");
+//! ```
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The shortest time between two reports of one step.
+pub const INTERVAL: Duration = Duration::from_millis(100);
+
+/// How far a step's work has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Units done so far.
+    pub done: u64,
+    /// Units in all, when known.
+    pub total: Option<u64>,
+    /// What is counted ("keys", "replicas").
+    pub unit: String,
+}
+
+struct Sink {
+    tx: mpsc::UnboundedSender<Progress>,
+    last: Mutex<Option<Instant>>,
+}
+
+tokio::task_local! {
+    static SINK: Sink;
+}
+
+/// Reports progress of the step running in this task; a no-op outside a run.
+pub fn report(done: u64, total: Option<u64>, unit: &str) {
+    let _ = SINK.try_with(|sink| {
+        let finished = total == Some(done);
+        let mut last = sink.last.lock().unwrap_or_else(|e| e.into_inner());
+        if !finished && last.is_some_and(|at| at.elapsed() < INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let _ = sink.tx.send(Progress { done, total, unit: unit.to_owned() });
+    });
+}
+
+/// Runs `work` with a progress sink, handing each report to `on_progress` while it
+/// runs (the work is not polled while `on_progress` runs; reports are rare).
+pub(crate) async fn watch<T, F>(work: impl Future<Output = T>, mut on_progress: impl FnMut(Progress) -> F) -> T
+where
+    F: Future<Output = ()>,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let work = SINK.scope(Sink { tx, last: Mutex::new(None) }, work);
+    tokio::pin!(work);
+    let output = loop {
+        tokio::select! {
+            output = &mut work => break output,
+            Some(progress) = rx.recv() => on_progress(progress).await,
+        }
+    };
+    // The sink is dropped with the work: what it sent last is still queued.
+    let mut last = None;
+    while let Ok(progress) = rx.try_recv() {
+        last = Some(progress);
+    }
+    if let Some(progress) = last {
+        on_progress(progress).await;
+    }
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reports_are_throttled_and_the_last_one_always_arrives() {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let out = watch(
+            async {
+                for done in 1..=1_000 {
+                    report(done, Some(1_000), "keys");
+                    tokio::task::yield_now().await;
+                }
+                7
+            },
+            |p| {
+                let seen = seen.clone();
+                async move { seen.lock().unwrap().push(p.done) }
+            },
+        )
+        .await;
+        assert_eq!(out, 7);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.first(), Some(&1), "the first report goes out");
+        assert_eq!(seen.last(), Some(&1_000), "the finishing report goes out");
+        assert!(seen.len() < 100, "a tight loop is throttled: {} reports", seen.len());
+    }
+
+    #[test]
+    fn outside_a_run_it_does_nothing() {
+        report(1, None, "keys");
+    }
+}
