@@ -33,6 +33,7 @@ pub mod local;
 pub mod lock;
 pub mod model;
 pub mod notify;
+pub mod preview;
 pub mod process;
 pub mod progress;
 pub mod registry;

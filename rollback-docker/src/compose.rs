@@ -252,7 +252,7 @@ impl Target for ComposeFiles {
                 match env_file.prepare(&Request::To(selector)).await {
                     Ok(change) => Some(change),
                     // The env backup has the live content already: nothing to restore.
-                    Err(e) if e.kind() == ErrorKind::InvalidInput => None,
+                    Err(e) if e.kind() == ErrorKind::AlreadyDone => None,
                     Err(e) => return Err(e),
                 }
             }

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
 use kube::Api;
 use kube::api::ListParams;
 use serde::Deserialize;
@@ -79,8 +79,8 @@ pub struct DeploymentConfig {
 ///   the history is the ReplicaSets the Deployment controls, newest revision first.
 ///   `exact = "3"` is `kubectl rollout undo --to-revision=3`.
 /// - **prepare** refuses a paused Deployment (as kubectl does), checks that the
-///   ConfigMaps and Secrets the chosen template needs still exist, and returns a no-op
-///   change when the template already matches ("skipped rollback").
+///   ConfigMaps and Secrets the chosen template needs still exist, and says the step
+///   has nothing to do when the template already matches (kubectl's "skipped rollback").
 /// - **apply** re-reads the Deployment, checks `from` (compare-and-swap on the template's
 ///   content), then sends kubectl's JSON patch (`/spec/template` from the ReplicaSet
 ///   without `pod-template-hash`, annotations copied from the ReplicaSet) preceded by a
@@ -436,7 +436,7 @@ impl Target for DeploymentTarget {
         let to_rs = history.iter().find(|(r, _)| r.version.id == resolved.version.id).map(|(_, n)| n.clone());
         let from_rs = history.iter().find(|(r, _)| r.version.id == current.id).map(|(_, n)| n.clone());
         let uid = d.metadata.uid.clone().unwrap_or_default();
-        let mut payload = Payload {
+        let payload = Payload {
             namespace: self.namespace.clone(),
             deployment: self.deployment.clone(),
             uid,
@@ -445,18 +445,21 @@ impl Target for DeploymentTarget {
             noop: false,
         };
         if resolved.version.id == current.id {
-            payload.noop = true;
-            return Ok(Change::new(self.name.clone(), "deployment", Some(current.clone()), current.clone())
-                .describe(format!(
-                    "{}: skipped rollback ({} already matches revision {})",
-                    self.name,
-                    self.what(),
-                    resolved.version
-                ))
-                .with_payload(serde_json::to_value(&payload).map_err(|e| Error::internal(e.to_string()))?));
+            // kubectl's "skipped rollback": the engine reports the step as nothing to do.
+            // (Journals from before kept a no-op change, `payload.noop`; apply and
+            // observe still finish those.)
+            return Err(Error::already_done(format!(
+                "skipped rollback ({} already matches revision {})",
+                self.what(),
+                resolved.version
+            )));
         }
-        if let Some(rs) = rses.iter().find(|rs| rs.metadata.name.as_deref() == Some(payload.to_replica_set.as_str())) {
+        let to_rs = rses.iter().find(|rs| rs.metadata.name.as_deref() == Some(payload.to_replica_set.as_str()));
+        let mut preview = None;
+        if let Some(rs) = to_rs {
             self.check_config(rs, &resolved.version).await?;
+            let to_template = rs.spec.template.as_ref();
+            preview = to_template.map(|t| template_diff(&d.spec.template, t));
         }
         let description = format!(
             "{}: roll {} back from revision {} to revision {} [{}] ({selector})",
@@ -466,9 +469,13 @@ impl Target for DeploymentTarget {
             resolved.version,
             resolved.description
         );
-        Ok(Change::new(self.name.clone(), "deployment", Some(current), resolved.version.clone())
+        let change = Change::new(self.name.clone(), "deployment", Some(current), resolved.version.clone())
             .describe(description)
-            .with_payload(serde_json::to_value(&payload).map_err(|e| Error::internal(e.to_string()))?))
+            .with_payload(serde_json::to_value(&payload).map_err(|e| Error::internal(e.to_string()))?);
+        Ok(match preview {
+            Some(preview) => change.with_preview(preview),
+            None => change,
+        })
     }
 
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
@@ -525,5 +532,50 @@ impl Target for DeploymentTarget {
         Ok(Change::new(self.name.clone(), "deployment", Some(change.to.clone()), from.clone())
             .describe(format!("{}: undo: {} back to revision {from}", self.name, self.what()))
             .with_payload(serde_json::to_value(&inverse).map_err(|e| Error::internal(e.to_string()))?))
+    }
+}
+
+/// The pod template's change as a line diff of its JSON (keys sorted, without the
+/// controller's `pod-template-hash`), live template first: what `kubectl rollout undo`
+/// would switch. Inline `env` values are masked: a template may carry credentials,
+/// and the preview is printed and journaled.
+fn template_diff(live: &PodTemplateSpec, to: &PodTemplateSpec) -> String {
+    let text = |t: &PodTemplateSpec| {
+        let mut value = serde_json::to_value(crate::rollout::strip_hash(t)).unwrap_or_default();
+        for list in ["containers", "initContainers", "ephemeralContainers"] {
+            let containers = value.pointer_mut(&format!("/spec/{list}")).and_then(|c| c.as_array_mut());
+            for container in containers.into_iter().flatten() {
+                let env = container.get_mut("env").and_then(|e| e.as_array_mut());
+                for var in env.into_iter().flatten().filter_map(|v| v.as_object_mut()) {
+                    if let Some(v) = var.get_mut("value") {
+                        *v = serde_json::Value::String("<not shown>".into());
+                    }
+                }
+            }
+        }
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    };
+    let diff = rollback_core::preview::line_diff(&text(live), &text(to));
+    format!("pod template, live (-) -> revision (+); env values not shown:\n{diff}")
+}
+
+#[cfg(test)]
+mod preview_tests {
+    use super::*;
+
+    #[test]
+    fn the_template_diff_shows_the_image_and_never_an_inline_env_value() {
+        let template = |image: &str, token: &str| -> PodTemplateSpec {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"labels": {"app": "web", "pod-template-hash": "abc"}},
+                "spec": {"containers": [{"name": "web", "image": image,
+                    "env": [{"name": "TOKEN", "value": token}]}]}
+            }))
+            .unwrap()
+        };
+        let diff = template_diff(&template("web:2", "s3cr3t-live"), &template("web:1", "s3cr3t-old"));
+        let changed = |sign: char, image: &str| diff.lines().any(|l| l.starts_with(sign) && l.contains(image));
+        assert!(changed('-', "\"web:2\"") && changed('+', "\"web:1\""), "{diff}");
+        assert!(!diff.contains("s3cr3t") && !diff.contains("pod-template-hash"), "{diff}");
     }
 }

@@ -62,6 +62,11 @@ async fn undo_reuses_the_replica_set_with_revision_history_like_kubectl() {
 
     let change = target.prepare(&Request::To(Selector::Previous)).await.unwrap();
     assert_eq!(change.to.label.as_deref(), Some("2"));
+    let preview = change.preview.as_deref().expect("a template diff");
+    let image = |i: usize| format!("\"image\": \"{}\"", IMAGES[i]);
+    assert!(preview.lines().any(|l| l.starts_with('-') && l.contains(&image(2))), "{preview}");
+    assert!(preview.lines().any(|l| l.starts_with('+') && l.contains(&image(1))), "{preview}");
+    assert!(!preview.contains("pod-template-hash"), "{preview}");
     let key = IdempotencyKey::new("run-1/web/fwd");
     target.apply(&change, &key).await.unwrap();
     assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::Done);
@@ -114,19 +119,16 @@ async fn a_paused_deployment_is_refused_before_anything_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_template_already_matching_is_a_no_op() {
+async fn a_template_already_matching_is_nothing_to_do() {
     let tc = TestCluster::new().await;
     tc.with_revisions("web", &IMAGES[..2]).await;
     let target = tc.target("web");
-    let change = target.prepare(&Request::To(Selector::Exact("2".into()))).await.unwrap();
-    assert_eq!(change.from.as_ref(), Some(&change.to));
-    assert!(change.description.contains("skipped rollback"), "{}", change.description);
     let spec_and_meta = |d: Deployment| (d.metadata.generation, d.metadata.annotations, d.spec.replicas);
     let before = spec_and_meta(tc.get("web").await);
     let writes = tc.writes();
-    let key = IdempotencyKey::new("r/web/fwd");
-    target.apply(&change, &key).await.unwrap();
-    assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::Done);
+    let err = target.prepare(&Request::To(Selector::Exact("2".into()))).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyDone, "{err}");
+    assert!(err.to_string().contains("skipped rollback"), "kubectl's words: {err}");
     assert_eq!(spec_and_meta(tc.get("web").await), before, "nothing written");
     assert_eq!(tc.writes(), writes, "no write call");
     tc.cleanup().await;

@@ -86,6 +86,8 @@ async fn point_in_time_restore_matches_the_boto3_oracle() {
     let change = target.prepare(&request).await.unwrap();
     assert_eq!(change.data_loss.items, Some(5), "{}", change.data_loss);
     assert!(change.data_loss.summary.contains("nothing is destroyed"));
+    let preview = change.preview.as_deref().expect("a key preview");
+    assert!(preview.contains("3 keys overwritten") && preview.contains("app/a"), "{preview}");
     let after_prepare = oracle(&env, &env.endpoint, &bucket, "", t);
     assert_eq!(after_prepare.total_versions, before.total_versions, "prepare (dry-run) changed nothing");
 

@@ -88,6 +88,11 @@ async fn mirror_restore_matches_the_backup_boto3_check() {
     assert_eq!(change.data_loss.items, Some(3), "{}", change.data_loss);
     assert!(change.data_loss.summary.contains("nothing is destroyed"));
     assert_eq!(change.payload["rows"].as_array().unwrap().len(), 5);
+    let preview = change.preview.as_deref().expect("a key preview");
+    assert!(
+        preview.contains("2 keys overwritten") && preview.contains("examples (5 of the changed keys)"),
+        "{preview}"
+    );
     let previous = target.prepare(&Request::To(Selector::Previous)).await.unwrap();
     assert_eq!(previous.to, change.to, "previous is the newest backup");
     assert_eq!(oracle(&env, &env.endpoint, &live, "", 0).total_versions, before.total_versions, "prepare wrote");

@@ -341,6 +341,16 @@ impl Target for S3Mirror {
         .describe(description)
         .with_reversibility(Reversibility::NeedsSnapshot)
         .with_data_loss(d.data_loss(versioned))
+        .with_preview(super::sync::key_preview(
+            &[
+                ("keys overwritten by the backup's content", d.overwritten),
+                ("keys copied in", d.created),
+                ("keys absent from the backup, get a delete marker", d.removed),
+                ("keys absent from the backup, kept", d.kept),
+                ("keys unchanged", d.unchanged),
+            ],
+            &d.examples,
+        ))
         .with_payload(plan.payload.to_json()?))
     }
 

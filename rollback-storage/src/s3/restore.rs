@@ -348,6 +348,15 @@ impl Target for S3Restore {
         .describe(description)
         .with_reversibility(Reversibility::NeedsSnapshot)
         .with_data_loss(describe_loss(&diff, &at))
+        .with_preview(super::sync::key_preview(
+            &[
+                ("keys overwritten with their older version", diff.overwritten),
+                ("keys deleted since, recreated", diff.recreated),
+                ("keys created since, get a delete marker", diff.removed),
+                ("keys unchanged", diff.unchanged),
+            ],
+            &diff.examples,
+        ))
         .with_payload(serde_json::to_value(&payload).map_err(|e| Error::internal(e.to_string()))?))
     }
 

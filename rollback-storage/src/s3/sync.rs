@@ -29,6 +29,17 @@ pub struct MirrorDiff {
     pub examples: Vec<String>,
 }
 
+/// The preview a person reads before a restore or mirror: each count, then the
+/// example keys (at most 20 per diff), one per line.
+pub(crate) fn key_preview(counts: &[(&str, u64)], examples: &[String]) -> String {
+    let mut out: Vec<String> = counts.iter().map(|(what, n)| format!("{n:>8} {what}")).collect();
+    if !examples.is_empty() {
+        out.push(format!("examples ({} of the changed keys):", examples.len()));
+        out.extend(examples.iter().map(|e| format!("  {e}")));
+    }
+    out.join("\n")
+}
+
 impl MirrorDiff {
     fn note(&mut self, what: &str, key: &str) {
         if self.examples.len() < 20 {
