@@ -3,7 +3,8 @@
 //! turns it into [`crate::EventKind::Progress`] events for subscribers and notifiers
 //! (a terminal's progress bar, Python's `on_event`). Outside a run it does nothing, so
 //! a backend can call it unconditionally, and reports are throttled to one every
-//! [`INTERVAL`] (the last one, `done == total`, always goes out).
+//! [`INTERVAL`] (the last one, `done == total`, always goes out). Work that leaves the
+//! step's task (a blocking thread, a Python callback) takes a [`Reporter`] along.
 //!
 //! ```
 //! // S3 restores report keys copied, Redis keys unlinked, Kubernetes replicas updated:
@@ -11,7 +12,7 @@
 //! ```
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -34,21 +35,52 @@ struct Sink {
     last: Mutex<Option<Instant>>,
 }
 
-tokio::task_local! {
-    static SINK: Sink;
-}
-
-/// Reports progress of the step running in this task; a no-op outside a run.
-pub fn report(done: u64, total: Option<u64>, unit: &str) {
-    let _ = SINK.try_with(|sink| {
+impl Sink {
+    fn report(&self, done: u64, total: Option<u64>, unit: &str) {
         let finished = total == Some(done);
-        let mut last = sink.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if !finished && last.is_some_and(|at| at.elapsed() < INTERVAL) {
             return;
         }
         *last = Some(Instant::now());
-        let _ = sink.tx.send(Progress { done, total, unit: unit.to_owned() });
-    });
+        let _ = self.tx.send(Progress { done, total, unit: unit.to_owned() });
+    }
+}
+
+tokio::task_local! {
+    static SINK: Arc<Sink>;
+}
+
+/// Reports progress of the step running in this task; a no-op outside a run.
+pub fn report(done: u64, total: Option<u64>, unit: &str) {
+    let _ = SINK.try_with(|sink| sink.report(done, total, unit));
+}
+
+/// The running step's progress sink, to carry into work outside its task.
+///
+/// ```
+/// // Outside a run there is none; inside, `reporter().unwrap().report(…)` from any thread.
+/// assert!(rollback_core::progress::reporter().is_none());
+/// ```
+#[derive(Clone)]
+pub struct Reporter(Arc<Sink>);
+
+impl Reporter {
+    /// Reports progress of the step this reporter was taken in (throttled like [`report`]).
+    pub fn report(&self, done: u64, total: Option<u64>, unit: &str) {
+        self.0.report(done, total, unit);
+    }
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reporter")
+    }
+}
+
+/// The reporter of the step running in this task, if any.
+pub fn reporter() -> Option<Reporter> {
+    SINK.try_with(|sink| Reporter(sink.clone())).ok()
 }
 
 /// Runs `work` with a progress sink, handing each report to `on_progress` while it
@@ -58,7 +90,7 @@ where
     F: Future<Output = ()>,
 {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let work = SINK.scope(Sink { tx, last: Mutex::new(None) }, work);
+    let work = SINK.scope(Arc::new(Sink { tx, last: Mutex::new(None) }), work);
     tokio::pin!(work);
     let output = loop {
         tokio::select! {

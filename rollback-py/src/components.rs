@@ -26,9 +26,15 @@ async fn call<R: Send + 'static>(
     f: impl for<'py> FnOnce(&Bound<'py, PyAny>) -> PyResult<R> + Send + 'static,
 ) -> Result<R> {
     let obj = obj.clone();
-    tokio::task::spawn_blocking(move || Python::attach(|py| f(obj.bind(py)).map_err(|e| from_pyerr(py, e, operation))))
-        .await
-        .map_err(|e| Error::internal(format!("Python {operation} did not finish: {e}")))?
+    // `rollback.progress(...)` from inside the method reports for the running step.
+    let reporter = rollback_core::progress::reporter();
+    tokio::task::spawn_blocking(move || {
+        crate::progress::with_reporter(reporter, || {
+            Python::attach(|py| f(obj.bind(py)).map_err(|e| from_pyerr(py, e, operation)))
+        })
+    })
+    .await
+    .map_err(|e| Error::internal(format!("Python {operation} did not finish: {e}")))?
 }
 
 /// Calls `obj.method(*args)` and converts the result to JSON, running a coroutine

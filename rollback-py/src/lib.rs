@@ -7,7 +7,8 @@
 //! - [`components`]: Python targets, verifiers and notifiers inside plans run by
 //!   the Rust engine;
 //! - [`errors`]: one exception class per error kind, all `RollbackError`s;
-//! - [`convert`]: Python objects ↔ the core's serde types.
+//! - [`convert`]: Python objects ↔ the core's serde types;
+//! - [`progress`]: `rollback.progress()`, for Python targets' long work.
 //!
 //! Backends are Cargo features (`db`, `docker`); `pyproject.toml` enables both and
 //! pyo3's `extension-module`, so plain `cargo` builds of the workspace link normally.
@@ -17,6 +18,7 @@ pub mod convert;
 pub mod engine;
 pub mod errors;
 pub mod handles;
+pub mod progress;
 pub mod runtime;
 
 use pyo3::prelude::*;
@@ -36,6 +38,7 @@ fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::PyDecision>()?;
     m.add_function(wrap_pyfunction!(handles::should_rollback, m)?)?;
     m.add_function(wrap_pyfunction!(handles::gather_signals, m)?)?;
+    m.add_function(wrap_pyfunction!(progress::progress, m)?)?;
     m.add_function(wrap_pyfunction!(handles::_bench_rust_checks, m)?)?;
     m.add_function(wrap_pyfunction!(handles::_bench_rust_runs, m)?)?;
     m.add("BACKENDS", components::backends())?;

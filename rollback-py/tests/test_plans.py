@@ -31,6 +31,29 @@ def test_run_rolls_a_python_target_back_and_reports_it(tmp_path):
     assert all(e["run"] == report.run for e in events)
 
 
+class CopyingReleases(Releases):
+    """A target whose apply copies files one by one and says how far it is."""
+
+    def apply(self, change, key):
+        for done in range(1, 301):
+            rollback.progress(done, 300, "files")
+            time.sleep(0.001)
+        super().apply(change, key)
+
+
+def test_progress_from_a_python_target_reaches_on_event(tmp_path):
+    web = CopyingReleases("web", ["v1", "v2", "v3"])
+    events = []
+    rollback.progress(1, 2, "files")  # outside a step: nothing, no error
+    engine = rollback.Engine(tmp_path, targets=[web], on_event=events.append)
+    report = engine.run(rollback_plan())
+    assert report.succeeded, str(report)
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and all(e["step"] == "web-back" and e["unit"] == "files" for e in progress), events
+    assert (progress[-1]["done"], progress[-1]["total"]) == (300, 300), progress[-1]
+    assert len(progress) < 60, f"throttled to one per 100 ms: {len(progress)} events"
+
+
 def test_dry_run_prepares_everything_and_changes_nothing(tmp_path):
     web = Releases("web", ["v1", "v2", "v3"])
     flag = Flag("checkout-v2")

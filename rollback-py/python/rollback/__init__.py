@@ -38,6 +38,7 @@ from ._rollback import (
     Verifier,
     __version__,
     gather_signals,
+    progress,
     should_rollback,
 )
 from .protocols import NotifierProtocol, TargetProtocol, VerifierProtocol
@@ -74,5 +75,6 @@ __all__ = [
     "VerifierProtocol",
     "__version__",
     "gather_signals",
+    "progress",
     "should_rollback",
 ]

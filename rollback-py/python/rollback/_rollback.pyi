@@ -286,6 +286,10 @@ class Decision:
     def __bool__(self) -> bool: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+def progress(done: int, total: int | None = None, unit: str = "items") -> None:
+    """Report how far a Python target's ``apply`` has come (a ``progress`` event);
+    throttled to one per 100 ms, ``done == total`` always sent; a no-op outside a step."""
+
 def should_rollback(
     signals: Optional[Mapping[str, Any]] = None,
     *,
