@@ -11,20 +11,9 @@ use std::time::{Duration, Instant};
 use rollback_core::testkit::TestHttpServer;
 use rollback_core::{Report, RunState};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rollback");
-const PLANS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/plans");
+mod common;
 
-/// A Capistrano-style deploy root: two releases, `current` on the newer.
-fn layout(root: &Path) {
-    for r in ["20251015-120000", "20251016-180000"] {
-        std::fs::create_dir_all(root.join("releases").join(r)).unwrap();
-        std::fs::write(root.join("releases").join(r).join("REVISION"), r).unwrap();
-    }
-    std::os::unix::fs::symlink("releases/20251016-180000", root.join("current")).unwrap();
-    std::fs::create_dir_all(root.join("shared")).unwrap();
-    std::fs::write(root.join("shared/.env.production.2025-10-15-120000"), "A=1\n").unwrap();
-    std::fs::write(root.join("shared/.env.production"), "A=2\n").unwrap();
-}
+use common::{BIN, PLANS, layout};
 
 fn current(root: &Path) -> String {
     std::fs::read_link(root.join("current")).unwrap().to_string_lossy().into_owned()
