@@ -185,16 +185,20 @@ fn fields(out: &mut String, root: &Value, schema: &Value, depth: usize, seen: &m
     let schema = resolve(root, schema);
     let required: BTreeSet<&str> =
         schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
-        let _ = writeln!(out, "{}(no fields)", "  ".repeat(depth));
-        return;
-    };
     let indent = "  ".repeat(depth);
-    for (name, field) in properties {
+    // Flattened structs (`allOf`) add their fields to these.
+    for part in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+        fields(out, root, part, depth, seen);
+    }
+    let properties = schema.get("properties").and_then(Value::as_object);
+    if properties.is_none_or(|p| p.is_empty()) && schema.get("allOf").is_none() && schema.get("oneOf").is_none() {
+        let _ = writeln!(out, "{indent}(no fields)");
+    }
+    for (name, field) in properties.into_iter().flatten() {
         let mut line = format!("{indent}{name}: {}", type_name(root, field));
         if required.contains(name.as_str()) {
             line.push_str(", required");
-        } else if let Some(default) = field.get("default").filter(|d| !d.is_null()) {
+        } else if let Some(default) = field.get("default").filter(|d| !d.is_null() && !d.is_object()) {
             let _ = write!(line, ", default {default}");
         } else {
             line.push_str(", optional");
@@ -215,6 +219,19 @@ fn fields(out: &mut String, root: &Value, schema: &Value, depth: usize, seen: &m
             seen.remove(type_name);
         }
     }
+    // A flattened enum (`oneOf` of objects): its variants and their fields.
+    let variants = schema.get("oneOf").or_else(|| schema.get("anyOf")).and_then(Value::as_array);
+    let variants: Vec<&Value> =
+        variants.into_iter().flatten().map(|v| resolve(root, v)).filter(|v| v.get("properties").is_some()).collect();
+    if !variants.is_empty() {
+        let _ = writeln!(out, "{indent}and one of:");
+        for variant in variants {
+            if let Some(doc) = variant.get("description").and_then(Value::as_str) {
+                let _ = writeln!(out, "{indent}  - {}", plain(&first_paragraph(doc)));
+            }
+            fields(out, root, variant, depth + 2, seen);
+        }
+    }
 }
 
 /// The required fields with placeholder values, as a TOML inline table.
@@ -223,13 +240,21 @@ fn skeleton(root: &Value, schema: &Value) -> String {
     let required: Vec<&str> =
         schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
     let properties = schema.get("properties").and_then(Value::as_object);
-    let parts: Vec<String> = required
+    let mut parts: Vec<String> = required
         .iter()
         .filter_map(|name| {
             let field = properties?.get(*name)?;
             Some(format!("{name} = {}", placeholder(root, field)))
         })
         .collect();
+    // A flattened enum: the first variant's required fields.
+    let first = schema.get("oneOf").and_then(Value::as_array).and_then(|v| v.first()).map(|v| resolve(root, v));
+    if let Some(inner) = first.filter(|v| v.get("properties").is_some()).map(|v| skeleton(root, v)) {
+        let inner = inner.trim_start_matches('{').trim_end_matches('}').trim();
+        if !inner.is_empty() {
+            parts.push(inner.to_string());
+        }
+    }
     if parts.is_empty() { "{}".into() } else { format!("{{ {} }}", parts.join(", ")) }
 }
 
@@ -240,6 +265,9 @@ fn placeholder(root: &Value, schema: &Value) -> String {
     }
     if let Some(first) = target.get("enum").and_then(Value::as_array).and_then(|v| v.first()) {
         return first.to_string();
+    }
+    if let Some(value) = target.get("const") {
+        return value.to_string();
     }
     let kind = target.get("type").and_then(|t| match t {
         Value::String(s) => Some(s.as_str()),
@@ -270,6 +298,9 @@ mod tests {
             assert!(explained.contains(&format!("{} ({}): ", k.kind, k.role)), "{explained}");
             assert!(explained.contains("config fields:") || k.schema.is_none(), "{explained}");
         }
+        let redis = explain(&kinds, "redis-invalidate").unwrap();
+        assert!(redis.contains("and one of:") && redis.contains("pattern: string, required"), "{redis}");
+        assert!(redis.contains("config = { mode = \"flush\" }"), "{redis}");
         let release = explain(&kinds, "release-dir").unwrap();
         assert!(release.contains("root: string, required"), "{release}");
         assert!(release.contains("config = { root = \"…\""), "{release}");

@@ -509,3 +509,33 @@ async fn progress_is_a_bar_on_a_terminal_and_plain_lines_in_a_pipe() {
         assert_eq!(colour, !no_color, "colour only without NO_COLOR: {:?}", o.stdout);
     }
 }
+
+/// On a terminal, `run` shows what it will do (data loss first) and asks; "n" changes
+/// nothing, "y" runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_asks_on_a_terminal_before_the_first_effect() {
+    let env = Env::new().await;
+    let plan = env.plan("exact.toml", &exact_plan("20251015-120000"));
+    for (answer, code) in [("n\n", 1), ("y\n", 0)] {
+        let line = format!("{BIN} run {} --home {}", plan.display(), env.home().display());
+        let mut script = Command::new("script");
+        script
+            .args(["-qfec", &line, "/dev/null"])
+            .env("DEPLOY_ROOT", env.root())
+            .env("HEALTH_URL", &env.health)
+            .env("TERM", "dumb")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = script.spawn().unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), answer.as_bytes()).unwrap();
+        let o = out(child.wait_with_output().unwrap());
+        assert_eq!(o.code, code, "{answer:?}: {o}");
+        assert!(o.stdout.contains("Roll back now? [y/N]") && o.stdout.contains("app-back"), "{o}");
+        let expected = if code == 0 { "releases/20251015-120000" } else { "releases/20251016-180000" };
+        assert_eq!(current(&env.root()), expected, "after {answer:?}");
+        if code == 1 {
+            assert!(o.stdout.contains("not confirmed: nothing was changed"), "{o}");
+        }
+    }
+}
