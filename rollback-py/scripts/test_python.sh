@@ -2,7 +2,8 @@
 # Builds the Python package `rollback` into the repository's .venv with
 # `maturin develop` (debug; backends db + docker from pyproject.toml) and runs its
 # pytest suite. Server-backed tests read ROLLBACK_TEST_POSTGRES_URL,
-# ROLLBACK_TEST_ALEMBIC and ROLLBACK_TEST_DOCKER like the Rust tests: missing ones
+# ROLLBACK_TEST_ALEMBIC, ROLLBACK_TEST_DOCKER, ROLLBACK_TEST_REDIS_URL and
+# ROLLBACK_TEST_S3_ENDPOINT like the Rust tests (and the API double this script builds): missing ones
 # fail under CI=true and are skipped with a loud NOT RUN locally.
 # Usage: rollback-py/scripts/test_python.sh [pytest args...]
 set -euo pipefail
@@ -22,4 +23,7 @@ start=$(date +%s)
 maturin develop --quiet 2>&1 | grep -v '^🔗\|^📦\|^✏️\|^🛠' || true
 "$venv/bin/python" -c 'import rollback, sys; print("rollback", rollback.__version__, "backends", rollback.BACKENDS, file=sys.stderr)'
 echo "rollback-py: maturin develop took $(( $(date +%s) - start )) s" >&2
+# The Kubernetes API double as a process, for the k8s tests (no cluster here).
+cargo build -q -p rollback-k8s --features api-double --bin rollback-k8s-api-double
+export ROLLBACK_TEST_K8S_DOUBLE="${CARGO_TARGET_DIR:-$here/../target}/debug/rollback-k8s-api-double"
 exec "$venv/bin/python" -m pytest -q -rs "$@"

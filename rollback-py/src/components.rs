@@ -502,6 +502,10 @@ pub fn base_registry() -> Registry {
     rollback_db::register(&mut registry);
     #[cfg(feature = "docker")]
     rollback_docker::register(&mut registry);
+    #[cfg(feature = "k8s")]
+    rollback_k8s::register(&mut registry);
+    #[cfg(feature = "storage")]
+    rollback_storage::register(&mut registry);
     registry
 }
 
@@ -513,6 +517,12 @@ pub fn backends() -> Vec<&'static str> {
     }
     if cfg!(feature = "docker") {
         backends.push("docker");
+    }
+    if cfg!(feature = "k8s") {
+        backends.push("k8s");
+    }
+    if cfg!(feature = "storage") {
+        backends.push("storage");
     }
     backends
 }

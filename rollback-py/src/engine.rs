@@ -207,6 +207,19 @@ impl PyReport {
         self.report.notification_failures.clone()
     }
 
+    /// Whether the run changed nothing because every target already was where the
+    /// plan points (a re-run of a finished rollback).
+    #[getter]
+    fn nothing_to_do(&self) -> bool {
+        self.report.nothing_to_do
+    }
+
+    /// The steps that had nothing to do, with what was checked.
+    #[getter]
+    fn already_done(&self) -> Vec<String> {
+        self.report.already_done.clone()
+    }
+
     /// The whole report as a dict.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         to_py(py, &self.report)
@@ -375,12 +388,19 @@ fn build(
     builder.try_build().py_err()
 }
 
-fn options(reason: Option<String>, run: Option<&str>, cancel: Option<&Bound<'_, PyCancel>>) -> PyResult<RunOptions> {
+fn options(
+    reason: Option<String>,
+    run: Option<&str>,
+    cancel: Option<&Bound<'_, PyCancel>>,
+    again: bool,
+    no_wait: bool,
+) -> PyResult<RunOptions> {
     Ok(RunOptions {
         run_id: run.map(run_id).transpose()?,
         reason,
         cancel: cancel.map(|c| c.get().handle.clone()),
-        ..RunOptions::default()
+        again,
+        no_wait,
     })
 }
 
@@ -500,7 +520,10 @@ macro_rules! engine_class {
             }
 
             /// Runs a plan; the outcome (success, compensation, escalation) is in the report.
-            #[pyo3(signature = (plan, *, reason=None, run_id=None, cancel=None))]
+            /// `again`: run a `previous`/`back` plan although its last run already moved
+            /// the target; `no_wait`: stop at an approval gate (state `cancelled`).
+            #[pyo3(signature = (plan, *, reason=None, run_id=None, cancel=None, again=false, no_wait=false))]
+            #[allow(clippy::too_many_arguments)]
             fn run<'py>(
                 &self,
                 py: Python<'py>,
@@ -508,16 +531,18 @@ macro_rules! engine_class {
                 reason: Option<String>,
                 run_id: Option<&str>,
                 cancel: Option<&Bound<'py, PyCancel>>,
+                again: bool,
+                no_wait: bool,
             ) -> PyResult<$ret> {
                 let plan = plan_arg(plan)?;
-                let options = options(reason, run_id, cancel)?;
+                let options = options(reason, run_id, cancel, again, no_wait)?;
                 $wrap(py, ops::run(self.engine.clone(), plan, options))
             }
 
             /// Finishes a run after a crash, deciding in-flight steps with `observe`.
             #[pyo3(signature = (run, *, cancel=None))]
             fn resume<'py>(&self, py: Python<'py>, run: &str, cancel: Option<&Bound<'py, PyCancel>>) -> PyResult<$ret> {
-                let options = options(None, None, cancel)?;
+                let options = options(None, None, cancel, false, false)?;
                 $wrap(py, ops::resume(self.engine.clone(), run_id(run)?, options))
             }
 

@@ -342,3 +342,10 @@ pub fn _bench_rust_runs(py: Python<'_>, plan: &Bound<'_, PyAny>, n: u64, home: s
     })
     .py_err()
 }
+
+/// Every kind a spec dict can name in this build: `[{role, kind, about, schema}]`,
+/// by role then name (the same list `rollback kinds` prints).
+#[pyfunction]
+pub fn kinds(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    to_py(py, &base_registry().kinds())
+}

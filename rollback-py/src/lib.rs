@@ -10,7 +10,7 @@
 //! - [`convert`]: Python objects ↔ the core's serde types;
 //! - [`progress`]: `rollback.progress()`, for Python targets' long work.
 //!
-//! Backends are Cargo features (`db`, `docker`); `pyproject.toml` enables both and
+//! Backends are Cargo features (`db`, `docker`, `k8s`, `storage`); `pyproject.toml` enables all and
 //! pyo3's `extension-module`, so plain `cargo` builds of the workspace link normally.
 
 pub mod components;
@@ -39,6 +39,7 @@ fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(handles::should_rollback, m)?)?;
     m.add_function(wrap_pyfunction!(handles::gather_signals, m)?)?;
     m.add_function(wrap_pyfunction!(progress::progress, m)?)?;
+    m.add_function(wrap_pyfunction!(handles::kinds, m)?)?;
     m.add_function(wrap_pyfunction!(handles::_bench_rust_checks, m)?)?;
     m.add_function(wrap_pyfunction!(handles::_bench_rust_runs, m)?)?;
     m.add("BACKENDS", components::backends())?;

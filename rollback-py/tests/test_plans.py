@@ -295,3 +295,32 @@ def test_a_long_lived_second_engine_can_annotate_after_approving(tmp_path):
     t.join(30)
     other.annotate("g", by="alice", root_cause="x")
     assert engine.report("g").succeeded
+
+
+def test_a_relative_plan_run_again_is_refused_unless_again(tmp_path):
+    web = Releases("web", ["v1", "v2", "v3"])
+    engine = rollback.Engine(tmp_path, targets=[web])
+    first = engine.run(rollback_plan())
+    assert web.current_version == "v2"
+    with pytest.raises(rollback.InvalidInputError) as refused:
+        engine.run(rollback_plan())
+    assert first.run in str(refused.value) and "again" in str(refused.value)
+    assert web.current_version == "v2", "a refused run changes nothing"
+    assert engine.run(rollback_plan(), again=True).succeeded
+    assert web.current_version == "v1"
+
+
+def test_no_wait_stops_at_the_gate(tmp_path):
+    web = Releases("web", ["v1", "v2"])
+    engine = rollback.Engine(tmp_path, targets=[web], approval_poll=0.02)
+    plan = {
+        "name": "gated",
+        "stages": [
+            {"name": "gate", "steps": [{"id": "go", "op": "approval", "prompt": "go?"}]},
+            {"name": "app", "steps": [{"id": "web-back", "op": "rollback", "target": "web", "to": "previous"}]},
+        ],
+    }
+    stopped = engine.run(plan, no_wait=True)
+    assert stopped.state == "cancelled" and web.current_version == "v2", str(stopped)
+    engine.approve(stopped.run, "go", by="alice")
+    assert engine.resume(stopped.run).succeeded and web.current_version == "v1"

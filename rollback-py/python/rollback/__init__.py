@@ -38,6 +38,7 @@ from ._rollback import (
     Verifier,
     __version__,
     gather_signals,
+    kinds,
     progress,
     should_rollback,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "VerifierProtocol",
     "__version__",
     "gather_signals",
+    "kinds",
     "progress",
     "should_rollback",
 ]
