@@ -95,6 +95,9 @@ python_tools() {
     fi
     .venv/bin/pip install -q --disable-pip-version-check alembic django
   fi
+  # Alembic on PostgreSQL (the secret-URL test) needs a driver.
+  .venv/bin/python -c 'import psycopg2' 2>/dev/null ||
+    .venv/bin/pip install -q --disable-pip-version-check psycopg2-binary
   if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import boto3' 2>/dev/null; then
     .venv/bin/pip install -q --disable-pip-version-check 'moto[server]' boto3
   fi

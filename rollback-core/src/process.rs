@@ -30,8 +30,8 @@ impl<'a> Invocation<'a> {
 }
 
 /// Runs it to completion and returns its stdout; a non-zero exit is a
-/// [`ErrorKind::Backend`] error with the exit code and the end of stderr (without
-/// lines that echo data: PostgreSQL's `DETAIL:` and `CONTEXT:`).
+/// [`ErrorKind::Backend`] error with the exit code and the cause from stderr (see
+/// [`cause`]), with the values of `env` masked.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -66,16 +66,13 @@ pub async fn run(invocation: Invocation<'_>) -> Result<Vec<u8>> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let text = if stderr.trim().is_empty() { stdout } else { stderr };
-        // PostgreSQL tools echo row data in `DETAIL:` and `CONTEXT:` lines (a duplicate
-        // key's values, a failed COPY's row): errors never carry data.
-        let lines: Vec<&str> = text
-            .trim()
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("DETAIL:") && !l.trim_start().starts_with("CONTEXT:"))
-            .rev()
-            .take(6)
-            .collect();
-        let tail: String = lines.into_iter().rev().collect::<Vec<_>>().join(" | ").chars().take(400).collect();
+        let mut tail = cause(&text);
+        // Values given in the environment (a password, a URL with one) never appear.
+        for (_, value) in env {
+            for secret in [Some(*value), url_password(value)].into_iter().flatten().filter(|v| v.len() >= 4) {
+                tail = tail.replace(secret, "***");
+            }
+        }
         return Err(Error::new(
             ErrorKind::Backend,
             format!("{what} exited {}: {tail}", output.status.code().unwrap_or(-1)),
@@ -83,4 +80,50 @@ pub async fn run(invocation: Invocation<'_>) -> Result<Vec<u8>> {
         .set_retryable(false));
     }
     Ok(output.stdout)
+}
+
+/// The password in a URL's user info (`postgres://app:PASSWORD@host/db`).
+fn url_password(value: &str) -> Option<&str> {
+    let rest = &value[value.find("://")? + 3..];
+    let userinfo = &rest[..rest.find('@')?];
+    userinfo.split_once(':').map(|(_, password)| password)
+}
+
+/// Most characters of a failed program's output an error carries.
+const CAUSE_CHARS: usize = 600;
+
+/// What a failed program said, bounded: a Python traceback's exception (the lines
+/// after its last frame), else the last lines; without lines that echo data
+/// (PostgreSQL's `DETAIL:` and `CONTEXT:`); cut at the front, so the end — where
+/// the cause is — stays.
+///
+/// ```
+/// let out = "Traceback (most recent call last):\n  File \"env.py\", line 9, in <module>\n    run()\n\
+///            sqlalchemy.exc.OperationalError: (psycopg2.OperationalError) connection failed: \
+///            FATAL:  database \"accdb_nope\" does not exist\n\n(Background on this error at: https://sqlalche.me/e/20/e3q8)\n";
+/// let cause = rollback_core::process::cause(out);
+/// assert!(cause.starts_with("sqlalchemy.exc.OperationalError") && cause.contains("does not exist"), "{cause}");
+/// ```
+pub fn cause(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .trim()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("DETAIL:") && !l.trim_start().starts_with("CONTEXT:"))
+        .filter(|l| !l.trim().is_empty())
+        // Python's markers under the failing expression (`^^^^`, `~~~^~~`).
+        .filter(|l| !l.trim().chars().all(|c| c == '^' || c == '~'))
+        .collect();
+    // A traceback: the frames are `  File "…", line N` followed by their code line.
+    let after_frames = lines.iter().rposition(|l| l.starts_with("  File \"")).map(|i| (i + 2).min(lines.len()));
+    let picked: Vec<&str> = match after_frames {
+        Some(start) if start < lines.len() => lines[start..].to_vec(),
+        _ => lines.iter().rev().take(6).rev().copied().collect(),
+    };
+    let joined = picked.join(" | ");
+    let count = joined.chars().count();
+    if count <= CAUSE_CHARS {
+        return joined;
+    }
+    let tail: String = joined.chars().skip(count - CAUSE_CHARS).collect();
+    format!("…{tail}")
 }

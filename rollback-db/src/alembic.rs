@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{CliMigrations, MigrationTool, run};
-use rollback_core::{Error, ErrorKind, Result};
+use rollback_core::{Error, ErrorKind, Result, Secret};
 
 fn default_command() -> Vec<String> {
     vec!["alembic".into()]
@@ -28,6 +28,15 @@ pub struct AlembicConfig {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
+    /// The environment variable the project's `env.py` reads the database URL from
+    /// (`DATABASE_URL`). Its value is the spec's secret `url`, set only in Alembic's
+    /// environment: never on its command line, in the journal or in errors.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// `-x` arguments for the project's `env.py` (`["tenant=acme"]`); not for secrets
+    /// (they are on the command line).
+    #[serde(default)]
+    pub x: Vec<String>,
 }
 
 /// The real `alembic` CLI: `current`, `history`, `downgrade REV`, and the SQL
@@ -36,21 +45,56 @@ pub struct AlembicConfig {
 pub struct AlembicCli {
     config: AlembicConfig,
     dir: PathBuf,
+    /// The database URL, for the variable `config.url_env`.
+    url: Option<Secret>,
 }
 
 /// Schema revisions managed by Alembic.
 pub type Alembic = CliMigrations<AlembicCli>;
 
 impl CliMigrations<AlembicCli> {
-    /// Checks the configuration.
+    /// Checks the configuration (a project whose `env.py` finds its own URL).
     pub fn new(name: &str, config: AlembicConfig) -> Result<Self> {
+        Self::with_url(name, config, None)
+    }
+
+    /// Checks the configuration; `url` (the spec's secret) goes to Alembic in the
+    /// variable named by `url_env`, and each needs the other.
+    pub fn with_url(name: &str, config: AlembicConfig, url: Option<Secret>) -> Result<Self> {
         if config.command.first().is_none_or(|p| p.is_empty()) {
             return Err(Error::invalid_input(format!("alembic {name:?}: empty command")));
+        }
+        match (&config.url_env, &url) {
+            (Some(var), _) if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                return Err(Error::invalid_input(format!("alembic {name:?}: url_env {var:?} is not a variable name")));
+            }
+            (Some(var), None) => {
+                return Err(Error::invalid_input(format!(
+                    "alembic {name:?}: url_env = {var:?} needs the secret `url` (secrets = {{ url = {{ from = \"env\", \
+                     var = \"…\" }} }})"
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid_input(format!(
+                    "alembic {name:?}: a secret `url` needs url_env, the variable your env.py reads it from \
+                     (url_env = \"DATABASE_URL\")"
+                )));
+            }
+            _ => {}
         }
         let ini = std::fs::canonicalize(&config.config)
             .map_err(|e| Error::invalid_input(format!("alembic {name:?}: {}: {e}", config.config.display())))?;
         let dir = ini.parent().map(PathBuf::from).unwrap_or_default();
-        Ok(CliMigrations::with_tool(name, AlembicCli { config: AlembicConfig { config: ini, ..config }, dir }))
+        Ok(CliMigrations::with_tool(name, AlembicCli { config: AlembicConfig { config: ini, ..config }, dir, url }))
+    }
+}
+
+impl rollback_core::kind::Kind for Alembic {
+    const KIND: &'static str = "alembic";
+    type Config = AlembicConfig;
+    async fn build(spec: rollback_core::Spec, config: AlembicConfig) -> Result<Self> {
+        let url = if spec.secrets.contains_key("url") { Some(spec.secret("url")?) } else { None };
+        Self::with_url(&spec.name, config, url)
     }
 }
 
@@ -58,8 +102,15 @@ impl AlembicCli {
     async fn alembic(&self, args: &[&str]) -> Result<String> {
         let ini = self.config.config.display().to_string();
         let mut all = vec!["-c", ini.as_str()];
+        for x in &self.config.x {
+            all.extend(["-x", x.as_str()]);
+        }
         all.extend_from_slice(args);
-        run(&self.config.command, &all, &self.dir, self.config.timeout).await
+        let env: Vec<(&str, &str)> = match (&self.config.url_env, &self.url) {
+            (Some(var), Some(url)) => vec![(var.as_str(), url.expose())],
+            _ => Vec::new(),
+        };
+        run(&self.config.command, &all, &self.dir, &env, self.config.timeout).await
     }
 }
 

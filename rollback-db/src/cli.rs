@@ -78,12 +78,18 @@ impl<T: MigrationTool> CliMigrations<T> {
     }
 }
 
-/// Runs a tool (argv prefix + args, never a shell) in `dir`; its stdout.
-pub(crate) async fn run(argv: &[String], args: &[&str], dir: &Path, timeout: Duration) -> Result<String> {
+/// Runs a tool (argv prefix + args, never a shell) in `dir` with extra `env`; its stdout.
+pub(crate) async fn run(
+    argv: &[String],
+    args: &[&str],
+    dir: &Path,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<String> {
     let mut full = argv.to_vec();
     full.extend(args.iter().map(|a| a.to_string()));
     let what = format!("`{}`", full.join(" "));
-    let invocation = rollback_core::process::Invocation { what: &what, argv: &full, dir: Some(dir), env: &[], timeout };
+    let invocation = rollback_core::process::Invocation { what: &what, argv: &full, dir: Some(dir), env, timeout };
     Ok(String::from_utf8_lossy(&rollback_core::process::run(invocation).await?).into_owned())
 }
 

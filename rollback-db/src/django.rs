@@ -61,7 +61,7 @@ impl CliMigrations<DjangoCli> {
 
 impl DjangoCli {
     async fn manage(&self, args: &[&str]) -> Result<String> {
-        run(&self.config.command, args, &self.config.project, self.config.timeout).await
+        run(&self.config.command, args, &self.config.project, &[], self.config.timeout).await
     }
 
     /// (name, applied) in the order Django lists them (oldest first).

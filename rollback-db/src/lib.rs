@@ -57,7 +57,6 @@ pub fn register(registry: &mut Registry) {
         .snapshot_kind::<PgDump>();
 }
 
-rollback_core::impl_kind!(Alembic, "alembic", AlembicConfig, new);
 rollback_core::impl_kind!(Django, "django", DjangoConfig, new);
 rollback_core::impl_kind!(SqliteCopy, "sqlite-copy", SqliteCopyConfig, new);
 

@@ -1,7 +1,9 @@
-//! The real `alembic` CLI on a real SQLite database.
+//! The real `alembic` CLI on a real SQLite database, and on PostgreSQL with the URL
+//! given as a secret.
 //!
 //! Needs `ROLLBACK_TEST_ALEMBIC` (the alembic program; `scripts/test.sh` installs it
-//! in `.venv`). Under `CI=true` a missing Alembic fails the tests.
+//! in `.venv` with psycopg2) and, for the PostgreSQL test, `ROLLBACK_TEST_POSTGRES_URL`.
+//! Under `CI=true` a missing one fails the tests.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +31,13 @@ fn project(program: &str, root: &Path) -> PathBuf {
 fn target(program: &str, ini: PathBuf) -> Alembic {
     Alembic::new(
         "schema",
-        AlembicConfig { command: vec![program.to_owned()], config: ini, timeout: std::time::Duration::from_secs(60) },
+        AlembicConfig {
+            command: vec![program.to_owned()],
+            config: ini,
+            timeout: std::time::Duration::from_secs(60),
+            url_env: None,
+            x: Vec::new(),
+        },
     )
     .unwrap()
 }
@@ -84,4 +92,95 @@ async fn downgrade_with_sql_preview_and_observation() {
     assert!(matches!(schema.observe(&back_to_base, &key).await.unwrap(), Observed::Partial(_)));
     schema.apply(&back_to_base, &key).await.unwrap();
     assert_eq!(schema.current().await.unwrap().id, "base");
+}
+
+/// A project whose `env.py` reads `DATABASE_URL` (as most do), on PostgreSQL with a
+/// password: the URL goes in through the spec's secret, the ini holds a wrong one,
+/// and the password is in no description, preview, error or Debug output.
+#[tokio::test]
+async fn the_database_url_comes_from_a_secret_through_the_variable_env_py_reads() {
+    let Some(program) = alembic_program() else { return };
+    let Some(admin_url) = rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL") else {
+        return;
+    };
+    const PASSWORD: &str = "pw9Secret%x";
+    let role = format!("rbalembic{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {role}"),
+        format!("DROP ROLE IF EXISTS {role}"),
+        format!("CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'"),
+        format!("CREATE DATABASE {role} OWNER {role}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await.unwrap();
+    }
+    let url = format!("postgresql+psycopg2://{role}:{}@127.0.0.1:5432/{role}", PASSWORD.replace('%', "%25"));
+    let root = tempfile::tempdir().unwrap();
+    let ini = rollback_db::testing::alembic_project(&program, root.path());
+    let text =
+        std::fs::read_to_string(&ini).unwrap().replace("sqlite:///app.db", "postgresql://nobody@127.0.0.1:1/wrong");
+    std::fs::write(&ini, text).unwrap();
+    let env_py = root.path().join("migrations/env.py");
+    let text = std::fs::read_to_string(&env_py).unwrap().replacen(
+        "config = context.config\n",
+        "config = context.config\nimport os\nconfig.set_main_option('sqlalchemy.url', os.environ['DATABASE_URL'].replace('%', '%%'))\n",
+        1,
+    );
+    std::fs::write(&env_py, text).unwrap();
+    let up = std::process::Command::new(&program)
+        .args(["-c", "alembic.ini", "upgrade", "head"])
+        .env("DATABASE_URL", &url)
+        .current_dir(root.path())
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "alembic upgrade head: {}", String::from_utf8_lossy(&up.stderr));
+
+    // The secret comes from a file, as a mounted credential would.
+    let secret_file = |name: &str, value: &str| {
+        let path = root.path().join(name);
+        std::fs::write(&path, value).unwrap();
+        rollback_core::SecretRef::File { path }
+    };
+    let good = secret_file("db-url", &url);
+    let spec = |url_env: Option<&str>, secret: &rollback_core::SecretRef| {
+        let mut config = serde_json::json!({ "command": [program], "config": ini });
+        if let Some(v) = url_env {
+            config["url_env"] = v.into();
+        }
+        let mut spec = rollback_core::Spec::new("alembic", "schema", config);
+        spec.secrets.insert("url".into(), secret.clone());
+        spec
+    };
+    let refused = rollback_core::kind::build::<Alembic>(spec(None, &good)).await.expect_err("a url needs url_env");
+    assert!(refused.to_string().contains("url_env"), "{refused}");
+
+    let schema = rollback_core::kind::build::<Alembic>(spec(Some("DATABASE_URL"), &good)).await.unwrap();
+    assert_eq!(schema.current().await.unwrap().id, "0003");
+    let change = schema.prepare(&Request::To(Selector::Exact("0001".into()))).await.unwrap();
+    assert!(change.preview.as_deref().unwrap().contains("DROP TABLE coupons"));
+    schema.apply(&change, &IdempotencyKey::new("r/schema/fwd")).await.unwrap();
+    assert_eq!(schema.current().await.unwrap().id, "0001");
+    let in_db = sqlx::PgPool::connect(&format!("{}/{role}", admin_url.rsplit_once('/').unwrap().0)).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT tablename::text FROM pg_tables WHERE tableowner = '{role}' ORDER BY 1"
+    )))
+    .fetch_all(&in_db)
+    .await
+    .unwrap();
+    in_db.close().await;
+    assert_eq!(tables, ["alembic_version", "users"], "the database itself shows the downgrade");
+
+    // A failure keeps its cause (the exception line, not a fixed-size head) and
+    // masks the URL and its password.
+    let bad = secret_file("bad-url", &format!("{}/rbalembic_nope", url.rsplit_once('/').unwrap().0));
+    let broken = rollback_core::kind::build::<Alembic>(spec(Some("DATABASE_URL"), &bad)).await.unwrap();
+    let err = broken.current().await.unwrap_err().to_string();
+    assert!(err.contains("OperationalError") && err.contains("does not exist"), "the cause is kept: {err}");
+    let everything = format!("{err}\n{change:?}\n{}\n{schema:?}", serde_json::to_string(&change).unwrap());
+    for secret in [PASSWORD, &PASSWORD.replace('%', "%25"), &url] {
+        assert!(!everything.contains(secret), "{secret:?} leaked: {everything}");
+    }
+    for sql in [format!("DROP DATABASE IF EXISTS {role} WITH (FORCE)"), format!("DROP ROLE IF EXISTS {role}")] {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+    }
 }

@@ -101,3 +101,39 @@ def test_example_deploy_script_rolls_back_app_and_schema(pg, tmp_path):
     assert tables(server, db) == ["alembic_version", "orders", "users", "@0002"]
     (run,) = rollback.Engine(home).runs()
     assert rollback.Engine(home).report(run["run"]).succeeded
+
+
+def test_the_url_is_a_secret_given_to_the_variable_env_py_reads(pg, tmp_path, monkeypatch):
+    server, alembic, db, url = pg
+    ini = project(alembic, tmp_path / "proj", url)
+    # From now on only DATABASE_URL works: the ini points nowhere, env.py reads the variable.
+    ini.write_text(ini.read_text().replace(url, "postgresql://nobody@127.0.0.1:1/wrong"))
+    env_py = tmp_path / "proj" / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text().replace(
+        "config = context.config\n",
+        "config = context.config\nimport os\n"
+        "config.set_main_option('sqlalchemy.url', os.environ['DATABASE_URL'].replace('%', '%%'))\n", 1))
+    monkeypatch.setenv("RBPY_DB_URL", url)
+    schema = Alembic(ini, command=[alembic], url={"from": "env", "var": "RBPY_DB_URL"}, url_env="DATABASE_URL")
+    assert schema.current() == "0003"
+    password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert password, url
+
+    plan = {"name": "schema back", "targets": [schema.spec],
+            "stages": [{"name": "db", "steps": [{"id": "db", "op": "rollback", "target": "schema",
+                                                  "to": {"exact": "0001"}}]}]}
+    engine = rollback.Engine(tmp_path / "home")
+    dry = engine.dry_run(plan)
+    report = engine.run(plan)
+    assert report.succeeded, str(report)
+    assert tables(server, db) == ["alembic_version", "users", "@0001"], "the database shows the downgrade"
+
+    monkeypatch.setenv("RBPY_DB_URL", url.rsplit("/", 1)[0] + "/rbpy_no_such_db")
+    broken = Alembic(ini, command=[alembic], url={"from": "env", "var": "RBPY_DB_URL"}, url_env="DATABASE_URL")
+    with pytest.raises(rollback.BackendError) as failed:
+        broken.current()
+    assert "OperationalError" in str(failed.value) and "does not exist" in str(failed.value), str(failed.value)
+
+    journal = "".join(p.read_text(errors="replace") for p in (tmp_path / "home").rglob("*") if p.is_file())
+    for text in [str(dry), str(report), str(report.to_dict()), str(failed.value), journal, repr(schema)]:
+        assert password not in text and url not in text

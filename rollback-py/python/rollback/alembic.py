@@ -6,6 +6,11 @@
 (``alembic downgrade CUR:TARGET --sql``, nothing executed), ``downgrade(to)``
 (prepared once, applied as compare-and-swap), and ``spec`` to put the same target
 in a plan next to the app.
+
+The database URL, with its password, is a secret reference, handed to Alembic in
+the variable the project's ``env.py`` reads — never on its command line::
+
+    Alembic("alembic.ini", url={"from": "env", "var": "DATABASE_URL"}, url_env="DATABASE_URL")
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class Alembic:
         name: str = "schema",
         command: Optional[Sequence[str]] = None,
         timeout: str = "10m",
+        url: Optional[Dict[str, Any]] = None,
+        url_env: Optional[str] = None,
+        x: Sequence[str] = (),
     ) -> None:
         self.config = os.path.abspath(os.fspath(config))
         if not os.path.isfile(self.config):
@@ -49,16 +57,23 @@ class Alembic:
         self.name = name
         self.command: List[str] = list(command) if command else [sys.executable, "-m", "alembic"]
         self.timeout = timeout
+        self.url = dict(url) if url is not None else None
+        self.url_env = url_env
+        self.x = list(x)
         self._target: Optional[Target] = None
 
     @property
     def spec(self) -> Dict[str, Any]:
         """The target spec for a plan's ``targets`` list."""
-        return {
-            "kind": "alembic",
-            "name": self.name,
-            "config": {"config": self.config, "command": self.command, "timeout": self.timeout},
-        }
+        config: Dict[str, Any] = {"config": self.config, "command": self.command, "timeout": self.timeout}
+        if self.url_env is not None:
+            config["url_env"] = self.url_env
+        if self.x:
+            config["x"] = self.x
+        spec: Dict[str, Any] = {"kind": "alembic", "name": self.name, "config": config}
+        if self.url is not None:
+            spec["secrets"] = {"url": self.url}
+        return spec
 
     @property
     def target(self) -> Target:
@@ -94,13 +109,27 @@ class Alembic:
 
     def upgrade(self, revision: str = "head") -> None:
         """``alembic upgrade REVISION`` with the same command (for deploy scripts)."""
+        env = dict(os.environ)
+        if self.url is not None and self.url_env is not None:
+            env[self.url_env] = self._url()
         subprocess.run(
-            [*self.command, "-c", self.config, "upgrade", revision],
+            [*self.command, "-c", self.config, *(a for x in self.x for a in ("-x", x)), "upgrade", revision],
             cwd=os.path.dirname(self.config),
+            env=env,
             check=True,
             capture_output=True,
             text=True,
         )
+
+    def _url(self) -> str:
+        """The URL the secret reference points to (an environment variable or a file)."""
+        assert self.url is not None
+        if self.url.get("from") == "env":
+            return os.environ[self.url["var"]]
+        if self.url.get("from") == "file":
+            with open(self.url["path"], encoding="utf-8") as f:
+                return f.read().strip()
+        raise ValueError("url is a secret reference: {'from': 'env', 'var': …} or {'from': 'file', 'path': …}")
 
     def __repr__(self) -> str:
         return f"Alembic({self.config!r}, name={self.name!r})"
