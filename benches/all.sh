@@ -19,7 +19,7 @@ done
 if [ -z "${1:-}" ] && [ -x .venv/bin/maturin ]; then
   # Full mode measures the release build of the Python package.
   echo "==> python package (maturin develop --release)" >&2
-  (cd rollback-py && VIRTUAL_ENV="$PWD/../.venv" ../.venv/bin/maturin develop --release --quiet) >&2
+  (cd rollback-py && VIRTUAL_ENV="$PWD/../.venv" ../.venv/bin/maturin develop --release --quiet --features bench) >&2
 fi
 if [ -x .venv/bin/python ] && .venv/bin/python -c 'import rollback' 2>/dev/null; then
   echo "==> python overhead" >&2

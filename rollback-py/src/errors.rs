@@ -21,12 +21,22 @@ create_exception!(rollback, UnsupportedError, RollbackError, "The target or comp
 create_exception!(rollback, LockedError, RollbackError, "Someone else holds the lock, or a fencing token is stale.");
 create_exception!(rollback, ConflictError, RollbackError, "The state is not the one the change was prepared against.");
 create_exception!(rollback, DivergedError, RollbackError, "The target changed in a way this run did not do.");
-create_exception!(rollback, TimeoutError, RollbackError, "A deadline passed.");
+create_exception!(
+    rollback,
+    RollbackTimeoutError,
+    RollbackError,
+    "A deadline passed (not the built-in `TimeoutError`)."
+);
 create_exception!(rollback, BackendError, RollbackError, "The backend (server, API, subprocess) failed.");
 create_exception!(rollback, VerificationFailedError, RollbackError, "A verification did not pass.");
-create_exception!(rollback, CancelledError, RollbackError, "The run was cancelled.");
+create_exception!(
+    rollback,
+    RunCancelledError,
+    RollbackError,
+    "The run was cancelled or a gate rejected (not `asyncio.CancelledError`)."
+);
 create_exception!(rollback, CorruptError, RollbackError, "The journal is unreadable beyond its recoverable tail.");
-create_exception!(rollback, InvalidStateError, RollbackError, "The operation is not allowed in this state.");
+create_exception!(rollback, RunStateError, RollbackError, "The operation is not allowed in this state.");
 create_exception!(rollback, PermissionDeniedError, RollbackError, "Not allowed (an approver not on the gate's list).");
 create_exception!(rollback, InternalError, RollbackError, "A bug or an impossible state.");
 create_exception!(
@@ -65,12 +75,12 @@ pub fn class_of(py: Python<'_>, kind: ErrorKind) -> Bound<'_, pyo3::types::PyTyp
         ErrorKind::Locked => LockedError::type_object(py),
         ErrorKind::Conflict => ConflictError::type_object(py),
         ErrorKind::Diverged => DivergedError::type_object(py),
-        ErrorKind::Timeout => TimeoutError::type_object(py),
+        ErrorKind::Timeout => RollbackTimeoutError::type_object(py),
         ErrorKind::Backend => BackendError::type_object(py),
         ErrorKind::VerificationFailed => VerificationFailedError::type_object(py),
-        ErrorKind::Cancelled => CancelledError::type_object(py),
+        ErrorKind::Cancelled => RunCancelledError::type_object(py),
         ErrorKind::Corrupt => CorruptError::type_object(py),
-        ErrorKind::InvalidState => InvalidStateError::type_object(py),
+        ErrorKind::InvalidState => RunStateError::type_object(py),
         ErrorKind::PermissionDenied => PermissionDeniedError::type_object(py),
         ErrorKind::AlreadyDone => AlreadyDoneError::type_object(py),
         _ => InternalError::type_object(py),

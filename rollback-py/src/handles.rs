@@ -6,15 +6,12 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rollback_core::decision::{Decision, DecisionPolicy, Signals};
-use rollback_core::{
-    Change, Engine, IdempotencyKey, MemoryJournal, MemoryLock, ProbePolicy, Registry, Request, RunOptions, Selector,
-    Spec, Target, Verifier,
-};
+use rollback_core::{Change, IdempotencyKey, ProbePolicy, Registry, Request, Selector, Spec, Target, Verifier};
 use std::sync::{Arc, OnceLock};
 
 use crate::components::{NoopVerifier, PyTarget, PyVerifier, base_registry};
 use crate::convert::{Json, from_py, py_to_json, to_py};
-use crate::engine::{merge_kwargs, plan_arg};
+use crate::engine::merge_kwargs;
 use crate::errors::{IntoPy, invalid_input};
 use crate::runtime::block_on;
 
@@ -305,42 +302,6 @@ pub fn gather_signals<'py>(
     let client = rollback_core::verify::PrometheusClient::new(prometheus_url, &headers).py_err()?;
     let signals = block_on(py, queries.gather(&client)).py_err()?;
     to_py(py, &signals)
-}
-
-/// Benchmark hook: `n` no-op checks in a Rust loop, one runtime entry; seconds.
-#[pyfunction]
-pub fn _bench_rust_checks(py: Python<'_>, n: u64) -> f64 {
-    let verifier = NoopVerifier::new("noop");
-    block_on(py, async {
-        let started = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(verifier.check().await.ok());
-        }
-        started.elapsed().as_secs_f64()
-    })
-}
-
-/// Benchmark hook: runs `plan` `n` times from Rust on a memory journal; seconds.
-#[pyfunction]
-pub fn _bench_rust_runs(py: Python<'_>, plan: &Bound<'_, PyAny>, n: u64, home: std::path::PathBuf) -> PyResult<f64> {
-    let plan = plan_arg(plan)?;
-    let engine = Engine::builder(base_registry())
-        .journal(Arc::new(MemoryJournal::new()))
-        .lock(Arc::new(MemoryLock::new()))
-        .artifacts_dir(home)
-        .try_build()
-        .py_err()?;
-    block_on(py, async move {
-        let started = std::time::Instant::now();
-        for _ in 0..n {
-            let report = engine.run(plan.clone(), RunOptions::default()).await?;
-            if report.state != rollback_core::RunState::Succeeded {
-                return Err(rollback_core::Error::internal(format!("bench run ended {}", report.state)));
-            }
-        }
-        Ok(started.elapsed().as_secs_f64())
-    })
-    .py_err()
 }
 
 /// Every kind a spec dict can name in this build: `[{role, kind, about, schema}]`,

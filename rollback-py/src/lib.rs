@@ -13,6 +13,8 @@
 //! Backends are Cargo features (`db`, `docker`, `k8s`, `storage`); `pyproject.toml` enables all and
 //! pyo3's `extension-module`, so plain `cargo` builds of the workspace link normally.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod components;
 pub mod convert;
 pub mod engine;
@@ -40,8 +42,11 @@ fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(handles::gather_signals, m)?)?;
     m.add_function(wrap_pyfunction!(progress::progress, m)?)?;
     m.add_function(wrap_pyfunction!(handles::kinds, m)?)?;
-    m.add_function(wrap_pyfunction!(handles::_bench_rust_checks, m)?)?;
-    m.add_function(wrap_pyfunction!(handles::_bench_rust_runs, m)?)?;
+    // Benchmark helpers only in bench builds (`maturin develop -F bench`), not the wheel.
+    #[cfg(feature = "bench")]
+    m.add_function(wrap_pyfunction!(bench::_bench_rust_checks, m)?)?;
+    #[cfg(feature = "bench")]
+    m.add_function(wrap_pyfunction!(bench::_bench_rust_runs, m)?)?;
     m.add("BACKENDS", components::backends())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

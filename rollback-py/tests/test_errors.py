@@ -17,23 +17,36 @@ KINDS = {
     "locked": rollback.LockedError,
     "conflict": rollback.ConflictError,
     "diverged": rollback.DivergedError,
-    "timeout": rollback.TimeoutError,
+    "timeout": rollback.RollbackTimeoutError,
     "backend": rollback.BackendError,
     "verification_failed": rollback.VerificationFailedError,
-    "cancelled": rollback.CancelledError,
+    "cancelled": rollback.RunCancelledError,
     "corrupt": rollback.CorruptError,
-    "invalid_state": rollback.InvalidStateError,
+    "invalid_state": rollback.RunStateError,
     "permission_denied": rollback.PermissionDeniedError,
     "internal": rollback.InternalError,
     "already_done": rollback.AlreadyDoneError,
 }
 
 
+def test_exceptions_live_in_rollback_exceptions_and_shadow_nothing():
+    import builtins
+    import asyncio
+
+    import rollback.exceptions as exceptions
+
+    assert set(exceptions.__all__) == {cls.__name__ for cls in KINDS.values()} | {"RollbackError"}
+    for name in exceptions.__all__:
+        assert getattr(exceptions, name) is getattr(rollback, name)
+        assert not hasattr(builtins, name) and not hasattr(asyncio, name), f"{name} shadows a built-in or asyncio name"
+    assert not any(name.startswith("_bench") for name in dir(rollback._rollback)), "no bench helpers in the module"
+
+
 def test_every_kind_has_its_class_under_rollback_error():
     for kind, cls in KINDS.items():
         assert issubclass(cls, rollback.RollbackError) and issubclass(cls, Exception)
         assert cls.kind == kind and cls.__module__ == "rollback"
-    assert rollback.BackendError.retryable and rollback.TimeoutError.retryable
+    assert rollback.BackendError.retryable and rollback.RollbackTimeoutError.retryable
     assert not rollback.InvalidInputError.retryable
 
 
