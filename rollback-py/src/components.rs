@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::convert::{json_to_py, py_to_json, type_name};
 use crate::errors::{from_pyerr, invalid_input};
+use crate::secrets::PySecrets;
 
 /// Calls `f` with the object on a blocking thread holding the GIL; a Python
 /// exception becomes a core error (see [`from_pyerr`]).
@@ -457,33 +458,43 @@ impl Verifier for NoopVerifier {
 }
 
 /// Registers a Python class as a target kind: plans (and resumes in a fresh process)
-/// build it as `cls(name, config)`.
+/// build it as `cls(name, config)`, with `secrets=` when its spec declares secrets.
 pub fn register_target_class(registry: &mut Registry, kind: &str, cls: &Bound<'_, PyAny>) {
     let cls = Arc::new(cls.clone().unbind());
     registry.register_target_kind(kind, move |spec: Spec| {
         let cls = cls.clone();
         async move {
-            let target = call(&cls, "build target", move |cls| {
-                let config = json_to_py(cls.py(), &spec.config)?;
-                PyTarget::from_object(&cls.call1((PyString::new(cls.py(), &spec.name), config))?)
-            })
-            .await?;
+            let secrets = PySecrets::of(&spec)?;
+            let target =
+                call(&cls, "build target", move |cls| PyTarget::from_object(&construct(cls, &spec, secrets)?)).await?;
             Ok(Arc::new(target) as Arc<dyn Target>)
         }
     });
 }
 
-/// Registers a Python class as a verifier kind, built as `cls(name, config)`.
+/// `cls(name, config)`, plus `secrets=` (a [`PySecrets`]) when the spec declares any.
+fn construct<'py>(cls: &Bound<'py, PyAny>, spec: &Spec, secrets: PySecrets) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let args = (PyString::new(py, &spec.name), json_to_py(py, &spec.config)?);
+    if spec.secrets.is_empty() {
+        return cls.call1(args);
+    }
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("secrets", Bound::new(py, secrets)?)?;
+    cls.call(args, Some(&kwargs))
+}
+
+/// Registers a Python class as a verifier kind, built as `cls(name, config)` (with
+/// `secrets=` when its spec declares secrets).
 pub fn register_verifier_class(registry: &mut Registry, kind: &str, cls: &Bound<'_, PyAny>) {
     let cls = Arc::new(cls.clone().unbind());
     registry.register_verifier_kind(kind, move |spec: Spec| {
         let cls = cls.clone();
         async move {
-            let verifier = call(&cls, "build verifier", move |cls| {
-                let config = json_to_py(cls.py(), &spec.config)?;
-                PyVerifier::from_object(&cls.call1((PyString::new(cls.py(), &spec.name), config))?)
-            })
-            .await?;
+            let secrets = PySecrets::of(&spec)?;
+            let verifier =
+                call(&cls, "build verifier", move |cls| PyVerifier::from_object(&construct(cls, &spec, secrets)?))
+                    .await?;
             Ok(Arc::new(verifier) as Arc<dyn Verifier>)
         }
     });

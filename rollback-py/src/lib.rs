@@ -22,6 +22,7 @@ pub mod errors;
 pub mod handles;
 pub mod progress;
 pub mod runtime;
+pub mod secrets;
 
 use pyo3::prelude::*;
 
@@ -35,6 +36,7 @@ fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyReport>()?;
     m.add_class::<engine::PyDryRun>()?;
     m.add_class::<engine::PyCancel>()?;
+    m.add_class::<secrets::PySecrets>()?;
     m.add_class::<handles::PyTargetHandle>()?;
     m.add_class::<handles::PyVerifierHandle>()?;
     m.add_class::<handles::PyDecision>()?;

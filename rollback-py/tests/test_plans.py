@@ -324,3 +324,30 @@ def test_no_wait_stops_at_the_gate(tmp_path):
     assert stopped.state == "cancelled" and web.current_version == "v2", str(stopped)
     engine.approve(stopped.run, "go", by="alice")
     assert engine.resume(stopped.run).succeeded and web.current_version == "v1"
+
+
+def test_python_target_kinds_receive_their_specs_secrets_never_shown(tmp_path, monkeypatch):
+    token = "tok-7f3a9e-SECRET"
+    monkeypatch.setenv("RBPY_DEPLOY_TOKEN", token)
+    seen = []
+
+    class Deployer(Releases):
+        def __init__(self, name, config, secrets):
+            super().__init__(name, config["versions"])
+            seen.append((secrets["token"], "token" in secrets, secrets.keys(), repr(secrets), str(secrets)))
+
+    plan = {
+        "name": "deployer back",
+        "targets": [{"kind": "deployer", "name": "api", "config": {"versions": ["a", "b"]},
+                     "secrets": {"token": {"from": "env", "var": "RBPY_DEPLOY_TOKEN"}}}],
+        "stages": [{"name": "app", "steps": [{"id": "api-back", "op": "rollback", "target": "api",
+                                               "to": {"exact": "a"}}]}],
+    }
+    engine = rollback.Engine(tmp_path / "home", target_kinds={"deployer": Deployer})
+    report = engine.run(plan)
+    assert report.succeeded, str(report)
+    value, present, names, shown, text = seen[0]
+    assert value == token and present and names == ["token"]
+    assert token not in shown and token not in text and "token" in shown
+    journal = "".join(p.read_text(errors="replace") for p in (tmp_path / "home").rglob("*") if p.is_file())
+    assert token not in journal and token not in str(report)

@@ -2,7 +2,7 @@
 
 import datetime
 import os
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Literal, Mapping, Optional, TypedDict, Union
+from typing import Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, TypedDict, Union
 
 __version__: str
 BACKENDS: List[str]
@@ -312,6 +312,15 @@ class Decision:
     def rollback(self) -> bool: ...
     def __bool__(self) -> bool: ...
     def to_dict(self) -> Dict[str, Any]: ...
+
+class Secrets(Mapping[str, str]):
+    """A spec's secrets, given to a Python target/verifier class as ``secrets=``;
+    ``repr`` and ``str`` show the names only."""
+
+    def __getitem__(self, name: str) -> str: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def __len__(self) -> int: ...
+    def keys(self) -> List[str]: ...  # type: ignore[override]
 
 def kinds() -> List[Dict[str, Any]]:
     """Every kind a spec dict can name: ``[{"role", "kind", "about", "schema"}]``."""
