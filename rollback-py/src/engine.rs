@@ -345,6 +345,7 @@ fn build(
     on_event: Option<&Bound<'_, PyAny>>,
     lease_ttl: Option<f64>,
     approval_poll: Option<f64>,
+    lock: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<rollback_core::Engine> {
     let mut registry = base_registry();
     for target in items(targets)? {
@@ -379,6 +380,9 @@ fn build(
             .artifacts_dir(home.join("artifacts")),
         other => return Err(invalid_input(format!("journal must be \"file\" or \"memory\", not {other:?}"))),
     };
+    if let Some(lock) = crate::locks::lock_of(lock)? {
+        builder = builder.lock(lock);
+    }
     for notifier in items(notifiers)? {
         builder = builder.notifier(Arc::new(PyNotifier::from_object(&notifier)?));
     }
@@ -484,7 +488,8 @@ macro_rules! engine_class {
             /// backends) plus Python targets, verifiers, notifiers and kinds.
             #[new]
             #[pyo3(signature = (home=None, *, journal="file", targets=None, verifiers=None, notifiers=None,
-                        target_kinds=None, verifier_kinds=None, on_event=None, lease_ttl=None, approval_poll=None))]
+                        target_kinds=None, verifier_kinds=None, on_event=None, lease_ttl=None, approval_poll=None,
+                        lock=None))]
             #[allow(clippy::too_many_arguments)]
             fn new(
                 home: Option<&Bound<'_, PyAny>>,
@@ -497,6 +502,7 @@ macro_rules! engine_class {
                 on_event: Option<&Bound<'_, PyAny>>,
                 lease_ttl: Option<f64>,
                 approval_poll: Option<f64>,
+                lock: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<Self> {
                 let engine = build(
                     home,
@@ -509,6 +515,7 @@ macro_rules! engine_class {
                     on_event,
                     lease_ttl,
                     approval_poll,
+                    lock,
                 )?;
                 Ok($class { engine })
             }

@@ -20,6 +20,7 @@ pub mod convert;
 pub mod engine;
 pub mod errors;
 pub mod handles;
+pub mod locks;
 pub mod progress;
 pub mod runtime;
 pub mod secrets;

@@ -199,6 +199,7 @@ class Engine:
         on_event: Optional[EventCallback] = None,
         lease_ttl: Optional[float] = None,
         approval_poll: Optional[float] = None,
+        lock: Union[None, Literal["file"], Mapping[str, Any]] = None,
     ) -> None: ...
     def dry_run(self, plan: PlanLike) -> DryRun: ...
     def run(
@@ -243,6 +244,7 @@ class AsyncEngine:
         on_event: Optional[EventCallback] = None,
         lease_ttl: Optional[float] = None,
         approval_poll: Optional[float] = None,
+        lock: Union[None, Literal["file"], Mapping[str, Any]] = None,
     ) -> None: ...
     def dry_run(self, plan: PlanLike) -> Awaitable[DryRun]: ...
     def run(
