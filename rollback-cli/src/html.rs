@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use rollback_core::journal::Phase;
-use rollback_core::{Report, StepState};
+use rollback_core::{Outcome, Report, StepState, Verdict};
 
 const WIDTH: f64 = 900.0;
 const LABEL: f64 = 180.0;
@@ -136,21 +136,15 @@ pub fn page(report: &Report) -> String {
 
 /// Each verification check as a point: time on x, latency on y, colour by outcome.
 fn verification_plot(out: &mut String, report: &Report, scale: &dyn Fn(f64) -> f64) {
-    let checks: Vec<(String, f64, f64, String, String)> = report
+    // A verify step's detail is its journaled `Verdict`.
+    let checks: Vec<(String, f64, f64, Outcome, String)> = report
         .steps
         .iter()
-        .flat_map(|s| {
-            let checks = s.detail.get("checks").and_then(|c| c.as_array()).cloned().unwrap_or_default();
-            checks.into_iter().filter_map(move |c| {
-                let at = c.get("at")?.as_str()?.parse::<chrono::DateTime<chrono::Utc>>().ok()?;
-                let latency = c
-                    .get("latency")
-                    .and_then(|l| l.as_str())
-                    .and_then(|l| humantime::parse_duration(l).ok())
-                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
-                let outcome = c.get("outcome").and_then(|o| o.as_str()).unwrap_or("?").to_string();
-                let detail = c.get("detail").and_then(|d| d.as_str()).unwrap_or("").to_string();
-                Some((s.step.to_string(), offset(report, at), latency, outcome, detail))
+        .filter_map(|s| Some((s, serde_json::from_value::<Verdict>(s.detail.clone()).ok()?)))
+        .flat_map(|(s, verdict)| {
+            verdict.checks.into_iter().map(move |c| {
+                let at = offset(report, c.at);
+                (s.step.to_string(), at, c.latency.as_secs_f64() * 1000.0, c.outcome, c.detail)
             })
         })
         .collect();
@@ -167,10 +161,10 @@ fn verification_plot(out: &mut String, report: &Report, scale: &dyn Fn(f64) -> f
         WIDTH - 10.0
     );
     for (step, at, ms, outcome, detail) in &checks {
-        let fill = match outcome.as_str() {
-            "pass" => "#2e9d5b",
-            "fail" => "#d64541",
-            _ => "#9aa5b1",
+        let (fill, outcome) = match outcome {
+            Outcome::Pass => ("#2e9d5b", "pass"),
+            Outcome::Fail => ("#d64541", "fail"),
+            Outcome::Inconclusive => ("#9aa5b1", "inconclusive"),
         };
         let y = plot - (ms / max_ms) * (plot - 20.0);
         let _ = writeln!(

@@ -5,13 +5,6 @@ use std::fmt::Write as _;
 
 use rollback_core::{DryRun, DryRunStep, HistoryRecord, Report, Version};
 
-fn version(v: &Version) -> String {
-    match &v.label {
-        Some(label) if label != &v.id => format!("{label} (id {})", v.id),
-        _ => v.id.clone(),
-    }
-}
-
 /// The data-loss lines of a dry run: what a person must read before saying yes.
 pub fn data_loss_lines(dry: &DryRun) -> Vec<String> {
     dry.steps
@@ -60,8 +53,9 @@ fn step(out: &mut String, s: &DryRunStep) {
     let _ = writeln!(out, "  {} [{}]  {}", s.step, s.op, s.description);
     let pad = "      ";
     if let Some(c) = &s.change {
-        let from = c.from.as_ref().map_or_else(|| "(no prior state)".to_string(), version);
-        let _ = writeln!(out, "{pad}{} {}: {from} -> {}", c.target, c.kind, version(&c.to));
+        // Version's Display shows the label and the content id: `v1.4.2 (sha256:…)`.
+        let from = c.from.as_ref().map_or_else(|| "(no prior state)".to_string(), Version::to_string);
+        let _ = writeln!(out, "{pad}{} {}: {from} -> {}", c.target, c.kind, c.to);
         let loss =
             if c.data_loss.none { "no data loss".to_string() } else { format!("DATA LOSS: {}", c.data_loss.summary) };
         let _ = writeln!(out, "{pad}{}; {loss}; on failure: {:?}; undo: {:?}", c.reversibility, s.on_failure, s.undo);

@@ -312,10 +312,26 @@ impl Engine {
         if relative.is_empty() {
             return Ok(());
         }
-        let history = self.history(&HistoryQuery::default()).await?;
-        let Some(last) = history.iter().rev().find(|r| r.plan == plan.name && r.state == RunState::Succeeded) else {
-            return Ok(());
-        };
+        // The newest succeeded run of this plan: only this plan's journals are read,
+        // newest first, until one is found.
+        let mut entries: Vec<RunIndexEntry> =
+            self.inner.journal.runs().await?.into_iter().filter(|e| e.plan == plan.name).collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.started_at));
+        let mut found = None;
+        for entry in entries {
+            let log = match self.inner.journal.read(&entry.run).await.and_then(|r| RunLog::from_records(&r)) {
+                Ok(log) => log,
+                Err(err) => {
+                    tracing::warn!(run = %entry.run, error = %err, "skipping an unreadable run");
+                    continue;
+                }
+            };
+            if log.state == RunState::Succeeded {
+                found = Some(HistoryRecord::from_log(&log));
+                break;
+            }
+        }
+        let Some(last) = found else { return Ok(()) };
         for (step, target) in relative {
             let Some(change) = last.changes.iter().find(|c| &c.target == target) else { continue };
             let current = components.target(target)?.current().await?;
