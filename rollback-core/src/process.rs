@@ -66,13 +66,8 @@ pub async fn run(invocation: Invocation<'_>) -> Result<Vec<u8>> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let text = if stderr.trim().is_empty() { stdout } else { stderr };
-        let mut tail = cause(&text);
         // Values given in the environment (a password, a URL with one) never appear.
-        for (_, value) in env {
-            for secret in [Some(*value), url_password(value)].into_iter().flatten().filter(|v| v.len() >= 4) {
-                tail = tail.replace(secret, "***");
-            }
-        }
+        let tail = mask(&cause(&text), env.iter().map(|(_, value)| *value));
         return Err(Error::new(
             ErrorKind::Backend,
             format!("{what} exited {}: {tail}", output.status.code().unwrap_or(-1)),
@@ -80,6 +75,25 @@ pub async fn run(invocation: Invocation<'_>) -> Result<Vec<u8>> {
         .set_retryable(false));
     }
     Ok(output.stdout)
+}
+
+/// `text` with each of `values` (a password, or a URL whose password is also
+/// masked on its own) replaced by `***`; values under 4 characters are left, as
+/// they would mask ordinary words.
+///
+/// ```
+/// let text = "connect postgres://app:s3cret@db/app failed; password s3cret";
+/// let masked = rollback_core::process::mask(text, ["postgres://app:s3cret@db/app"]);
+/// assert_eq!(masked, "connect *** failed; password ***");
+/// ```
+pub fn mask<'a>(text: &str, values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut masked = text.to_owned();
+    for value in values {
+        for secret in [Some(value), url_password(value)].into_iter().flatten().filter(|v| v.len() >= 4) {
+            masked = masked.replace(secret, "***");
+        }
+    }
+    masked
 }
 
 /// The password in a URL's user info (`postgres://app:PASSWORD@host/db`).

@@ -3,8 +3,11 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{CliMigrations, MigrationTool, run};
-use rollback_core::{Error, ErrorKind, Result, Secret};
+use serde_json::json;
+
+use crate::alembic_session::{Launch, Session};
+use crate::cli::{MigrationTool, Migrations};
+use rollback_core::{Error, Result, Secret};
 
 fn default_command() -> Vec<String> {
     vec!["alembic".into()]
@@ -18,74 +21,101 @@ pub(crate) fn default_timeout() -> Duration {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlembicConfig {
-    /// How to run Alembic (argv prefix, never a shell): `["alembic"]`,
-    /// `[".venv/bin/alembic"]`, `["python", "-m", "alembic"]`.
+    /// The project's Alembic program (`["alembic"]`, `[".venv/bin/alembic"]`,
+    /// `["python", "-m", "alembic"]`): its interpreter (the script's `#!` line, or
+    /// the `python` of `python -m alembic`) runs the step's one Alembic process,
+    /// unless `python` is given.
     #[serde(default = "default_command")]
     pub command: Vec<String>,
-    /// The project's `alembic.ini` (passed as `-c`; Alembic runs in its directory).
+    /// The interpreter with the project's Alembic installed (`.venv/bin/python`);
+    /// found from `command` when absent.
+    #[serde(default)]
+    pub python: Option<PathBuf>,
+    /// The project's `alembic.ini` (Alembic runs in its directory).
     pub config: PathBuf,
-    /// Timeout of each Alembic call.
+    /// Longest wait for one Alembic operation (the downgrade, the SQL preview).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
     /// The environment variable the project's `env.py` reads the database URL from
-    /// (`DATABASE_URL`). Its value is the spec's secret `url`, set only in Alembic's
-    /// environment: never on its command line, in the journal or in errors.
+    /// (`DATABASE_URL`); its value is the spec's secret `url`. Without it, the secret
+    /// is set as the ini's `sqlalchemy.url` through Alembic's API (for an `env.py`
+    /// that reads the ini). Either way never on a command line, in the journal or in
+    /// errors.
     #[serde(default)]
     pub url_env: Option<String>,
-    /// `-x` arguments for the project's `env.py` (`["tenant=acme"]`); not for secrets
-    /// (they are on the command line).
+    /// `-x` arguments for the project's `env.py` (`["tenant=acme"]`,
+    /// `context.get_x_argument()`); not for secrets (they are in the plan).
     #[serde(default)]
     pub x: Vec<String>,
 }
 
-/// The real `alembic` CLI: `current`, `history`, `downgrade REV`, and the SQL
-/// preview (`downgrade CUR:TARGET --sql`) shown by dry-run.
+impl AlembicConfig {
+    /// The project at `config` (its `alembic.ini`) with the defaults: `alembic` found
+    /// on `PATH`, a 10-minute timeout, the URL as the project gives it.
+    ///
+    /// ```
+    /// let config = rollback_db::AlembicConfig::new("/srv/app/alembic.ini");
+    /// assert_eq!(config.command, ["alembic"]);
+    /// ```
+    pub fn new(config: impl Into<PathBuf>) -> Self {
+        AlembicConfig {
+            command: default_command(),
+            python: None,
+            config: config.into(),
+            timeout: default_timeout(),
+            url_env: None,
+            x: Vec::new(),
+        }
+    }
+}
+
+/// Alembic driven through its own API by one helper process per target (see
+/// [`MigrationTool`]): `current`, the script directory's chain, the SQL preview
+/// (`downgrade CUR:TARGET --sql`) shown by dry-run, and `downgrade REV`. Python and
+/// SQLAlchemy start once, so a one-revision rollback costs about what
+/// `alembic downgrade -1` does. Branched histories (several heads, branch or merge
+/// points) are refused, naming the heads.
 #[derive(Debug)]
-pub struct AlembicCli {
-    config: AlembicConfig,
-    dir: PathBuf,
-    /// The database URL, for the variable `config.url_env`.
-    url: Option<Secret>,
+pub struct AlembicTool {
+    ini: PathBuf,
+    session: Session,
 }
 
 /// Schema revisions managed by Alembic.
-pub type Alembic = CliMigrations<AlembicCli>;
+pub type Alembic = Migrations<AlembicTool>;
 
-impl CliMigrations<AlembicCli> {
+impl Migrations<AlembicTool> {
     /// Checks the configuration (a project whose `env.py` finds its own URL).
     pub fn new(name: &str, config: AlembicConfig) -> Result<Self> {
         Self::with_url(name, config, None)
     }
 
     /// Checks the configuration; `url` (the spec's secret) goes to Alembic in the
-    /// variable named by `url_env`, and each needs the other.
+    /// variable named by `url_env`, or as `sqlalchemy.url` without one.
     pub fn with_url(name: &str, config: AlembicConfig, url: Option<Secret>) -> Result<Self> {
-        if config.command.first().is_none_or(|p| p.is_empty()) {
-            return Err(Error::invalid_input(format!("alembic {name:?}: empty command")));
-        }
-        match (&config.url_env, &url) {
-            (Some(var), _) if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+        if let Some(var) = &config.url_env {
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(Error::invalid_input(format!("alembic {name:?}: url_env {var:?} is not a variable name")));
             }
-            (Some(var), None) => {
+            if url.is_none() {
                 return Err(Error::invalid_input(format!(
                     "alembic {name:?}: url_env = {var:?} needs the secret `url` (secrets = {{ url = {{ from = \"env\", \
                      var = \"…\" }} }})"
                 )));
             }
-            (None, Some(_)) => {
-                return Err(Error::invalid_input(format!(
-                    "alembic {name:?}: a secret `url` needs url_env, the variable your env.py reads it from \
-                     (url_env = \"DATABASE_URL\")"
-                )));
-            }
-            _ => {}
         }
         let ini = std::fs::canonicalize(&config.config)
             .map_err(|e| Error::invalid_input(format!("alembic {name:?}: {}: {e}", config.config.display())))?;
-        let dir = ini.parent().map(PathBuf::from).unwrap_or_default();
-        Ok(CliMigrations::with_tool(name, AlembicCli { config: AlembicConfig { config: ini, ..config }, dir, url }))
+        let python = match &config.python {
+            Some(python) => python.clone(),
+            None => interpreter(&config.command).map_err(|why| {
+                Error::invalid_input(format!("alembic {name:?}: {why}; set python = \"…/bin/python\""))
+            })?,
+        };
+        let launch =
+            Launch { python, ini: ini.clone(), x: config.x, url_env: config.url_env, url, timeout: config.timeout };
+        Ok(Migrations::with_tool(name, AlembicTool { ini, session: Session::new(launch) }))
     }
 }
 
@@ -98,59 +128,71 @@ impl rollback_core::kind::Kind for Alembic {
     }
 }
 
-impl AlembicCli {
-    async fn alembic(&self, args: &[&str]) -> Result<String> {
-        let ini = self.config.config.display().to_string();
-        let mut all = vec!["-c", ini.as_str()];
-        for x in &self.config.x {
-            all.extend(["-x", x.as_str()]);
+/// The interpreter of an Alembic `command`: the `python` of `python -m alembic`,
+/// else the `#!` line of the `alembic` script (pip's `#!/bin/sh` + `exec` form for
+/// long paths included).
+fn interpreter(command: &[String]) -> std::result::Result<PathBuf, String> {
+    match command {
+        [python, m, module, ..] if m == "-m" && module == "alembic" => Ok(PathBuf::from(python)),
+        [program] => {
+            let path = find_program(program).ok_or_else(|| format!("{program:?} is not found on PATH"))?;
+            let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let head = String::from_utf8_lossy(&text[..text.len().min(1024)]).into_owned();
+            let mut lines = head.lines();
+            let first = lines.next().unwrap_or_default().strip_prefix("#!").map(str::trim);
+            let words: Vec<&str> = first.map(|f| f.split_whitespace().collect()).unwrap_or_default();
+            match words.as_slice() {
+                ["/bin/sh", ..] => lines
+                    .next()
+                    .and_then(|l| l.strip_prefix("'''exec' "))
+                    .and_then(|l| l.split('"').nth(1))
+                    .map(PathBuf::from)
+                    .ok_or_else(|| format!("{}: no interpreter in its exec line", path.display())),
+                [env, python, ..] if env.ends_with("/env") => {
+                    find_program(python).ok_or_else(|| format!("{python} is not found on PATH"))
+                }
+                [python, ..] => Ok(PathBuf::from(python)),
+                [] => Err(format!("{} is not a Python script", path.display())),
+            }
         }
-        all.extend_from_slice(args);
-        let env: Vec<(&str, &str)> = match (&self.config.url_env, &self.url) {
-            (Some(var), Some(url)) => vec![(var.as_str(), url.expose())],
-            _ => Vec::new(),
-        };
-        run(&self.config.command, &all, &self.dir, &env, self.config.timeout).await
+        _ => Err(format!("cannot tell the Python interpreter of command {command:?}")),
     }
 }
 
+/// `program` as a path: itself when it has a `/`, else the first match on `PATH`.
+fn find_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(program)).find(|p| p.is_file())
+}
+
 #[async_trait]
-impl MigrationTool for AlembicCli {
+impl MigrationTool for AlembicTool {
     fn kind(&self) -> &'static str {
         "alembic"
     }
 
     fn identity(&self) -> String {
-        format!("alembic:{}", self.config.config.display())
+        format!("alembic:{}", self.ini.display())
     }
 
     async fn chain(&self) -> Result<Vec<(String, String)>> {
-        let text = self.alembic(&["history"]).await?;
-        let mut chain = Vec::new();
-        for line in text.lines().filter(|l| l.contains(" -> ")) {
-            if line.contains("(branchpoint)") || line.contains("(mergepoint)") || line.contains("(effective head)") {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("branched Alembic histories are not supported yet: {line}"),
-                ));
-            }
-            let (_, rest) = line.split_once(" -> ").unwrap_or_default();
-            let (rev, message) = rest.split_once(", ").unwrap_or((rest, ""));
-            chain.push((rev.split_whitespace().next().unwrap_or_default().to_owned(), message.to_owned()));
-        }
-        chain.push(("base".into(), "before the first revision".into()));
-        Ok(chain)
+        let answer = self.session.request(json!({ "op": "chain" })).await?;
+        serde_json::from_value(answer).map_err(|e| Error::internal(format!("alembic chain: {e}")))
     }
 
     async fn live(&self) -> Result<String> {
-        Ok(self.alembic(&["current"]).await?.split_whitespace().next().unwrap_or("base").to_owned())
+        let answer = self.session.request(json!({ "op": "current" })).await?;
+        Ok(answer.as_str().unwrap_or("base").to_owned())
     }
 
     async fn preview(&self, _chain: &[(String, String)], from: &str, to: &str) -> Result<String> {
-        self.alembic(&["downgrade", &format!("{from}:{to}"), "--sql"]).await
+        let answer = self.session.request(json!({ "op": "preview", "from": from, "to": to })).await?;
+        Ok(answer.as_str().unwrap_or_default().to_owned())
     }
 
     async fn downgrade(&self, to: &str) -> Result<()> {
-        self.alembic(&["downgrade", to]).await.map(drop)
+        self.session.request(json!({ "op": "downgrade", "to": to })).await.map(drop)
     }
 }

@@ -1,5 +1,5 @@
-//! Migration tools driven through their command line (Alembic, Django, …): one
-//! [`Target`] for every tool whose history is a linear chain of revisions.
+//! Migration tools (Alembic, Django, …): one [`Target`] for every tool whose history
+//! is a linear chain of revisions.
 
 use async_trait::async_trait;
 use std::path::Path;
@@ -10,7 +10,7 @@ use rollback_core::{
     Reversibility, Revision, Target, TargetId, Version, prepare_versioned,
 };
 
-/// A migration tool with a linear history, driven through its CLI. Implement it to
+/// A migration tool with a linear history (its CLI or its API). Implement it to
 /// roll back with another tool (Flyway, Liquibase, a home-grown script).
 #[async_trait]
 pub trait MigrationTool: Send + Sync + 'static {
@@ -34,13 +34,14 @@ pub trait MigrationTool: Send + Sync + 'static {
 /// done, on the chain between `from` and the target is partial (migrating down again
 /// finishes it), anywhere else has diverged.
 ///
-/// Each tool call starts an interpreter (about 0.4 s for Alembic here), so the chain
-/// is read once per prepare (by `history`) and reused by `observe`, which reads it
-/// again only when a revision it needs is not in it (migrations deployed since). A
-/// rollback costs `current` + `history` + the SQL preview in prepare, `current` + the
-/// downgrade in apply, and `current` to confirm: six tool runs.
+/// The chain is read once per prepare and reused by `observe`, which reads it again
+/// only when a revision it needs is not in it (migrations deployed since). A
+/// rollback asks the tool for the current revision, the chain and the SQL preview in
+/// prepare, the current revision and the downgrade in apply, and the current
+/// revision to confirm: Alembic answers all six from one process
+/// ([`AlembicTool`](crate::AlembicTool)); Django starts `manage.py` for each.
 #[derive(Debug)]
-pub struct CliMigrations<T> {
+pub struct Migrations<T> {
     name: TargetId,
     tool: T,
     chain: std::sync::Mutex<Option<Chain>>,
@@ -49,10 +50,10 @@ pub struct CliMigrations<T> {
 /// Revisions newest first, with their messages.
 type Chain = std::sync::Arc<Vec<(String, String)>>;
 
-impl<T: MigrationTool> CliMigrations<T> {
+impl<T: MigrationTool> Migrations<T> {
     /// A target named `name` over `tool`.
     pub fn with_tool(name: &str, tool: T) -> Self {
-        CliMigrations { name: TargetId::new(name), tool, chain: std::sync::Mutex::new(None) }
+        Migrations { name: TargetId::new(name), tool, chain: std::sync::Mutex::new(None) }
     }
 
     /// Reads the chain from the tool and keeps it.
@@ -94,7 +95,7 @@ pub(crate) async fn run(
 }
 
 #[async_trait]
-impl<T: MigrationTool> Target for CliMigrations<T> {
+impl<T: MigrationTool> Target for Migrations<T> {
     fn name(&self) -> &TargetId {
         &self.name
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::alembic::default_timeout;
-use crate::cli::{CliMigrations, MigrationTool, run};
+use crate::cli::{MigrationTool, Migrations, run};
 use rollback_core::{Error, Result};
 
 fn default_command() -> Vec<String> {
@@ -38,9 +38,9 @@ pub struct DjangoCli {
 }
 
 /// An app's schema managed by Django migrations.
-pub type Django = CliMigrations<DjangoCli>;
+pub type Django = Migrations<DjangoCli>;
 
-impl CliMigrations<DjangoCli> {
+impl Migrations<DjangoCli> {
     /// Checks the configuration.
     pub fn new(name: &str, config: DjangoConfig) -> Result<Self> {
         if config.command.first().is_none_or(|p| p.is_empty()) {
@@ -55,7 +55,7 @@ impl CliMigrations<DjangoCli> {
         if config.app.is_empty() || !config.app.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(Error::invalid_input(format!("django {name:?}: bad app label {:?}", config.app)));
         }
-        Ok(CliMigrations::with_tool(name, DjangoCli { config }))
+        Ok(Migrations::with_tool(name, DjangoCli { config }))
     }
 }
 

@@ -11,10 +11,13 @@
 //! [`PgRestoreSwap`] is runbook 002's full restore: into `<db>_restore`, verified,
 //! swapped in under the real name in one transaction, the original kept as `<db>_old`.
 //!
-//! [`Alembic`] and [`Django`] drive the real CLIs (current, history, downgrade, SQL
-//! preview) through one [`CliMigrations`] target over a [`MigrationTool`].
+//! [`Alembic`] (through Alembic's API, in one helper process run with the project's
+//! interpreter) and [`Django`] (through `manage.py`) give current, history,
+//! downgrade and the SQL preview to one [`Migrations`] target over a
+//! [`MigrationTool`].
 
 mod alembic;
+mod alembic_session;
 mod cli;
 mod copies;
 mod django;
@@ -28,8 +31,8 @@ mod swap;
 #[cfg(feature = "test-helpers")]
 pub mod testing;
 
-pub use alembic::{Alembic, AlembicCli, AlembicConfig};
-pub use cli::{CliMigrations, MigrationTool};
+pub use alembic::{Alembic, AlembicConfig, AlembicTool};
+pub use cli::{MigrationTool, Migrations};
 pub use copies::{PgTemplateClone, PgTemplateCloneConfig, SqliteCopy, SqliteCopyConfig};
 pub use django::{Django, DjangoCli, DjangoConfig};
 pub use lock::PgLeaseLock;

@@ -38,3 +38,26 @@ pub fn alembic_project(program: &str, root: &Path) -> PathBuf {
     }
     ini
 }
+
+/// The interpreter of a Python console script (`.venv/bin/alembic`): its `#!` line.
+///
+/// # Panics
+/// When the script cannot be read or has no `#!` line.
+pub fn interpreter_of(script: &str) -> PathBuf {
+    let text = std::fs::read_to_string(script).expect("the script");
+    let line = text.lines().next().and_then(|l| l.strip_prefix("#!")).expect("a #! line");
+    PathBuf::from(line.split_whitespace().next().expect("an interpreter"))
+}
+
+/// A shell script at `path` that appends a line to `count` and runs `python` with
+/// its arguments: how tests and benchmarks count the interpreters a route starts.
+///
+/// # Panics
+/// When it cannot be written.
+pub fn counting_python(path: &Path, python: &Path, count: &Path) -> PathBuf {
+    let script = format!("#!/bin/sh\necho started >> '{}'\nexec '{}' \"$@\"\n", count.display(), python.display());
+    std::fs::write(path, script).expect("the counting wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.to_path_buf()
+}

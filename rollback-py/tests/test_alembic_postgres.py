@@ -137,3 +137,26 @@ def test_the_url_is_a_secret_given_to_the_variable_env_py_reads(pg, tmp_path, mo
     journal = "".join(p.read_text(errors="replace") for p in (tmp_path / "home").rglob("*") if p.is_file())
     for text in [str(dry), str(report), str(report.to_dict()), str(failed.value), journal, repr(schema)]:
         assert password not in text and url not in text
+
+
+def test_without_url_env_the_secret_is_the_ini_url_and_one_python_runs_the_step(pg, tmp_path, monkeypatch):
+    server, alembic, db, url = pg
+    ini = project(alembic, tmp_path / "proj", url)
+    ini.write_text(ini.read_text().replace(url, "postgresql://nobody@127.0.0.1:1/wrong"))
+    monkeypatch.setenv("RBPY_DB_URL", url)
+    # The project's interpreter behind a wrapper that counts its starts.
+    count = tmp_path / "pythons"
+    python = tmp_path / "python"
+    interpreter = Path(alembic).read_text().splitlines()[0][2:].split()[0]
+    python.write_text(f"#!/bin/sh\necho started >> '{count}'\nexec '{interpreter}' \"$@\"\n")
+    python.chmod(0o755)
+    schema = Alembic(ini, command=[alembic], python=str(python), url={"from": "env", "var": "RBPY_DB_URL"})
+    plan = {"name": "schema back", "targets": [schema.spec],
+            "stages": [{"name": "db", "steps": [{"id": "db", "op": "rollback", "target": "schema",
+                                                  "to": "previous"}]}]}
+    report = rollback.Engine(tmp_path / "home").run(plan)
+    assert report.succeeded, str(report)
+    assert tables(server, db) == ["alembic_version", "orders", "users", "@0002"], "the database shows it"
+    assert count.read_text().count("started") == 1, "prepare, apply and confirm shared one Python process"
+    schema.upgrade("head")  # the URL through Alembic's API too, on stdin
+    assert tables(server, db)[-1] == "@0003"

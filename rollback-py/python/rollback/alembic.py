@@ -1,16 +1,19 @@
 """Alembic tooling: an existing project's ``alembic.ini`` as a rollback target.
 
-``Alembic("alembic.ini")`` drives the project's real ``alembic`` CLI (by default
-``python -m alembic`` with this interpreter, so the project's virtualenv and
-``env.py`` are used as they are): ``current()``, ``history()``, ``sql_preview(to)``
-(``alembic downgrade CUR:TARGET --sql``, nothing executed), ``downgrade(to)``
-(prepared once, applied as compare-and-swap), and ``spec`` to put the same target
-in a plan next to the app.
+``Alembic("alembic.ini")`` drives the project's Alembic through its own API, in one
+helper process per target run with the project's interpreter (by default this one,
+so the project's virtualenv and ``env.py`` are used as they are): ``current()``,
+``history()``, ``sql_preview(to)`` (what ``alembic downgrade CUR:TARGET --sql``
+prints, nothing executed), ``downgrade(to)`` (prepared once, applied as
+compare-and-swap), and ``spec`` to put the same target in a plan next to the app.
 
 The database URL, with its password, is a secret reference, handed to Alembic in
-the variable the project's ``env.py`` reads — never on its command line::
+the variable the project's ``env.py`` reads, or without ``url_env`` set as the
+ini's ``sqlalchemy.url`` through Alembic's API — never on a command line::
 
     Alembic("alembic.ini", url={"from": "env", "var": "DATABASE_URL"}, url_env="DATABASE_URL")
+
+Branched histories (several heads) are refused, naming the heads.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Alembic:
         *,
         name: str = "schema",
         command: Optional[Sequence[str]] = None,
+        python: Optional[str] = None,
         timeout: str = "10m",
         url: Optional[Dict[str, Any]] = None,
         url_env: Optional[str] = None,
@@ -56,6 +60,7 @@ class Alembic:
             raise FileNotFoundError(f"no Alembic config at {self.config}")
         self.name = name
         self.command: List[str] = list(command) if command else [sys.executable, "-m", "alembic"]
+        self.python = python
         self.timeout = timeout
         self.url = dict(url) if url is not None else None
         self.url_env = url_env
@@ -66,6 +71,8 @@ class Alembic:
     def spec(self) -> Dict[str, Any]:
         """The target spec for a plan's ``targets`` list."""
         config: Dict[str, Any] = {"config": self.config, "command": self.command, "timeout": self.timeout}
+        if self.python is not None:
+            config["python"] = self.python
         if self.url_env is not None:
             config["url_env"] = self.url_env
         if self.x:
@@ -108,14 +115,21 @@ class Alembic:
         return change
 
     def upgrade(self, revision: str = "head") -> None:
-        """``alembic upgrade REVISION`` with the same command (for deploy scripts)."""
+        """``alembic upgrade REVISION`` with the same command and URL (for deploy scripts)."""
         env = dict(os.environ)
+        args = [*self.command, "-c", self.config, *(a for x in self.x for a in ("-x", x)), "upgrade", revision]
+        stdin = None
         if self.url is not None and self.url_env is not None:
             env[self.url_env] = self._url()
+        elif self.url is not None:
+            # No variable for env.py: set sqlalchemy.url through Alembic's API, the URL on stdin.
+            args = [self.python or sys.executable, "-c", _UPGRADE_WITH_URL, self.config, revision, *self.x]
+            stdin = self._url()
         subprocess.run(
-            [*self.command, "-c", self.config, *(a for x in self.x for a in ("-x", x)), "upgrade", revision],
+            args,
             cwd=os.path.dirname(self.config),
             env=env,
+            input=stdin,
             check=True,
             capture_output=True,
             text=True,
@@ -134,5 +148,14 @@ class Alembic:
     def __repr__(self) -> str:
         return f"Alembic({self.config!r}, name={self.name!r})"
 
+
+_UPGRADE_WITH_URL = """
+import argparse, sys
+from alembic import command
+from alembic.config import Config
+cfg = Config(sys.argv[1], cmd_opts=argparse.Namespace(x=sys.argv[3:] or None))
+cfg.set_main_option("sqlalchemy.url", sys.stdin.read().replace("%", "%%"))
+command.upgrade(cfg, sys.argv[2])
+"""
 
 __all__ = ["Alembic", "selector"]
