@@ -3,7 +3,10 @@
 
     cd rollback-py && maturin develop --release && python bench/overhead.py [--quick]
 
-Rows: a no-op verification (one `Verifier.check()` per call, GIL released, result
+Rows: an awaited Rust call that really suspends (`_bench_suspend`: yields to the
+runtime once), sequential and gathered, against one pure-asyncio suspension
+(`asyncio.sleep(0)`, the floor) and the same future through pyo3-async-runtimes;
+a no-op verification (one `Verifier.check()` per call, GIL released, result
 converted to a dict) vs `_bench_rust_checks` (the same check awaited in a Rust
 loop); a 1,000-step plan of no-op verify steps on the memory journal, run from
 Python (`Engine.run`: plan conversion, GIL release, report object) vs from Rust
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import statistics
 import sys
 import tempfile
@@ -54,6 +58,7 @@ def main() -> int:
     calls, runs, repeats = (2_000, 2, 2) if args.quick else (200_000, 10, 5)
     home = tempfile.mkdtemp(prefix="rollback-bench-")
     rows = []
+    awaits = []
 
     # 1. no-op verification, per call
     v = rollback.Verifier.noop()
@@ -73,6 +78,38 @@ def main() -> int:
 
     a = [asyncio.run(many()) for _ in range(repeats)]
     rows.append(("no-op check_async() ×N gathered", "per call", best(rs), best(a)))
+
+    # 1b. an awaited Rust call that really suspends (yields to the runtime once), vs
+    # one suspension in pure asyncio (`await asyncio.sleep(0)`), sequential and gathered;
+    # the completion queue against pyo3-async-runtimes' future_into_py, same future.
+    awaited = calls // 20
+
+    async def sequential(make):
+        t = time.perf_counter()
+        for _ in range(awaited):
+            await make()
+        return (time.perf_counter() - t) / awaited * 1e6
+
+    async def gathered(make):
+        t = time.perf_counter()
+        await asyncio.gather(*(make() for _ in range(awaited)))
+        return (time.perf_counter() - t) / awaited * 1e6
+
+    def sleep0():
+        return asyncio.sleep(0)
+
+    # asyncio's own way to await work on another thread: one thread round trip.
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+
+    def in_thread():
+        return asyncio.get_running_loop().run_in_executor(pool, int)
+
+    for label, run in (("sequential await", sequential), ("gathered", gathered)):
+        floor = [asyncio.run(run(sleep0)) for _ in range(repeats)]
+        thread = [asyncio.run(run(in_thread)) for _ in range(repeats)]
+        ours = [asyncio.run(run(_rollback._bench_suspend)) for _ in range(repeats)]
+        old = [asyncio.run(run(_rollback._bench_suspend_pyo3_async_runtimes)) for _ in range(repeats)]
+        awaits.append((label, best(floor), best(thread), best(ours), best(old)))
 
     # 2. a 1,000-step plan, per run
     noop_plan = plan(1000, {"kind": "noop", "name": "noop"})
@@ -121,6 +158,23 @@ def main() -> int:
         # One line for benches/all.sh's table (a negative overhead is noise between runs).
         print(f"SUMMARY\tpython\t{what} from Python vs Rust\t{p_best:,.1f} µs\t{r_best:,.1f} µs\t"
               f"{overhead:+,.1f} µs {unit}\t{target}")
+    print()
+    print("Awaiting a Rust call that suspends once, per call (µs), vs one pure-asyncio suspension")
+    print()
+    print("| how | asyncio.sleep(0) | asyncio run_in_executor | rollback (completion queue) | overhead vs sleep(0) "
+          "| pyo3-async-runtimes | ours / theirs |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, (f_best, _), (t_best, _), (o_best, o_med), (p_best, _) in awaits:
+        print(f"| {label} | {f_best:.1f} | {t_best:.1f} | {o_best:.1f} ({o_med:.1f}) | {o_best - f_best:.1f} | "
+              f"{p_best:.1f} | {o_best / p_best:.2f}× |")
+    for label, (f_best, _), (t_best, _), (o_best, _), (p_best, _) in awaits:
+        limit = 30 if label.startswith("sequential") else 5
+        overhead = o_best - f_best
+        print(f"SUMMARY\tpython\tawaited Rust call, {label} (completion queue) vs asyncio.sleep(0)\t"
+              f"{o_best:.1f} µs\t{f_best:.1f} µs\t{overhead:+.1f} µs per call "
+              f"({o_best / p_best:.2f}× pyo3-async-runtimes' {p_best:.1f} µs; a thread round trip "
+              f"by run_in_executor {t_best:.1f} µs)\t"
+              f"≤ {limit} µs overhead: {'met' if overhead <= limit else 'NOT met'}")
     return 0
 
 

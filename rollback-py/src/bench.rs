@@ -12,14 +12,14 @@ use crate::runtime::block_on;
 
 /// Benchmark hook: `n` no-op checks in a Rust loop, one runtime entry; seconds.
 #[pyfunction]
-pub fn _bench_rust_checks(py: Python<'_>, n: u64) -> f64 {
+pub fn _bench_rust_checks(py: Python<'_>, n: u64) -> PyResult<f64> {
     let verifier = NoopVerifier::new("noop");
     block_on(py, async {
         let started = std::time::Instant::now();
         for _ in 0..n {
             std::hint::black_box(verifier.check().await.ok());
         }
-        started.elapsed().as_secs_f64()
+        Ok(started.elapsed().as_secs_f64())
     })
 }
 
@@ -43,5 +43,24 @@ pub fn _bench_rust_runs(py: Python<'_>, plan: &Bound<'_, PyAny>, n: u64, home: s
         }
         Ok(started.elapsed().as_secs_f64())
     })
-    .py_err()
+}
+
+/// Benchmark hook: an awaitable whose Rust future really suspends (it yields to the
+/// runtime once) before completing, through the module's completion queue.
+#[pyfunction]
+pub fn _bench_suspend(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    crate::aio::awaitable(py, crate::aio::OnCancel::Abort, async {
+        tokio::task::yield_now().await;
+        Ok(())
+    })
+}
+
+/// Benchmark hook: the same future through pyo3-async-runtimes' `future_into_py`
+/// (what the module used before the completion queue), for the comparison.
+#[pyfunction]
+pub fn _bench_suspend_pyo3_async_runtimes(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    pyo3_async_runtimes::tokio::future_into_py(py, async {
+        tokio::task::yield_now().await;
+        Ok(())
+    })
 }

@@ -2,8 +2,11 @@
 //!
 //! Python methods are called on the runtime's blocking threads, taking the GIL there
 //! (the calling Python thread released it), so a slow deploy script never stalls the
-//! engine's lease heartbeat. A method may be `async def`: its coroutine is run to
-//! completion with `asyncio.run` on that thread (a fresh event loop per call).
+//! engine's lease heartbeat. A method may be `async def`: driven by an `AsyncEngine`,
+//! its coroutine runs on the caller's event loop (`run_coroutine_threadsafe`, the
+//! blocking thread waiting with the GIL released); driven by the blocking `Engine`,
+//! whose caller's loop (if any) is blocked, it runs with `asyncio.run` on that
+//! thread.
 
 use async_trait::async_trait;
 use pyo3::prelude::*;
@@ -29,10 +32,14 @@ async fn call<R: Send + 'static>(
     let obj = obj.clone();
     // `rollback.progress(...)` from inside the method reports for the running step.
     let reporter = rollback_core::progress::reporter();
+    let caller_loop = crate::aio::caller_loop();
     tokio::task::spawn_blocking(move || {
-        crate::progress::with_reporter(reporter, || {
+        let previous = CALLER_LOOP.with(|c| c.replace(caller_loop));
+        let out = crate::progress::with_reporter(reporter, || {
             Python::attach(|py| f(obj.bind(py)).map_err(|e| from_pyerr(py, e, operation)))
-        })
+        });
+        CALLER_LOOP.with(|c| *c.borrow_mut() = previous);
+        out
     })
     .await
     .map_err(|e| Error::internal(format!("Python {operation} did not finish: {e}")))?
@@ -50,12 +57,28 @@ async fn call_method(obj: &Arc<Py<PyAny>>, method: &'static str, args: Vec<Value
     .await
 }
 
-/// Runs a coroutine to completion (on this thread, which has no running loop).
+std::thread_local! {
+    /// The asyncio caller's loop of the call running on this blocking thread.
+    static CALLER_LOOP: std::cell::RefCell<Option<Arc<Py<PyAny>>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs a coroutine to completion: on the asyncio caller's loop while it runs, else
+/// with `asyncio.run` on this thread (which has no running loop).
 fn finish<'py>(value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    if value.hasattr("__await__")? {
-        return value.py().import("asyncio")?.call_method1("run", (value,));
+    let py = value.py();
+    if !value.hasattr("__await__")? {
+        return Ok(value);
     }
-    Ok(value)
+    let asyncio = py.import("asyncio")?;
+    let caller = CALLER_LOOP.with(|c| c.borrow().as_ref().map(|l| l.clone_ref(py)));
+    if let Some(event_loop) = caller.map(|l| l.into_bound(py))
+        && event_loop.call_method0("is_running")?.is_truthy()?
+    {
+        // This thread waits with the GIL released while the loop runs it.
+        let done = asyncio.call_method1("run_coroutine_threadsafe", (value, event_loop))?;
+        return done.call_method0("result");
+    }
+    asyncio.call_method1("run", (value,))
 }
 
 fn attr<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Option<Bound<'py, PyAny>>> {

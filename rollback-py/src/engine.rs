@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use pyo3::BoundObject;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use rollback_core::{HistoryQuery, MemoryJournal, MemoryLock, Plan, RunId, RunOptions, Settings, StepId, TargetId};
+use rollback_core::{
+    CancelHandle, HistoryQuery, MemoryJournal, MemoryLock, Plan, RunId, RunOptions, Settings, StepId, TargetId,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,6 @@ use crate::components::{
 };
 use crate::convert::{Json, from_py, py_to_json, to_py, type_name};
 use crate::errors::{IntoPy, invalid_input};
-use crate::runtime::block_on;
 
 /// A rollback plan: stages of steps, targets and verifiers as specs, a budget.
 #[pyclass(name = "Plan", module = "rollback", frozen)]
@@ -402,7 +403,8 @@ fn options(
     Ok(RunOptions {
         run_id: run.map(run_id).transpose()?,
         reason,
-        cancel: cancel.map(|c| c.get().handle.clone()),
+        // Always one, so that Ctrl-C or a cancelled task can stop the run at a boundary.
+        cancel: Some(cancel.map_or_else(CancelHandle::new, |c| c.get().handle.clone())),
         again,
         no_wait,
     })
@@ -523,7 +525,7 @@ macro_rules! engine_class {
             /// Prepares every step and changes nothing (no lock, no journal, no effect).
             fn dry_run<'py>(&self, py: Python<'py>, plan: &Bound<'py, PyAny>) -> PyResult<$ret> {
                 let plan = plan_arg(plan)?;
-                $wrap(py, ops::dry_run(self.engine.clone(), plan))
+                $wrap(py, None, ops::dry_run(self.engine.clone(), plan))
             }
 
             /// Runs a plan; the outcome (success, compensation, escalation) is in the report.
@@ -543,19 +545,19 @@ macro_rules! engine_class {
             ) -> PyResult<$ret> {
                 let plan = plan_arg(plan)?;
                 let options = options(reason, run_id, cancel, again, no_wait)?;
-                $wrap(py, ops::run(self.engine.clone(), plan, options))
+                $wrap(py, options.cancel.clone(), ops::run(self.engine.clone(), plan, options))
             }
 
             /// Finishes a run after a crash, deciding in-flight steps with `observe`.
             #[pyo3(signature = (run, *, cancel=None))]
             fn resume<'py>(&self, py: Python<'py>, run: &str, cancel: Option<&Bound<'py, PyCancel>>) -> PyResult<$ret> {
                 let options = options(None, None, cancel, false, false)?;
-                $wrap(py, ops::resume(self.engine.clone(), run_id(run)?, options))
+                $wrap(py, options.cancel.clone(), ops::resume(self.engine.clone(), run_id(run)?, options))
             }
 
             /// The report of a journaled run.
             fn report<'py>(&self, py: Python<'py>, run: &str) -> PyResult<$ret> {
-                $wrap(py, ops::report(self.engine.clone(), run_id(run)?))
+                $wrap(py, None, ops::report(self.engine.clone(), run_id(run)?))
             }
 
             /// Approves (or, with `approved=False`, rejects) a gate, from any process.
@@ -568,12 +570,12 @@ macro_rules! engine_class {
                 by: String,
                 approved: bool,
             ) -> PyResult<$ret> {
-                $wrap(py, ops::approve(self.engine.clone(), run_id(run)?, StepId::new(step), approved, by))
+                $wrap(py, None, ops::approve(self.engine.clone(), run_id(run)?, StepId::new(step), approved, by))
             }
 
             /// Every journaled run (`run`, `plan`, `started_at`), oldest first.
             fn runs<'py>(&self, py: Python<'py>) -> PyResult<$ret> {
-                $wrap(py, ops::runs(self.engine.clone()))
+                $wrap(py, None, ops::runs(self.engine.clone()))
             }
 
             /// The rollback history, oldest first, filtered by target and time.
@@ -586,7 +588,7 @@ macro_rules! engine_class {
                 until: Option<&Bound<'py, PyAny>>,
             ) -> PyResult<$ret> {
                 let query = history_query(target, since, until)?;
-                $wrap(py, ops::history(self.engine.clone(), query))
+                $wrap(py, None, ops::history(self.engine.clone(), query))
             }
 
             /// Adds the root cause and post-mortem link to a run's history.
@@ -599,12 +601,12 @@ macro_rules! engine_class {
                 root_cause: Option<String>,
                 postmortem: Option<String>,
             ) -> PyResult<$ret> {
-                $wrap(py, ops::annotate(self.engine.clone(), run_id(run)?, root_cause, postmortem, by))
+                $wrap(py, None, ops::annotate(self.engine.clone(), run_id(run)?, root_cause, postmortem, by))
             }
 
             /// Plans the undo of a finished run (running it is a new run).
             fn plan_undo<'py>(&self, py: Python<'py>, run: &str) -> PyResult<$ret> {
-                $wrap(py, ops::plan_undo(self.engine.clone(), run_id(run)?))
+                $wrap(py, None, ops::plan_undo(self.engine.clone(), run_id(run)?))
             }
 
             fn __repr__(&self) -> String {
@@ -614,23 +616,26 @@ macro_rules! engine_class {
     };
 }
 
-/// Waits on the runtime with the GIL released.
-fn blocking<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+/// Waits on the runtime with the GIL released; Ctrl-C stops a run (one with
+/// `cancel`) at its next step boundary, anything else at once.
+fn blocking<'py, T, F>(py: Python<'py>, cancel: Option<CancelHandle>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: std::future::Future<Output = rollback_core::Result<T>> + Send,
     T: IntoPyObject<'py> + Send,
 {
-    let value = block_on(py, fut).py_err()?;
+    let value = crate::runtime::wait(py, cancel.as_ref(), fut)?;
     value.into_pyobject(py).map(|v| v.into_any().into_bound()).map_err(Into::into)
 }
 
-/// Returns an awaitable running on the runtime.
-fn awaitable<'py, T, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+/// Returns an awaitable completed on the caller's loop; cancelling it stops a run
+/// (one with `cancel`) at its next step boundary, anything else at once.
+fn awaitable<'py, T, F>(py: Python<'py>, cancel: Option<CancelHandle>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: std::future::Future<Output = rollback_core::Result<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    pyo3_async_runtimes::tokio::future_into_py(py, async move { fut.await.py_err() })
+    let on_cancel = cancel.map_or(crate::aio::OnCancel::Abort, crate::aio::OnCancel::Request);
+    crate::aio::awaitable(py, on_cancel, fut)
 }
 
 engine_class!(

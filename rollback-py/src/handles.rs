@@ -31,7 +31,7 @@ fn awaitable<'py, T>(
 where
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    pyo3_async_runtimes::tokio::future_into_py(py, async move { fut.await.py_err() })
+    crate::aio::awaitable(py, crate::aio::OnCancel::Abort, fut)
 }
 
 /// One verifier: from a spec dict (`{"kind": "http", "name": …, "config": {…}}`) or a
@@ -59,9 +59,7 @@ impl PyVerifierHandle {
     #[new]
     fn new(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<Self> {
         let inner: Arc<dyn Verifier> = match spec_arg(source)? {
-            Some(spec) => {
-                block_on(py, registry().verifier(&spec.name.clone(), std::slice::from_ref(&spec))).py_err()?
-            }
+            Some(spec) => block_on(py, registry().verifier(&spec.name.clone(), std::slice::from_ref(&spec)))?,
             None => Arc::new(PyVerifier::from_object(source)?),
         };
         Ok(PyVerifierHandle { inner })
@@ -83,7 +81,7 @@ impl PyVerifierHandle {
     /// One check (`outcome`, `detail`, `latency`, `measurements`, `at`); the GIL is
     /// released while it runs.
     fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let check = block_on(py, self.inner.check()).py_err()?;
+        let check = block_on(py, self.inner.check())?;
         to_py(py, &check)
     }
 
@@ -94,7 +92,7 @@ impl PyVerifierHandle {
     #[pyo3(signature = (policy=None))]
     fn probe<'py>(&self, py: Python<'py>, policy: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
         let policy = policy_arg(policy)?;
-        let verdict = block_on(py, verdict(self.inner.clone(), policy)).py_err()?;
+        let verdict = block_on(py, verdict(self.inner.clone(), policy))?;
         verdict.into_pyobject(py)
     }
 
@@ -147,7 +145,7 @@ impl PyTargetHandle {
     #[new]
     fn new(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<Self> {
         let inner: Arc<dyn Target> = match spec_arg(source)? {
-            Some(spec) => block_on(py, registry().target(&spec.name.clone(), std::slice::from_ref(&spec))).py_err()?,
+            Some(spec) => block_on(py, registry().target(&spec.name.clone(), std::slice::from_ref(&spec)))?,
             None => Arc::new(PyTarget::from_object(source)?),
         };
         Ok(PyTargetHandle { inner })
@@ -167,17 +165,17 @@ impl PyTargetHandle {
 
     /// What it is (`"app.docker:…"`, `"alembic:/srv/app/alembic.ini"`).
     fn identity(&self, py: Python<'_>) -> PyResult<String> {
-        block_on(py, self.inner.identity()).py_err().map(|i| i.to_string())
+        block_on(py, self.inner.identity()).map(|i| i.to_string())
     }
 
     /// The version now (`{"id", "label"?}`).
     fn current<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_py(py, &block_on(py, self.inner.current()).py_err()?)
+        to_py(py, &block_on(py, self.inner.current())?)
     }
 
     /// Revisions, newest first (`version`, `created`, `description`, `available`).
     fn history<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_py(py, &block_on(py, self.inner.history()).py_err()?)
+        to_py(py, &block_on(py, self.inner.history())?)
     }
 
     /// Resolves `to` (`"previous"`, `{"exact": "v1"}`, `{"back": 2}`, `{"before": datetime}`,
@@ -188,19 +186,19 @@ impl PyTargetHandle {
             Some(to) if !to.is_none() => request_arg(to)?,
             _ => Request::To(Selector::Previous),
         };
-        to_py(py, &block_on(py, self.inner.prepare(&request)).py_err()?)
+        to_py(py, &block_on(py, self.inner.prepare(&request))?)
     }
 
     /// Applies a prepared change with an idempotency key (compare-and-swap on `from`).
     fn apply(&self, py: Python<'_>, change: &Bound<'_, PyAny>, key: &str) -> PyResult<()> {
         let change: Change = from_py(change, "change")?;
-        block_on(py, self.inner.apply(&change, &IdempotencyKey::new(key))).py_err()
+        block_on(py, self.inner.apply(&change, &IdempotencyKey::new(key)))
     }
 
     /// Where the change stands: `{"state": "done" | "not_started" | "partial" | "diverged", "detail"?}`.
     fn observe<'py>(&self, py: Python<'py>, change: &Bound<'py, PyAny>, key: &str) -> PyResult<Bound<'py, PyAny>> {
         let change: Change = from_py(change, "change")?;
-        to_py(py, &block_on(py, self.inner.observe(&change, &IdempotencyKey::new(key))).py_err()?)
+        to_py(py, &block_on(py, self.inner.observe(&change, &IdempotencyKey::new(key)))?)
     }
 
     fn __repr__(&self) -> String {
@@ -300,7 +298,7 @@ pub fn gather_signals<'py>(
         _ => Default::default(),
     };
     let client = rollback_core::verify::PrometheusClient::new(prometheus_url, &headers).py_err()?;
-    let signals = block_on(py, queries.gather(&client)).py_err()?;
+    let signals = block_on(py, queries.gather(&client))?;
     to_py(py, &signals)
 }
 

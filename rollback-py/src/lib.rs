@@ -13,6 +13,7 @@
 //! Backends are Cargo features (`db`, `docker`, `k8s`, `storage`); `pyproject.toml` enables all and
 //! pyo3's `extension-module`, so plain `cargo` builds of the workspace link normally.
 
+pub mod aio;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod components;
@@ -50,6 +51,10 @@ fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bench::_bench_rust_checks, m)?)?;
     #[cfg(feature = "bench")]
     m.add_function(wrap_pyfunction!(bench::_bench_rust_runs, m)?)?;
+    #[cfg(feature = "bench")]
+    m.add_function(wrap_pyfunction!(bench::_bench_suspend, m)?)?;
+    #[cfg(feature = "bench")]
+    m.add_function(wrap_pyfunction!(bench::_bench_suspend_pyo3_async_runtimes, m)?)?;
     m.add("BACKENDS", components::backends())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -37,7 +37,7 @@ pub fn lock_of(lock: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Arc<dyn Lock>
 fn postgres(py: Python<'_>, url: &SecretRef) -> PyResult<Option<Arc<dyn Lock>>> {
     use crate::errors::IntoPy;
     let url = url.resolve().py_err()?;
-    let lock = crate::runtime::block_on(py, rollback_db::PgLeaseLock::connect(url.expose())).py_err()?;
+    let lock = crate::runtime::block_on(py, rollback_db::PgLeaseLock::connect(url.expose()))?;
     Ok(Some(Arc::new(lock)))
 }
 

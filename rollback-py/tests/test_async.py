@@ -4,6 +4,8 @@ runtime; the event loop keeps running while they work."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -18,7 +20,7 @@ def test_async_engine_runs_two_plans_concurrently_while_the_loop_ticks(tmp_path)
     class SlowHealth:
         name = "slow"
 
-        async def check(self):  # async def: run with asyncio.run on an engine thread
+        async def check(self):  # async def: run on the caller's loop
             await asyncio.sleep(0.05)
             return True
 
@@ -73,3 +75,119 @@ def test_verifier_async_methods():
     checks, verdict = asyncio.run(main())
     assert all(c["outcome"] == "pass" for c in checks)
     assert verdict["passed"] and len(verdict["checks"]) == 2
+
+
+def test_async_def_methods_run_on_the_callers_loop(tmp_path):
+    """Through AsyncEngine, `async def` apply/observe/check run on the loop that awaits
+    the run: they can await an asyncio.Queue made on it (another loop would raise)."""
+
+    class LoopBound(Releases):
+        def __init__(self, queue: asyncio.Queue) -> None:
+            super().__init__("web", ["v1", "v2"])
+            self.queue = queue
+            self.loops: list = []
+
+        async def apply(self, change, key):  # type: ignore[override]
+            self.loops.append(asyncio.get_running_loop())
+            assert await self.queue.get() == "go"
+            super().apply(change, key)
+
+    class Health:
+        name = "health"
+        loops: list = []
+
+        async def check(self):
+            self.loops.append(asyncio.get_running_loop())
+            return True
+
+    async def main():
+        queue: asyncio.Queue = asyncio.Queue()
+        target, health = LoopBound(queue), Health()
+        engine = rollback.AsyncEngine(tmp_path, targets=[target], verifiers=[health])
+        plan = rollback_plan("web")
+        plan["stages"].append({"name": "v", "steps": [{"id": "ok", "op": "verify", "verifier": "health",
+                                                       "policy": {"interval": "5ms", "passes": 2}}]})
+        run = asyncio.ensure_future(engine.run(plan))
+        await asyncio.sleep(0.05)
+        assert not run.done(), "apply waits for the queue, on this loop"
+        await queue.put("go")
+        report = await run
+        return asyncio.get_running_loop(), target, health, report
+
+    caller, target, health, report = asyncio.run(main())
+    assert report.succeeded, str(report)
+    assert target.current_version == "v1"
+    assert target.loops == [caller] and health.loops == [caller, caller]
+
+
+def test_the_loop_keeps_running_while_a_blocking_python_method_runs(tmp_path):
+    """A Python verifier that blocks (time.sleep) runs on an engine thread: the loop
+    that awaits the run keeps ticking, and the verifier saw no running loop."""
+    seen = {}
+
+    class Blocking:
+        name = "blocking"
+
+        def check(self):
+            seen["thread"] = threading.current_thread() is threading.main_thread()
+            time.sleep(0.3)
+            return True
+
+    async def main():
+        engine = rollback.AsyncEngine(tmp_path, verifiers=[Blocking()])
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        tick = asyncio.create_task(ticker())
+        plan = {"name": "wait", "stages": [{"name": "v", "steps": [
+            {"id": "ok", "op": "verify", "verifier": "blocking", "policy": {"interval": "0s", "passes": 1}}]}]}
+        report = await engine.run(plan)
+        tick.cancel()
+        return report, ticks
+
+    report, ticks = asyncio.run(main())
+    assert report.succeeded
+    assert seen["thread"] is False, "the blocking method ran off the loop's thread"
+    assert ticks >= 20, f"the loop ticked {ticks} times in 300 ms of blocking verification"
+
+
+def test_cancelling_an_awaited_run_stops_it_at_a_step_boundary_and_resume_finishes(tmp_path):
+    started = asyncio.Event()
+
+    class Slow:
+        name = "slow"
+
+        async def check(self):
+            started.set()
+            await asyncio.sleep(0.2)
+            return True
+
+    def plan():
+        steps = [{"id": f"v{i}", "op": "verify", "verifier": "slow", "policy": {"interval": "0s", "passes": 1}}
+                 for i in range(3)]
+        return {"name": "three checks", "stages": [{"name": "v", "steps": steps}]}
+
+    async def main():
+        engine = rollback.AsyncEngine(tmp_path, verifiers=[Slow()])
+        task = asyncio.ensure_future(engine.run(plan(), run_id="cancel-me"))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(200):  # the run goes on to the end of its step, then stops
+            report = await engine.report("cancel-me")
+            if report.to_dict()["state"] != "running":
+                break
+            await asyncio.sleep(0.01)
+        resumed = await engine.resume("cancel-me")
+        return report, resumed
+
+    report, resumed = asyncio.run(main())
+    assert report.to_dict()["state"] == "cancelled", str(report)
+    assert len([s for s in report.to_dict()["steps"] if s["state"] == "done"]) == 1, str(report)
+    assert resumed.succeeded, str(resumed)
