@@ -1,8 +1,11 @@
 //! `Engine(lock=…)`: where runs take their leases. `"file"` (default, this machine),
 //! or a shared lock so runs on several hosts or processes exclude each other:
 //! `{"kind": "postgres", "url": SECRET_REF}` (PgLeaseLock, the database's clock) or
-//! `{"kind": "redis", "url": SECRET_REF}` (RedisLock). The URL is a secret reference
-//! (`{"from": "env", "var": "…"}` or `{"from": "file", "path": "…"}`), never a value.
+//! `{"kind": "redis", "url": SECRET_REF}` (RedisLock), or Kubernetes Leases
+//! `{"kind": "kubernetes", "namespace": "…", "cluster": {…}, "prefix": "rollback"}`
+//! (LeaseLock; `cluster` as in the k8s kinds: kubeconfig, context or url). The URL is
+//! a secret reference (`{"from": "env", "var": "…"}` or `{"from": "file", "path":
+//! "…"}`), never a value.
 
 use std::sync::Arc;
 
@@ -17,6 +20,10 @@ use crate::convert::from_py;
 enum LockChoice {
     Postgres { url: SecretRef },
     Redis { url: SecretRef },
+    #[cfg(feature = "k8s")]
+    Kubernetes(rollback_k8s::LeaseLockConfig),
+    #[cfg(not(feature = "k8s"))]
+    Kubernetes(serde::de::IgnoredAny),
 }
 
 /// The lock a `lock=` argument names; `None` for the engine's default (the file lock).
@@ -26,11 +33,25 @@ pub fn lock_of(lock: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Arc<dyn Lock>
     if lock.extract::<String>().is_ok_and(|s| s == "file") {
         return Ok(None);
     }
-    let choice: LockChoice = from_py(lock, "lock (\"file\", or {\"kind\": \"postgres\" | \"redis\", \"url\": {…}})")?;
+    let what = "lock (\"file\", {\"kind\": \"postgres\" | \"redis\", \"url\": {…}}, or {\"kind\": \"kubernetes\", \
+                \"namespace\": …})";
+    let choice: LockChoice = from_py(lock, what)?;
     match choice {
         LockChoice::Postgres { url } => postgres(py, &url),
         LockChoice::Redis { url } => redis(&url),
+        LockChoice::Kubernetes(config) => kubernetes(py, config),
     }
+}
+
+#[cfg(feature = "k8s")]
+fn kubernetes(py: Python<'_>, config: rollback_k8s::LeaseLockConfig) -> PyResult<Option<Arc<dyn Lock>>> {
+    let lock = crate::runtime::block_on(py, rollback_k8s::LeaseLock::connect(config))?;
+    Ok(Some(Arc::new(lock)))
+}
+
+#[cfg(not(feature = "k8s"))]
+fn kubernetes(_: Python<'_>, _: serde::de::IgnoredAny) -> PyResult<Option<Arc<dyn Lock>>> {
+    Err(crate::errors::invalid_input("this build has no k8s backend: the kubernetes lock needs it"))
 }
 
 #[cfg(feature = "db")]

@@ -3,10 +3,12 @@ Python targets whose state is what the tests assert on."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -99,3 +101,18 @@ def rollback_plan(target: str = "web", name: str = "web back", **step: Any) -> D
         "name": name,
         "stages": [{"name": "app", "steps": [{"id": f"{target}-back", "op": "rollback", "target": target, "to": "previous", **step}]}],
     }
+
+
+@contextlib.contextmanager
+def api_double() -> Iterator[str]:
+    """The Kubernetes API double as a process (it emulates the controllers); its URL."""
+    binary = server_env("ROLLBACK_TEST_K8S_DOUBLE", "the Kubernetes API double binary (test_python.sh builds it)")
+    proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    url = proc.stdout.readline().strip()
+    assert url.startswith("http://"), url
+    try:
+        yield url
+    finally:
+        proc.stdin.close()
+        proc.wait(10)

@@ -5,27 +5,19 @@ through the library's report."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.request
 
 import pytest
 
 import rollback
-from conftest import server_env
+from conftest import api_double
 
 
 @pytest.fixture
 def api():
-    binary = server_env("ROLLBACK_TEST_K8S_DOUBLE", "the Kubernetes API double binary (test_python.sh builds it)")
-    proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    url = proc.stdout.readline().strip()
-    assert url.startswith("http://"), url
-    try:
+    with api_double() as url:
         yield url
-    finally:
-        proc.stdin.close()
-        proc.wait(10)
 
 
 def call(url: str, method: str, path: str, body=None, content_type="application/json"):

@@ -1,6 +1,6 @@
 """Shared locks from Python: two Python processes with their own journals race for
-one target through a Redis or PostgreSQL lock; the second is refused, naming the
-first's pid, until the first finishes."""
+one target through a Redis, PostgreSQL or Kubernetes Lease lock (on the API
+double); the second is refused, naming the first's pid, until the first finishes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import rollback
-from conftest import Releases, rollback_plan, server_env
+from conftest import Releases, api_double, rollback_plan, server_env
 
 HOLDER = r"""
 import json, sys, threading
@@ -32,11 +32,15 @@ print(engine.run(rollback_plan()).state, flush=True)
 """
 
 
-@pytest.fixture(params=["redis", "postgres"])
-def lock(request, monkeypatch):
+@pytest.fixture(params=["redis", "postgres", "kubernetes"])
+def lock(request):
+    if request.param == "kubernetes":
+        with api_double() as url:
+            yield {"kind": "kubernetes", "namespace": "default", "cluster": {"url": url}}
+        return
     var = {"redis": "ROLLBACK_TEST_REDIS_URL", "postgres": "ROLLBACK_TEST_POSTGRES_URL"}[request.param]
     server_env(var, request.param)
-    return {"kind": request.param, "url": {"from": "env", "var": var}}
+    yield {"kind": request.param, "url": {"from": "env", "var": var}}
 
 
 def test_two_python_processes_race_for_one_target(lock, tmp_path):
@@ -65,3 +69,6 @@ def test_a_bad_lock_choice_is_refused_by_name(tmp_path):
     with pytest.raises(rollback.InvalidInputError) as bad:
         rollback.Engine(tmp_path, lock={"kind": "zookeeper", "url": {"from": "env", "var": "X"}})
     assert "zookeeper" in str(bad.value) and "postgres" in str(bad.value), str(bad.value)
+    with pytest.raises(rollback.InvalidInputError) as typo:
+        rollback.Engine(tmp_path, lock={"kind": "kubernetes", "namespace": "default", "prefx": "x"})
+    assert "prefx" in str(typo.value) and "prefix" in str(typo.value), str(typo.value)
