@@ -24,7 +24,7 @@ use crate::secrets::PySecrets;
 
 /// Calls `f` with the object on a blocking thread holding the GIL; a Python
 /// exception becomes a core error (see [`from_pyerr`]).
-async fn call<R: Send + 'static>(
+pub(crate) async fn call<R: Send + 'static>(
     obj: &Arc<Py<PyAny>>,
     operation: &'static str,
     f: impl for<'py> FnOnce(&Bound<'py, PyAny>) -> PyResult<R> + Send + 'static,
@@ -64,7 +64,7 @@ std::thread_local! {
 
 /// Runs a coroutine to completion: on the asyncio caller's loop while it runs, else
 /// with `asyncio.run` on this thread (which has no running loop).
-fn finish<'py>(value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn finish<'py>(value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = value.py();
     if !value.hasattr("__await__")? {
         return Ok(value);
@@ -95,14 +95,14 @@ fn string_attr(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<String>> {
     attr(obj, name)?.map(|v| v.extract::<String>()).transpose()
 }
 
-fn required_name(obj: &Bound<'_, PyAny>, role: &str) -> PyResult<String> {
+pub(crate) fn required_name(obj: &Bound<'_, PyAny>, role: &str) -> PyResult<String> {
     match string_attr(obj, "name") {
         Ok(Some(name)) if !name.is_empty() => Ok(name),
         _ => Err(invalid_input(format!("a Python {role} ({}) needs a non-empty str attribute `name`", type_name(obj)))),
     }
 }
 
-fn callable_attr(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
+pub(crate) fn callable_attr(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
     Ok(attr(obj, name)?.is_some_and(|m| m.is_callable()))
 }
 
@@ -496,7 +496,7 @@ pub fn register_target_class(registry: &mut Registry, kind: &str, cls: &Bound<'_
 }
 
 /// `cls(name, config)`, plus `secrets=` (a [`PySecrets`]) when the spec declares any.
-fn construct<'py>(cls: &Bound<'py, PyAny>, spec: &Spec, secrets: PySecrets) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn construct<'py>(cls: &Bound<'py, PyAny>, spec: &Spec, secrets: PySecrets) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let args = (PyString::new(py, &spec.name), json_to_py(py, &spec.config)?);
     if spec.secrets.is_empty() {

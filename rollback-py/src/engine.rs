@@ -343,6 +343,8 @@ fn build(
     notifiers: Option<&Bound<'_, PyAny>>,
     target_kinds: Option<&Bound<'_, PyAny>>,
     verifier_kinds: Option<&Bound<'_, PyAny>>,
+    snapshots: Option<&Bound<'_, PyAny>>,
+    snapshot_kinds: Option<&Bound<'_, PyAny>>,
     on_event: Option<&Bound<'_, PyAny>>,
     lease_ttl: Option<f64>,
     approval_poll: Option<f64>,
@@ -360,6 +362,12 @@ fn build(
     }
     for (kind, cls) in kinds(verifier_kinds)? {
         register_verifier_class(&mut registry, &kind, &cls);
+    }
+    for snapshot in items(snapshots)? {
+        registry.register_snapshot(Arc::new(crate::snapshots::PySnapshot::from_object(&snapshot)?));
+    }
+    for (kind, cls) in kinds(snapshot_kinds)? {
+        crate::snapshots::register_snapshot_class(&mut registry, &kind, &cls);
     }
     let home: std::path::PathBuf = match home {
         Some(h) if !h.is_none() => from_py(h, "home")?,
@@ -490,8 +498,8 @@ macro_rules! engine_class {
             /// backends) plus Python targets, verifiers, notifiers and kinds.
             #[new]
             #[pyo3(signature = (home=None, *, journal="file", targets=None, verifiers=None, notifiers=None,
-                        target_kinds=None, verifier_kinds=None, on_event=None, lease_ttl=None, approval_poll=None,
-                        lock=None))]
+                        target_kinds=None, verifier_kinds=None, snapshots=None, snapshot_kinds=None, on_event=None,
+                        lease_ttl=None, approval_poll=None, lock=None))]
             #[allow(clippy::too_many_arguments)]
             fn new(
                 home: Option<&Bound<'_, PyAny>>,
@@ -501,6 +509,8 @@ macro_rules! engine_class {
                 notifiers: Option<&Bound<'_, PyAny>>,
                 target_kinds: Option<&Bound<'_, PyAny>>,
                 verifier_kinds: Option<&Bound<'_, PyAny>>,
+                snapshots: Option<&Bound<'_, PyAny>>,
+                snapshot_kinds: Option<&Bound<'_, PyAny>>,
                 on_event: Option<&Bound<'_, PyAny>>,
                 lease_ttl: Option<f64>,
                 approval_poll: Option<f64>,
@@ -514,6 +524,8 @@ macro_rules! engine_class {
                     notifiers,
                     target_kinds,
                     verifier_kinds,
+                    snapshots,
+                    snapshot_kinds,
                     on_event,
                     lease_ttl,
                     approval_poll,

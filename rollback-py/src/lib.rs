@@ -25,6 +25,7 @@ pub mod locks;
 pub mod progress;
 pub mod runtime;
 pub mod secrets;
+pub mod snapshots;
 
 use pyo3::prelude::*;
 

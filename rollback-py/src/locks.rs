@@ -18,8 +18,12 @@ use crate::convert::from_py;
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 enum LockChoice {
-    Postgres { url: SecretRef },
-    Redis { url: SecretRef },
+    Postgres {
+        url: SecretRef,
+    },
+    Redis {
+        url: SecretRef,
+    },
     #[cfg(feature = "k8s")]
     Kubernetes(rollback_k8s::LeaseLockConfig),
     #[cfg(not(feature = "k8s"))]

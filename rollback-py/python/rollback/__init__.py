@@ -43,7 +43,7 @@ from ._rollback import (
     progress,
     should_rollback,
 )
-from .protocols import NotifierProtocol, TargetProtocol, VerifierProtocol
+from .protocols import NotifierProtocol, SnapshotProtocol, TargetProtocol, VerifierProtocol
 
 __all__ = [
     "BACKENDS",
@@ -70,6 +70,7 @@ __all__ = [
     "Report",
     "RollbackError",
     "Target",
+    "SnapshotProtocol",
     "TargetProtocol",
     "RollbackTimeoutError",
     "UnsupportedError",

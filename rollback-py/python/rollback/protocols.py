@@ -1,9 +1,12 @@
-"""The shapes of Python targets, verifiers and notifiers the Rust engine runs.
+"""The shapes of Python targets, verifiers, snapshots and notifiers the Rust engine
+runs.
 
-Methods may be plain functions or ``async def`` (run with ``asyncio.run`` on one of
-the engine's threads: do not rely on the caller's event loop). They are called on
-the engine's blocking threads, with the GIL; exceptions become errors of the run
-(a ``RollbackError`` subclass keeps its kind; any other is a permanent ``backend``
+Methods may be plain functions or ``async def``. Plain ones are called on the
+engine's blocking threads, with the GIL. ``async def`` ones run on the caller's
+event loop when the run is awaited through ``AsyncEngine``, and with
+``asyncio.run`` on an engine thread under the blocking ``Engine`` (whose caller's
+loop, if any, is blocked). Exceptions become errors of the run (a
+``RollbackError`` subclass keeps its kind; any other is a permanent ``backend``
 error naming the Python type).
 """
 
@@ -53,6 +56,20 @@ class VerifierProtocol(Protocol):
 
 
 @runtime_checkable
+class SnapshotProtocol(Protocol):
+    """A snapshot (``Engine(snapshots=[...])`` or a class in ``snapshot_kinds``).
+    ``capture(key)`` returns ``{"artifacts": {name: bytes | str}, "description": str,
+    "metadata": {...}}``; the engine writes the artifacts into its store. Optional:
+    ``restore(snapshot, artifacts)`` gets the journaled snapshot (its ``metadata`` is
+    capture's) and the artifacts read back as ``{name: bytes}``; it may run again
+    after a crash unless ``restored(snapshot, key)`` returns ``True``."""
+
+    name: str
+
+    def capture(self, key: str) -> Dict[str, Any]: ...
+
+
+@runtime_checkable
 class NotifierProtocol(Protocol):
     """A notifier: ``notify(event)`` with each engine event as a dict (``run``, ``at``,
     ``event`` and its fields). Failures are journaled; the run goes on."""
@@ -62,5 +79,5 @@ class NotifierProtocol(Protocol):
     def notify(self, event: Dict[str, Any]) -> None: ...
 
 
-__all__ = ["TargetProtocol", "VerifierProtocol", "NotifierProtocol", "Version", "Observed", "CheckResult"]
+__all__ = ["TargetProtocol", "VerifierProtocol", "SnapshotProtocol", "NotifierProtocol", "Version", "Observed", "CheckResult"]
 
