@@ -23,6 +23,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import List, Optional, Tuple
 
 import rollback
 from rollback.alembic import Alembic
@@ -36,7 +37,7 @@ class ReleaseHealth:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def check(self):
+    def check(self) -> Tuple[str, str]:
         health = (self.root / "current" / "HEALTH").read_text().strip()
         return ("pass" if health == "ok" else "fail", f"{os.readlink(self.root / 'current')}: {health}")
 
@@ -50,7 +51,7 @@ def switch(root: Path, release: str) -> None:
     os.replace(tmp, root / "current")
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deploy-root", required=True, type=Path)
     parser.add_argument("--release", required=True, help="the release directory to deploy")

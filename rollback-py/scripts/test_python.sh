@@ -14,6 +14,7 @@ need=()
 [ -x "$venv/bin/maturin" ] || need+=('maturin>=1.9.4,<2')
 "$venv/bin/python" -c 'import pytest' 2>/dev/null || need+=(pytest)
 "$venv/bin/python" -c 'import psycopg2' 2>/dev/null || need+=(psycopg2-binary) # Alembic on PostgreSQL
+"$venv/bin/python" -c 'import mypy' 2>/dev/null || need+=(mypy) # stubtest and --strict over the examples
 if [ ${#need[@]} -gt 0 ]; then
   "$venv/bin/python" -m pip install -q "${need[@]}"
 fi

@@ -5,8 +5,11 @@ through the library's report."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +79,25 @@ def test_a_deployment_undo_from_a_spec_dict(api, tmp_path):
     assert image(rolled_out(api)) == "shop/web:1.4.2", "the API shows the old template live"
     replicas = [e for e in events if e["event"] == "progress" and e["unit"] == "replicas"]
     assert replicas and replicas[-1]["total"] == 2, replicas
+
+
+def test_the_async_example_undoes_a_deployment_and_waits_on_its_own_loop(api, tmp_path):
+    """examples/k8s_undo_async.py end to end against the API double."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "k8s_undo_async.py"
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "shop/web:2.0.0"}]}}},
+    }
+    call(api, "POST", DEPLOYMENTS, deployment)
+    rolled_out(api)
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "shop/web:2.1.0"}]}}}}
+    call(api, "PATCH", f"{DEPLOYMENTS}/web", patch, "application/strategic-merge-patch+json")
+    assert image(rolled_out(api)) == "shop/web:2.1.0"
+    done = subprocess.run([sys.executable, str(example), "--namespace", "default", "--deployment", "web",
+                           "--cluster-url", api, "--home", str(tmp_path / "home")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "available" in done.stdout and "succeeded" in done.stdout, done.stdout
+    assert image(rolled_out(api)) == "shop/web:2.0.0", "the API shows the previous template live"

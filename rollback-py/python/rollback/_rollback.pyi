@@ -4,6 +4,42 @@ import datetime
 import os
 from typing import Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, TypedDict, Union
 
+from typing_extensions import final
+
+__all__ = [
+    "AlreadyDoneError",
+    "AsyncEngine",
+    "BACKENDS",
+    "BackendError",
+    "Cancel",
+    "ConflictError",
+    "CorruptError",
+    "Decision",
+    "DivergedError",
+    "DryRun",
+    "Engine",
+    "InternalError",
+    "InvalidInputError",
+    "LockedError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Plan",
+    "Report",
+    "RollbackError",
+    "RollbackTimeoutError",
+    "RunCancelledError",
+    "RunStateError",
+    "Secrets",
+    "Target",
+    "UnsupportedError",
+    "VerificationFailedError",
+    "Verifier",
+    "__version__",
+    "gather_signals",
+    "kinds",
+    "progress",
+    "should_rollback",
+]
 __version__: str
 BACKENDS: List[str]
 
@@ -48,6 +84,7 @@ class ChangeDict(TypedDict, total=False):
     description: str
     reversibility: Literal["inverse", "needs_snapshot", "irreversible"]
     data_loss: Dict[str, Any]
+    preview: str
 
 class HistoryRecordDict(TypedDict):
     run: str
@@ -101,10 +138,11 @@ class AlreadyDoneError(RollbackError): ...
 
 # --- plans and results -----------------------------------------------------------
 
+@final
 class Plan:
     """A rollback plan: stages of steps, target/verifier/snapshot specs, a budget."""
 
-    def __init__(self, source: PlanLike) -> None: ...
+    def __new__(cls, source: PlanLike) -> "Plan": ...
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> Plan: ...
     @staticmethod
@@ -124,6 +162,7 @@ class Plan:
     def to_toml(self) -> str: ...
     def to_json(self) -> str: ...
 
+@final
 class Report:
     """What a run did, derived from its journal."""
 
@@ -162,6 +201,7 @@ class Report:
     def notification_failures(self) -> List[str]: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+@final
 class DryRun:
     """The plan as it would run now, with nothing changed."""
 
@@ -173,21 +213,23 @@ class DryRun:
     def steps(self) -> List[Dict[str, Any]]: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+@final
 class Cancel:
     """Cancels a run at its next step boundary."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> "Cancel": ...
     def cancel(self) -> None: ...
     @property
     def cancelled(self) -> bool: ...
 
 EventCallback = Callable[[Dict[str, Any]], Any]
 
+@final
 class Engine:
     """Runs plans; blocking methods release the GIL while the Rust engine works."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         home: Union[str, os.PathLike[str], None] = None,
         *,
         journal: Literal["file", "memory"] = "file",
@@ -202,7 +244,7 @@ class Engine:
         lease_ttl: Optional[float] = None,
         approval_poll: Optional[float] = None,
         lock: Union[None, Literal["file"], Mapping[str, Any]] = None,
-    ) -> None: ...
+    ) -> "Engine": ...
     def dry_run(self, plan: PlanLike) -> DryRun: ...
     def run(
         self,
@@ -230,11 +272,12 @@ class Engine:
     ) -> None: ...
     def plan_undo(self, run: str) -> Plan: ...
 
+@final
 class AsyncEngine:
     """``Engine`` with awaitable methods (asyncio)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         home: Union[str, os.PathLike[str], None] = None,
         *,
         journal: Literal["file", "memory"] = "file",
@@ -249,7 +292,7 @@ class AsyncEngine:
         lease_ttl: Optional[float] = None,
         approval_poll: Optional[float] = None,
         lock: Union[None, Literal["file"], Mapping[str, Any]] = None,
-    ) -> None: ...
+    ) -> "AsyncEngine": ...
     def dry_run(self, plan: PlanLike) -> Awaitable[DryRun]: ...
     def run(
         self,
@@ -279,10 +322,11 @@ class AsyncEngine:
 
 # --- components --------------------------------------------------------------------
 
+@final
 class Target:
     """One target built from a spec dict or wrapping a Python target object."""
 
-    def __init__(self, source: Any) -> None: ...
+    def __new__(cls, source: Any) -> "Target": ...
     @property
     def name(self) -> str: ...
     @property
@@ -294,10 +338,11 @@ class Target:
     def apply(self, change: Mapping[str, Any], key: str) -> None: ...
     def observe(self, change: Mapping[str, Any], key: str) -> Dict[str, str]: ...
 
+@final
 class Verifier:
     """One verifier built from a spec dict or wrapping a Python verifier object."""
 
-    def __init__(self, source: Any) -> None: ...
+    def __new__(cls, source: Any) -> "Verifier": ...
     @staticmethod
     def noop(name: str = "noop") -> Verifier: ...
     @property
@@ -307,6 +352,7 @@ class Verifier:
     def check_async(self) -> Awaitable[CheckDict]: ...
     def probe_async(self, policy: Optional[Mapping[str, Any]] = None) -> Awaitable[VerdictDict]: ...
 
+@final
 class Decision:
     """The decision policy's answer."""
 
@@ -319,11 +365,13 @@ class Decision:
     def __bool__(self) -> bool: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+@final
 class Secrets(Mapping[str, str]):
     """A spec's secrets, given to a Python target/verifier class as ``secrets=``;
     ``repr`` and ``str`` show the names only."""
 
-    def __getitem__(self, name: str) -> str: ...
+    def __getitem__(self, key: str, /) -> str: ...
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]: ...  # type: ignore[override]
     def __iter__(self) -> Iterator[str]: ...
     def __len__(self) -> int: ...
     def keys(self) -> List[str]: ...  # type: ignore[override]

@@ -22,9 +22,12 @@ import os
 import subprocess
 import sys
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 from ._rollback import Target
+
+if TYPE_CHECKING:
+    from ._rollback import ChangeDict
 
 Selector = Union[str, int, Dict[str, Any]]
 
@@ -99,15 +102,15 @@ class Alembic:
             {"revision": r["version"]["id"], "message": r.get("description", "")} for r in self.target.history()
         ]
 
-    def prepare(self, to: Selector = "previous") -> Dict[str, Any]:
+    def prepare(self, to: Selector = "previous") -> ChangeDict:
         """Resolves ``to`` once into an absolute change (with the SQL preview); changes nothing."""
         return self.target.prepare(selector(to))
 
     def sql_preview(self, to: Selector = "previous") -> str:
         """The SQL that migrating down to ``to`` would run, without running it."""
-        return self.prepare(to)["preview"]
+        return self.prepare(to).get("preview", "")
 
-    def downgrade(self, to: Selector = "previous", *, key: Optional[str] = None) -> Dict[str, Any]:
+    def downgrade(self, to: Selector = "previous", *, key: Optional[str] = None) -> ChangeDict:
         """Prepares and applies a downgrade (compare-and-swap on the current revision);
         returns the change. Prefer a plan run by an ``Engine`` for a journaled rollback."""
         change = self.prepare(to)
