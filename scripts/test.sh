@@ -175,6 +175,8 @@ stage "tests";                 timed tests run_tests
 check_host_state tests
 stage "python package";        timed python rollback-py/scripts/test_python.sh
 check_host_state python
+stage "python wheel (abi3, clean venvs)"; timed wheel rollback-py/scripts/test_wheel.sh
+check_host_state wheel
 stage "quickstart";            timed quickstart cargo run -q -p rollback-examples --bin quickstart
 check_host_state quickstart
 # One quick round of every benchmark, in the debug profile (the numbers are meaningless;
