@@ -104,12 +104,17 @@ def main() -> int:
     def in_thread():
         return asyncio.get_running_loop().run_in_executor(pool, int)
 
+    routes = (
+        ("polled on the loop (check_async, probe_async)", _rollback._bench_suspend),
+        ("spawned on the runtime (AsyncEngine)", _rollback._bench_suspend_spawned),
+    )
     for label, run in (("sequential await", sequential), ("gathered", gathered)):
-        floor = [asyncio.run(run(sleep0)) for _ in range(repeats)]
-        thread = [asyncio.run(run(in_thread)) for _ in range(repeats)]
-        ours = [asyncio.run(run(_rollback._bench_suspend)) for _ in range(repeats)]
-        old = [asyncio.run(run(_rollback._bench_suspend_pyo3_async_runtimes)) for _ in range(repeats)]
-        awaits.append((label, best(floor), best(thread), best(ours), best(old)))
+        floor = best([asyncio.run(run(sleep0)) for _ in range(repeats)])
+        thread = best([asyncio.run(run(in_thread)) for _ in range(repeats)])
+        old = best([asyncio.run(run(_rollback._bench_suspend_pyo3_async_runtimes)) for _ in range(repeats)])
+        for route, make in routes:
+            ours = best([asyncio.run(run(make)) for _ in range(repeats)])
+            awaits.append((f"{label}, {route}", floor, thread, ours, old))
 
     # 2. a 1,000-step plan, per run
     noop_plan = plan(1000, {"kind": "noop", "name": "noop"})
@@ -161,7 +166,7 @@ def main() -> int:
     print()
     print("Awaiting a Rust call that suspends once, per call (µs), vs one pure-asyncio suspension")
     print()
-    print("| how | asyncio.sleep(0) | asyncio run_in_executor | rollback (completion queue) | overhead vs sleep(0) "
+    print("| how | asyncio.sleep(0) | asyncio run_in_executor | rollback | overhead vs sleep(0) "
           "| pyo3-async-runtimes | ours / theirs |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, (f_best, _), (t_best, _), (o_best, o_med), (p_best, _) in awaits:
@@ -170,7 +175,7 @@ def main() -> int:
     for label, (f_best, _), (t_best, _), (o_best, _), (p_best, _) in awaits:
         limit = 30 if label.startswith("sequential") else 5
         overhead = o_best - f_best
-        print(f"SUMMARY\tpython\tawaited Rust call, {label} (completion queue) vs asyncio.sleep(0)\t"
+        print(f"SUMMARY\tpython\tawaited Rust call, {label} vs asyncio.sleep(0)\t"
               f"{o_best:.1f} µs\t{f_best:.1f} µs\t{overhead:+.1f} µs per call "
               f"({o_best / p_best:.2f}× pyo3-async-runtimes' {p_best:.1f} µs; a thread round trip "
               f"by run_in_executor {t_best:.1f} µs)\t"

@@ -45,10 +45,20 @@ pub fn _bench_rust_runs(py: Python<'_>, plan: &Bound<'_, PyAny>, n: u64, home: s
     })
 }
 
-/// Benchmark hook: an awaitable whose Rust future really suspends (it yields to the
-/// runtime once) before completing, through the module's completion queue.
+/// Benchmark hook: an awaitable whose Rust future really suspends (it yields once)
+/// before completing, polled on the loop's thread (how `check_async` runs).
 #[pyfunction]
 pub fn _bench_suspend(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    crate::aio::awaitable_on_loop(py, async {
+        tokio::task::yield_now().await;
+        Ok(())
+    })
+}
+
+/// Benchmark hook: the same future spawned on the runtime and completed through the
+/// queue (how `AsyncEngine` methods run).
+#[pyfunction]
+pub fn _bench_suspend_spawned(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     crate::aio::awaitable(py, crate::aio::OnCancel::Abort, async {
         tokio::task::yield_now().await;
         Ok(())

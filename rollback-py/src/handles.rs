@@ -31,7 +31,7 @@ fn awaitable<'py, T>(
 where
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    crate::aio::awaitable(py, crate::aio::OnCancel::Abort, fut)
+    crate::aio::awaitable_on_loop(py, fut)
 }
 
 /// One verifier: from a spec dict (`{"kind": "http", "name": …, "config": {…}}`) or a

@@ -55,6 +55,8 @@ fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
     #[cfg(feature = "bench")]
     m.add_function(wrap_pyfunction!(bench::_bench_suspend, m)?)?;
     #[cfg(feature = "bench")]
+    m.add_function(wrap_pyfunction!(bench::_bench_suspend_spawned, m)?)?;
+    #[cfg(feature = "bench")]
     m.add_function(wrap_pyfunction!(bench::_bench_suspend_pyo3_async_runtimes, m)?)?;
     m.add("BACKENDS", components::backends())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -4,6 +4,7 @@ runtime; the event loop keeps running while they work."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 
@@ -191,3 +192,24 @@ def test_cancelling_an_awaited_run_stops_it_at_a_step_boundary_and_resume_finish
     assert report.to_dict()["state"] == "cancelled", str(report)
     assert len([s for s in report.to_dict()["steps"] if s["state"] == "done"]) == 1, str(report)
     assert resumed.succeeded, str(resumed)
+
+
+def test_cancelling_an_awaited_check_drops_its_work():
+    """asyncio.wait_for's timeout cancels the Rust future: the command's process is
+    killed (checked in the process table), and the loop goes on."""
+    argv = ["sleep", "37.25"]
+    verifier = rollback.Verifier({"kind": "command", "name": "slow", "config": {"argv": argv, "timeout": "60s"}})
+
+    def running() -> bool:
+        return subprocess.run(["pgrep", "-f", " ".join(argv)], capture_output=True).returncode == 0
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(verifier.check_async(), 0.5)
+        for _ in range(100):
+            if not running():
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    assert asyncio.run(main()), "the check's process outlived its cancelled await"
