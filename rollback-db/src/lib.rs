@@ -27,6 +27,7 @@ mod loss;
 mod migrations;
 mod pgdump;
 mod pgurl;
+pub mod pitr;
 mod swap;
 #[cfg(feature = "test-helpers")]
 pub mod testing;
@@ -40,6 +41,7 @@ pub use loss::DataLossProbe;
 pub use migrations::{Layout, Migration, SqlxMigrations, SqlxMigrationsConfig};
 pub use pgdump::{PgDump, PgDumpConfig};
 pub use pgurl::PgUrl;
+pub use pitr::{PgPitr, PgPitrConfig, PgRestorePoint, PgRestorePointConfig};
 pub use swap::{PgRestoreSwap, PgRestoreSwapConfig, Sessions, SwapPhase, SwapVerify};
 
 use rollback_core::kind::Kind;
@@ -55,6 +57,8 @@ pub fn register(registry: &mut Registry) {
         .target_kind::<Django>()
         .target_kind::<PgRestoreSwap>()
         .target_kind::<SqlxMigrations>()
+        .target_kind::<PgPitr>()
+        .target_kind::<PgRestorePoint>()
         .snapshot_kind::<SqliteCopy>()
         .snapshot_kind::<PgTemplateClone>()
         .snapshot_kind::<PgDump>();

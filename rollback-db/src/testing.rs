@@ -61,3 +61,155 @@ pub fn counting_python(path: &Path, python: &Path, count: &Path) -> PathBuf {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path.to_path_buf()
 }
+
+/// A throw-away PostgreSQL cluster on its own port, in its own directory (as the
+/// `postgres` user when run as root: PostgreSQL refuses root), stopped and removed
+/// when dropped — with every other data directory left beside it (`<data>.rb-…`).
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    /// The server binaries.
+    pub bin: PathBuf,
+    /// Its directory: `data` (the cluster) and whatever a test puts beside it.
+    pub root: PathBuf,
+    /// The data directory.
+    pub data: PathBuf,
+    /// Its port.
+    pub port: u16,
+    /// Whether its tools run through `runuser -u postgres`.
+    pub as_postgres_user: bool,
+}
+
+impl PrivatePostgres {
+    /// `initdb` (trust authentication, user `postgres`) and start.
+    ///
+    /// # Panics
+    /// Without the server binaries (test support: failing loudly is right).
+    pub fn init() -> PrivatePostgres {
+        Self::init_with(&[])
+    }
+
+    /// Like [`init`](Self::init), with `settings` appended to `postgresql.conf`
+    /// before the first start (`%ROOT%` stands for [`root`](Self::root)).
+    ///
+    /// # Panics
+    /// Without the server binaries.
+    pub fn init_with(settings: &[&str]) -> PrivatePostgres {
+        let bin = crate::pitr::default_bin_dir().expect("PostgreSQL server binaries under /usr/lib/postgresql");
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let root = std::env::temp_dir().join(format!("rb-pg-{}-{nanos:x}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("the cluster's directory");
+        let as_postgres_user = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let server = PrivatePostgres { bin, data: root.join("data"), root, port, as_postgres_user };
+        server.own(&server.root);
+        server.ctl(&["initdb", "-D", server.data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+        if !settings.is_empty() {
+            let conf = server.data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+            for line in settings {
+                text.push_str(&line.replace("%ROOT%", &server.root.display().to_string()));
+                text.push('\n');
+            }
+            std::fs::write(&conf, text).expect("postgresql.conf");
+        }
+        server.start();
+        server
+    }
+
+    /// Gives `path` to the `postgres` user (when running as root).
+    pub fn own(&self, path: &Path) {
+        if self.as_postgres_user {
+            let status = std::process::Command::new("chown").arg("-R").arg("postgres:postgres").arg(path).status();
+            assert!(status.is_ok_and(|s| s.success()), "chown {}", path.display());
+        }
+    }
+
+    /// A directory under [`root`](Self::root) owned by the server's user.
+    pub fn dir(&self, name: &str) -> PathBuf {
+        let path = self.root.join(name);
+        std::fs::create_dir_all(&path).expect("a directory");
+        self.own(&path);
+        path
+    }
+
+    /// Runs a server tool (`initdb`, `pg_ctl`, `pg_basebackup`) as the server's user.
+    ///
+    /// # Panics
+    /// When it fails.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let program = self.bin.join(args[0]);
+        let mut cmd = if self.as_postgres_user {
+            let mut cmd = std::process::Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(&program);
+            cmd
+        } else {
+            std::process::Command::new(&program)
+        };
+        let out = cmd.args(&args[1..]).current_dir("/").output().expect("run a server tool");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The options this cluster runs with, besides its port (`pg_ctl -o`).
+    pub fn options(&self) -> String {
+        "-c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off".into()
+    }
+
+    /// Starts it on its port.
+    pub fn start(&self) {
+        let options = format!("-p {} {}", self.port, self.options());
+        let log = self.root.join("server.log");
+        self.ctl(&[
+            "pg_ctl",
+            "-D",
+            self.data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &options,
+            "-w",
+            "start",
+        ]);
+    }
+
+    /// Stops it the way a crash does: no checkpoint, sessions cut.
+    pub fn crash(&self) {
+        self.ctl(&["pg_ctl", "-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/db`.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        // Every data directory under the root (the cluster and any copy beside it).
+        for dir in std::fs::read_dir(&self.root).into_iter().flatten().flatten().map(|e| e.path()) {
+            if dir.join("postmaster.pid").exists() {
+                let mut cmd = if self.as_postgres_user {
+                    let mut cmd = std::process::Command::new("runuser");
+                    cmd.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl"));
+                    cmd
+                } else {
+                    std::process::Command::new(self.bin.join("pg_ctl"))
+                };
+                let _ = cmd.arg("-D").arg(&dir).args(["-m", "immediate", "-w", "stop"]).current_dir("/").output();
+            }
+        }
+        // ROLLBACK_KEEP_PG=1 keeps the directory (logs, data) to look at a failure.
+        if std::env::var_os("ROLLBACK_KEEP_PG").is_none() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}

@@ -9,111 +9,12 @@
 //! binaries (`/usr/lib/postgresql/<v>/bin`); gated like every server test on
 //! `ROLLBACK_TEST_POSTGRES_URL`, which `scripts/test.sh` sets once it has installed them.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rollback_core::testkit::outage::{assert_cut_by_outage, free_port};
+use rollback_core::testkit::outage::assert_cut_by_outage;
 use rollback_core::{Engine, Plan, Registry, RunState, Selector, Spec, Step, StepOp};
-
-/// A throw-away PostgreSQL cluster on its own port.
-struct PrivatePostgres {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-    as_postgres_user: bool,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivatePostgres {
-    fn init() -> PrivatePostgres {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .filter(|p| p.join("initdb").exists())
-            .max()
-            .expect("an initdb under /usr/lib/postgresql/*/bin");
-        let dir = tempfile::tempdir().unwrap();
-        let as_postgres_user =
-            String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
-        if as_postgres_user {
-            // PostgreSQL refuses to run as root.
-            assert!(
-                Command::new("chown")
-                    .args(["postgres:postgres", dir.path().to_str().unwrap()])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-        }
-        let port = free_port();
-        let server = PrivatePostgres { bin, data: dir.path().join("data"), port, as_postgres_user, _dir: dir };
-        server.ctl(&["initdb", "-D", server.data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"]);
-        server.start();
-        server
-    }
-
-    fn ctl(&self, args: &[&str]) {
-        let program = self.bin.join(args[0]);
-        let mut cmd = if self.as_postgres_user {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(&program);
-            cmd
-        } else {
-            Command::new(&program)
-        };
-        let out = cmd.args(&args[1..]).current_dir("/").output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start(&self) {
-        let options =
-            format!("-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off", self.port);
-        let log = self.data.parent().unwrap().join("server.log");
-        self.ctl(&[
-            "pg_ctl",
-            "-D",
-            self.data.to_str().unwrap(),
-            "-l",
-            log.to_str().unwrap(),
-            "-o",
-            &options,
-            "-w",
-            "start",
-        ]);
-    }
-
-    /// Stops the server the way a crash does: no checkpoint, sessions cut.
-    fn crash(&self) {
-        self.ctl(&["pg_ctl", "-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
-    }
-
-    fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = Command::new(self.bin.join("pg_ctl"))
-            .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .output();
-        if self.as_postgres_user {
-            let _ = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"))
-                .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"])
-                .current_dir("/")
-                .output();
-        }
-    }
-}
+use rollback_db::testing::PrivatePostgres;
 
 const MIGRATIONS: [i64; 3] = [20251001, 20251005, 20251010];
 

@@ -1,0 +1,216 @@
+//! Point-in-time recovery of a PostgreSQL cluster from its WAL archive
+//! (`pg-pitr`), and the restore points it returns to (`pg-restore-point`).
+//!
+//! Versions are what can be recovered to: the restore points `pg-restore-point`
+//! made (`exact = "rb-pre-deploy-42"`, `previous`, `back = N`), a time inside the
+//! archive (`before = T`, exclusive), or a base backup's end (`exact =
+//! "backup:NAME"`). Prepare resolves the target once — the recovery target, the
+//! base backup, the timeline, the real `archive_command` — and refuses what
+//! PostgreSQL could not reach (see [`resolve`]). Apply recovers beside the live
+//! cluster on a spare port, verifies, and only then switches (see [`recover`]).
+//!
+//! Supported: self-contained data directories (`postgresql.conf` inside, as
+//! `initdb` makes them), base backups made by `pg_basebackup -Fp` into one
+//! directory each, an archive directory `archive_command` copies into. The
+//! recovery engine is PostgreSQL's own (`restore_command` from the archive);
+//! pgBackRest is not an engine yet.
+
+mod archive;
+mod recover;
+mod resolve;
+mod restore_point;
+mod server;
+
+pub use archive::{BaseBackup, Lsn, RESTORE_POINTS, RestorePoint, base_backups, restore_points};
+pub use restore_point::{PgRestorePoint, PgRestorePointConfig};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{DataLossProbe, PgUrl};
+use rollback_core::{
+    Capabilities, Category, Change, Error, IdempotencyKey, Identity, Observed, Request, Result, Revision, Target,
+    TargetId, Version,
+};
+use server::{Sessions, Tools};
+
+fn default_recovery_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// Configuration of a [`PgPitr`] target (kind `pg-pitr`).
+///
+/// ```toml
+/// [[targets]]
+/// kind = "pg-pitr"
+/// name = "orders-db"
+/// secrets = { url = { from = "env", var = "ORDERS_ADMIN_URL" } }
+/// config = { data_dir = "/srv/pg/orders", archive = "/srv/pg/wal", backups = "/srv/pg/base", spare_port = 5499, os_user = "postgres", verify = ["SELECT count(*) > 0 FROM orders"] }
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PgPitrConfig {
+    /// The cluster's data directory (kept, renamed `<dir>.rb-damaged-<id>`, at the
+    /// switch; never deleted).
+    pub data_dir: PathBuf,
+    /// The WAL archive directory (where `archive_command` copies segments).
+    pub archive: PathBuf,
+    /// The directory of base backups, one `pg_basebackup -Fp` directory each.
+    pub backups: PathBuf,
+    /// The port the recovered copy runs on beside the live cluster until the switch.
+    pub spare_port: u16,
+    /// The server binaries (`pg_ctl`); default the newest `/usr/lib/postgresql/*/bin`.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// Run the server tools as this OS user (the cluster's owner), through `runuser`.
+    #[serde(default)]
+    pub os_user: Option<String>,
+    /// Extra server options for `pg_ctl -o` when this target starts a server
+    /// (`-c listen_addresses=127.0.0.1`).
+    #[serde(default)]
+    pub server_options: String,
+    /// Queries run on the recovered copy before the switch; each must succeed, and one
+    /// returning a boolean must return true.
+    #[serde(default)]
+    pub verify: Vec<String>,
+    /// Rows the recovery throws away, counted on the live cluster by dry-run.
+    #[serde(default)]
+    pub data_loss: DataLossProbe,
+    /// Longest wait for the recovery to reach its target and promote.
+    #[serde(default = "default_recovery_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub recovery_timeout: Duration,
+}
+
+/// A PostgreSQL cluster recovered to a point in time (see the module docs).
+#[derive(Debug)]
+pub struct PgPitr {
+    name: TargetId,
+    config: PgPitrConfig,
+    tools: Tools,
+    sessions: Sessions,
+    /// The live cluster's URL (for the data-loss count).
+    url: rollback_core::Secret,
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` with a `pg_ctl`.
+pub(crate) fn default_bin_dir() -> Result<PathBuf> {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("pg_ctl").exists())
+        .max()
+        .ok_or_else(|| Error::invalid_input("no PostgreSQL server binaries under /usr/lib/postgresql: set bin_dir"))
+}
+
+/// Paths go into `postgresql.conf` settings and shell commands: no quotes or newlines.
+fn plain_path(what: &str, path: &std::path::Path) -> Result<()> {
+    let text = path.display().to_string();
+    if !path.is_absolute() || text.contains(['\'', '"', '\n', '\\', '%', '$', '`']) {
+        return Err(Error::invalid_input(format!(
+            "pg-pitr {what} {text:?} must be an absolute path without quotes, `%`, `$`, backslashes or newlines"
+        )));
+    }
+    Ok(())
+}
+
+impl PgPitr {
+    /// Checks the configuration offline; `url` reaches the live cluster (its port is
+    /// the real one).
+    pub fn new(name: &str, url: &str, config: PgPitrConfig) -> Result<Self> {
+        for (what, path) in [("data_dir", &config.data_dir), ("archive", &config.archive), ("backups", &config.backups)]
+        {
+            plain_path(what, path)?;
+        }
+        let secret = rollback_core::Secret::new(url);
+        let url = PgUrl::parse(url)?;
+        if config.spare_port == url.port {
+            return Err(Error::invalid_input(format!(
+                "pg-pitr {name:?}: spare_port is the cluster's own port {}",
+                url.port
+            )));
+        }
+        let bin = match &config.bin_dir {
+            Some(bin) => bin.clone(),
+            None => default_bin_dir()?,
+        };
+        let tools = Tools { bin, os_user: config.os_user.clone(), options: config.server_options.clone() };
+        Ok(PgPitr { name: TargetId::new(name), config, tools, sessions: Sessions::new(url), url: secret })
+    }
+}
+
+impl rollback_core::kind::Kind for PgPitr {
+    const KIND: &'static str = "pg-pitr";
+    type Config = PgPitrConfig;
+    async fn build(spec: rollback_core::Spec, config: PgPitrConfig) -> Result<Self> {
+        PgPitr::new(&spec.name, spec.secret("url")?.expose(), config)
+    }
+}
+
+#[async_trait]
+impl Target for PgPitr {
+    fn name(&self) -> &TargetId {
+        &self.name
+    }
+
+    fn kind(&self) -> &str {
+        "pg-pitr"
+    }
+
+    fn category(&self) -> Category {
+        Category::Data
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { versioned: true, converges_from_partial: true }
+    }
+
+    async fn identity(&self) -> Result<Identity> {
+        Ok(Identity::new(format!("pg-pitr:{}", self.config.data_dir.display())))
+    }
+
+    async fn current(&self) -> Result<Version> {
+        let live = resolve::live(&self.sessions).await?;
+        Ok(Version::labeled(format!("live:{}:{}", live.timeline, live.lsn), format!("timeline {}", live.timeline)))
+    }
+
+    async fn history(&self) -> Result<Vec<Revision>> {
+        let mut revisions: Vec<Revision> = restore_points(&self.config.archive)?
+            .into_iter()
+            .rev()
+            .map(|p| {
+                let about = format!("restore point at {} on timeline {}", p.lsn, p.timeline);
+                Revision::new(Version::labeled(p.name, about.clone()), about).created_at(p.time)
+            })
+            .collect();
+        for backup in base_backups(&self.config.backups)?.into_iter().rev() {
+            let name = backup.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let about = format!("base backup {name}, consistent at {}", backup.end);
+            revisions.push(
+                Revision::new(Version::labeled(format!("backup:{name}"), about.clone()), about)
+                    .created_at(backup.started),
+            );
+        }
+        Ok(revisions)
+    }
+
+    async fn prepare(&self, request: &Request) -> Result<Change> {
+        let Request::To(selector) = request else {
+            return Err(Error::unsupported("pg-pitr actions"));
+        };
+        resolve::prepare(self, selector).await
+    }
+
+    async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
+        recover::apply(self, change, key).await.map_err(|e| e.with_context("target", &self.name))
+    }
+
+    async fn observe(&self, change: &Change, key: &IdempotencyKey) -> Result<Observed> {
+        recover::observe(self, change, key).await
+    }
+}

@@ -1,0 +1,255 @@
+//! Point-in-time recovery on a private cluster with WAL archiving: a base backup,
+//! rows, a restore point, more rows (the bad deploy), then recoveries through the
+//! engine, checked in the recovered server and on disk: to the restore point, to a
+//! time, a second one on the new timeline; the refusals, with nothing changed; a
+//! failed verification leaving the live cluster serving.
+//!
+//! Needs the PostgreSQL server binaries; gated like every server test on
+//! `ROLLBACK_TEST_POSTGRES_URL` (which `scripts/test.sh` sets once it installed them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rollback_core::{Engine, Plan, Registry, Report, RunState, Selector, Spec, Step, StepOp};
+use rollback_db::testing::PrivatePostgres;
+
+struct Cluster {
+    server: PrivatePostgres,
+    archive: PathBuf,
+    backups: PathBuf,
+    home: tempfile::TempDir,
+}
+
+fn cluster() -> Option<Cluster> {
+    rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL (server binaries)")?;
+    let server = PrivatePostgres::init_with(&[
+        "wal_level = replica",
+        "archive_mode = on",
+        "archive_command = 'test ! -f %ROOT%/archive/%f && cp %p %ROOT%/archive/%f'",
+    ]);
+    let archive = server.dir("archive");
+    let backups = server.dir("backups");
+    Some(Cluster { server, archive, backups, home: tempfile::tempdir().unwrap() })
+}
+
+impl Cluster {
+    fn sql(&self, sql: &str) -> String {
+        let out = std::process::Command::new(self.server.bin.join("psql"))
+            .args(["-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.server.url("postgres"))
+            .args(["-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn rows(&self) -> Vec<String> {
+        self.sql("SELECT note || ':' || count(*) FROM orders GROUP BY note ORDER BY min(id)")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn insert(&self, note: &str, n: u32) {
+        self.sql(&format!("INSERT INTO orders (note) SELECT '{note}' FROM generate_series(1, {n})"));
+    }
+
+    fn base_backup(&self, name: &str) {
+        let dir = self.backups.join(name);
+        self.server.ctl(&[
+            "pg_basebackup",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.server.port.to_string(),
+            "-U",
+            "postgres",
+            "-D",
+            dir.to_str().unwrap(),
+            "-Fp",
+            "-X",
+            "fetch",
+            "-c",
+            "fast",
+        ]);
+    }
+
+    fn timeline(&self) -> u32 {
+        u32::from_str_radix(&self.sql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16).unwrap()
+    }
+
+    /// The URL as a mounted credential would give it: a file.
+    fn url_file(&self) -> PathBuf {
+        let path = self.home.path().join("db-url");
+        std::fs::write(&path, self.server.url("postgres")).unwrap();
+        path
+    }
+
+    fn specs(&self, verify: &[&str]) -> Vec<Spec> {
+        let path = self.url_file();
+        let secret = || {
+            let mut s = std::collections::BTreeMap::new();
+            s.insert("url".to_string(), rollback_core::SecretRef::File { path: path.clone() });
+            s
+        };
+        let mut pitr = Spec::new(
+            "pg-pitr",
+            "db",
+            serde_json::json!({
+                "data_dir": self.server.data, "archive": self.archive, "backups": self.backups,
+                "spare_port": rollback_core::testkit::outage::free_port(),
+                "os_user": if self.server.as_postgres_user { Some("postgres") } else { None },
+                "server_options": self.server.options(), "verify": verify, "recovery_timeout": "120s",
+                "data_loss": { "changed_columns": { "orders": "at" } },
+            }),
+        );
+        pitr.secrets = secret();
+        let mut point = Spec::new("pg-restore-point", "points", serde_json::json!({ "archive": self.archive }));
+        point.secrets = secret();
+        vec![pitr, point]
+    }
+
+    fn engine(&self) -> Engine {
+        let mut registry = Registry::new();
+        rollback_db::register(&mut registry);
+        Engine::builder(registry).home(self.home.path()).try_build().unwrap()
+    }
+
+    async fn restore_point(&self, name: &str) -> Report {
+        let mut plan = Plan::new(format!("restore point {name}"));
+        plan.targets = self.specs(&[]);
+        let op = StepOp::Action {
+            target: "points".into(),
+            action: "create".into(),
+            params: serde_json::json!({ "name": name }),
+        };
+        let plan = plan.stage("before deploy", 1, vec![Step::new("point", op)]);
+        self.engine().run(plan, Default::default()).await.unwrap()
+    }
+
+    fn recovery_plan(&self, to: Selector, verify: &[&str]) -> Plan {
+        let mut plan = Plan::new("db back");
+        plan.targets = self.specs(verify);
+        plan.stage("recover", 1, vec![Step::new("db-back", StepOp::Rollback { target: "db".into(), to })])
+    }
+
+    async fn recover(&self, to: Selector, verify: &[&str]) -> Report {
+        let options = rollback_core::RunOptions { again: true, ..Default::default() };
+        self.engine().run(self.recovery_plan(to, verify), options).await.unwrap()
+    }
+
+    fn beside(&self, what: &str) -> Vec<PathBuf> {
+        let prefix = format!("data.rb-{what}-");
+        std::fs::read_dir(&self.server.root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+            .collect()
+    }
+}
+
+fn setup_orders(c: &Cluster) {
+    c.sql("CREATE TABLE orders (id serial PRIMARY KEY, note text NOT NULL, at timestamptz NOT NULL DEFAULT now())");
+    c.insert("before-backup", 100);
+    c.base_backup("b1");
+    c.insert("good", 50);
+}
+
+#[tokio::test]
+async fn recovers_to_a_restore_point_then_again_on_the_new_timeline() {
+    let Some(c) = cluster() else { return };
+    setup_orders(&c);
+    let made = c.restore_point("rb-pre-deploy-1").await;
+    assert_eq!(made.state, RunState::Succeeded, "{made}");
+    c.insert("bad-deploy", 30);
+
+    let dry = c.engine().dry_run(&c.recovery_plan(Selector::Exact("rb-pre-deploy-1".into()), &[])).await.unwrap();
+    let shown = format!("{dry:?}");
+    assert!(shown.contains("30 row(s) changed after") && shown.contains("recovery discards every write"), "{shown}");
+    let report = c.recover(Selector::Exact("rb-pre-deploy-1".into()), &["SELECT count(*) = 150 FROM orders"]).await;
+    assert_eq!(report.state, RunState::Succeeded, "{report}");
+    assert_eq!(c.rows(), ["before-backup:100", "good:50"], "the bad deploy's rows are gone, the rest are there");
+    assert_eq!(c.timeline(), 2, "the recovered cluster serves on the original port, on a new timeline");
+    assert_eq!(c.beside("damaged").len(), 1, "the damaged data directory is kept");
+    assert!(c.archive.join("00000002.history").is_file(), "the new timeline's history is in the real archive");
+
+    // A second recovery, to a restore point made on timeline 2.
+    c.insert("after-recovery", 10);
+    assert_eq!(c.restore_point("rb-pre-deploy-2").await.state, RunState::Succeeded);
+    c.insert("bad-again", 5);
+    let report = c.recover(Selector::Previous, &[]).await;
+    assert_eq!(report.state, RunState::Succeeded, "{report}");
+    assert_eq!(c.rows(), ["before-backup:100", "good:50", "after-recovery:10"]);
+    assert_eq!(c.timeline(), 3);
+    assert_eq!(c.beside("damaged").len(), 2);
+}
+
+#[tokio::test]
+async fn recovers_to_just_before_a_time() {
+    let Some(c) = cluster() else { return };
+    setup_orders(&c);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before: chrono::DateTime<chrono::Utc> = c.sql("SELECT to_json(clock_timestamp())#>>'{}'").parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.insert("bad-deploy", 30);
+    let report = c.recover(Selector::Before(before), &[]).await;
+    assert_eq!(report.state, RunState::Succeeded, "{report}");
+    assert_eq!(c.rows(), ["before-backup:100", "good:50"]);
+}
+
+#[tokio::test]
+async fn unreachable_targets_are_refused_naming_why_with_nothing_changed() {
+    let Some(c) = cluster() else { return };
+    c.sql("CREATE TABLE orders (id serial PRIMARY KEY, note text NOT NULL, at timestamptz NOT NULL DEFAULT now())");
+    assert_eq!(c.restore_point("rb-too-early").await.state, RunState::Succeeded);
+    c.insert("before-backup", 10);
+    c.base_backup("b1");
+    c.insert("good", 5);
+    assert_eq!(c.restore_point("rb-ok").await.state, RunState::Succeeded);
+
+    let refused = |report: &Report, words: &[&str]| {
+        let text = format!("{report}");
+        assert_eq!(report.state, RunState::Failed, "{text}");
+        for word in words {
+            assert!(text.contains(word), "{word:?} not in: {text}");
+        }
+    };
+    let duplicate = c.restore_point("rb-ok").await;
+    refused(&duplicate, &["already exists", "rollback-restore-points.json"]);
+    refused(&c.recover(Selector::Exact("rb-nope".into()), &[]).await, &["no restore point", "rb-ok"]);
+    refused(&c.recover(Selector::Exact("rb-too-early".into()), &[]).await, &["before the oldest usable base backup"]);
+    let future = chrono::Utc::now() + chrono::Duration::hours(1);
+    refused(&c.recover(Selector::Before(future), &[]).await, &["not in the past"]);
+    // A gap: the archived segment the base backup starts in goes missing.
+    let label = std::fs::read_to_string(c.backups.join("b1/backup_label")).unwrap();
+    let start = label.lines().find_map(|l| l.split("(file ").nth(1)).unwrap().trim_end_matches(')').to_owned();
+    let victim = c.archive.join(&start);
+    let kept = c.server.root.join("kept-segment");
+    std::fs::rename(&victim, &kept).unwrap();
+    let gap = c.recover(Selector::Exact("rb-ok".into()), &[]).await;
+    std::fs::rename(&kept, &victim).unwrap();
+    refused(&gap, &["gap", &victim.file_name().unwrap().to_string_lossy()]);
+
+    assert_eq!(c.timeline(), 1, "nothing was recovered");
+    assert_eq!(c.rows(), ["before-backup:10", "good:5"]);
+    for what in ["recover", "damaged", "unverified", "recover-tmp"] {
+        assert!(c.beside(what).is_empty(), "a refusal left {what} directories");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_verification_leaves_the_live_cluster_serving_untouched() {
+    let Some(c) = cluster() else { return };
+    setup_orders(&c);
+    assert_eq!(c.restore_point("rb-pre").await.state, RunState::Succeeded);
+    c.insert("bad-deploy", 30);
+    let report = c.recover(Selector::Exact("rb-pre".into()), &["SELECT count(*) = 999 FROM orders"]).await;
+    assert_ne!(report.state, RunState::Succeeded, "{report}");
+    assert!(format!("{report}").contains("verification returned false"), "{report}");
+    assert_eq!(c.rows(), ["before-backup:100", "good:50", "bad-deploy:30"], "the live cluster is as it was");
+    assert_eq!(c.timeline(), 1);
+    assert!(c.beside("damaged").is_empty());
+    assert_eq!(c.beside("unverified").len(), 1, "the unverified copy is kept for inspection");
+}
