@@ -253,3 +253,47 @@ async fn a_failed_verification_leaves_the_live_cluster_serving_untouched() {
     assert!(c.beside("damaged").is_empty());
     assert_eq!(c.beside("unverified").len(), 1, "the unverified copy is kept for inspection");
 }
+
+/// A runner process SIGKILLed right after each phase of a recovery; the run is then
+/// resumed by this (another) process: one recovered cluster, the right rows, the
+/// recovery done once (timeline 2, one kept data directory, no copy left beside).
+#[tokio::test]
+async fn a_runner_killed_after_any_phase_is_resumed_by_another_process() {
+    for phase in ["Restored", "Promoted", "Verified", "LiveStopped", "LiveKept", "Switched"] {
+        let Some(c) = cluster() else { return };
+        setup_orders(&c);
+        assert_eq!(c.restore_point("rb-pre").await.state, RunState::Succeeded);
+        c.insert("bad-deploy", 30);
+        let spec = c.specs(&["SELECT count(*) = 150 FROM orders"]).remove(0);
+        let spec_file = c.home.path().join("spec.json");
+        std::fs::write(&spec_file, serde_json::to_vec(&spec).unwrap()).unwrap();
+        let mut plan = c.recovery_plan(Selector::Exact("rb-pre".into()), &[]);
+        plan.targets.clear(); // the runner registers the target itself
+        let plan_file = c.home.path().join("plan.json");
+        std::fs::write(&plan_file, serde_json::to_vec(&plan).unwrap()).unwrap();
+        let run = format!("killed-after-{}", phase.to_lowercase());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rollback-db-pitr-child"))
+            .arg(&spec_file)
+            .arg(c.home.path())
+            .arg(&plan_file)
+            .arg(&run)
+            .arg(phase)
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.status.signal(), Some(9), "after {phase}: {}", String::from_utf8_lossy(&child.stderr));
+
+        let config = serde_json::from_value(spec.config.clone()).unwrap();
+        let target = rollback_db::PgPitr::new("db", &c.server.url("postgres"), config).unwrap();
+        let mut registry = Registry::new();
+        rollback_db::register(&mut registry);
+        registry.register_target(std::sync::Arc::new(target));
+        let engine = Engine::builder(registry).home(c.home.path()).try_build().unwrap();
+        let report = engine.resume(&run.parse().unwrap()).await.unwrap();
+        assert_eq!(report.state, RunState::Succeeded, "resumed after {phase}: {report}");
+        assert_eq!(c.rows(), ["before-backup:100", "good:50"], "after {phase}");
+        assert_eq!(c.timeline(), 2, "after {phase}: recovered once");
+        assert_eq!(c.beside("damaged").len(), 1, "after {phase}");
+        assert!(c.beside("recover").is_empty() && c.beside("recover-tmp").is_empty(), "after {phase}");
+    }
+}

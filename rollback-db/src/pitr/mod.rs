@@ -93,6 +93,27 @@ pub struct PgPitr {
     sessions: Sessions,
     /// The live cluster's URL (for the data-loss count).
     url: rollback_core::Secret,
+    #[cfg(feature = "test-helpers")]
+    kill_after: Option<PitrPhase>,
+}
+
+/// The points between the phases of a recovery (test support: where
+/// [`PgPitr::kill_after`] stops the process).
+#[cfg(feature = "test-helpers")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PitrPhase {
+    /// The base backup and settings are in place beside the live cluster.
+    Restored,
+    /// The copy has reached its target and promoted.
+    Promoted,
+    /// The copy passed verification.
+    Verified,
+    /// The live cluster is stopped.
+    LiveStopped,
+    /// The live cluster's directory is renamed (kept).
+    LiveKept,
+    /// The copy is in the data directory's place, not started yet.
+    Switched,
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin` with a `pg_ctl`.
@@ -140,7 +161,36 @@ impl PgPitr {
             None => default_bin_dir()?,
         };
         let tools = Tools { bin, os_user: config.os_user.clone(), options: config.server_options.clone() };
-        Ok(PgPitr { name: TargetId::new(name), config, tools, sessions: Sessions::new(url), url: secret })
+        Ok(PgPitr {
+            name: TargetId::new(name),
+            config,
+            tools,
+            sessions: Sessions::new(url),
+            url: secret,
+            #[cfg(feature = "test-helpers")]
+            kill_after: None,
+        })
+    }
+}
+
+impl PgPitr {
+    /// Test support: the process kills itself (SIGKILL) right after `phase`, as a
+    /// crash between two phases would.
+    #[cfg(feature = "test-helpers")]
+    pub fn kill_after(mut self, phase: PitrPhase) -> Self {
+        self.kill_after = Some(phase);
+        self
+    }
+
+    /// Marks the end of a phase (a no-op outside test builds).
+    #[cfg_attr(not(feature = "test-helpers"), allow(unused_variables))]
+    fn reached(&self, phase: &'static str) {
+        tracing::debug!(phase, "pg-pitr phase done");
+        #[cfg(feature = "test-helpers")]
+        if self.kill_after.is_some_and(|p| format!("{p:?}") == phase) {
+            let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
     }
 }
 

@@ -108,7 +108,10 @@ pub(super) async fn apply(target: &PgPitr, change: &Change, key: &IdempotencyKey
     for _ in 0..6 {
         match phase(&d, key)? {
             Phase::Switched => return serve(target, &d, recovery.port).await,
-            Phase::Renaming => rename(&d.recovering, &d.live)?,
+            Phase::Renaming => {
+                rename(&d.recovering, &d.live)?;
+                target.reached("Switched");
+            }
             Phase::Fresh => restore(target, &recovery, &d, key).await?,
             Phase::Restored => beside_then_switch(target, &recovery, &d, key).await?,
         }
@@ -233,7 +236,9 @@ async fn restore(target: &PgPitr, recovery: &Recovery, d: &Dirs, key: &Idempoten
     let marker = json!({ "key": key.as_str(), "backup": recovery.backup, "target": recovery.target });
     write_owned(&d.tmp.join(MARKER), marker.to_string().as_bytes(), owner)?;
     tracing::info!(dir = %d.recovering.display(), "pg-pitr: base backup restored beside the live cluster");
-    rename(&d.tmp, &d.recovering)
+    rename(&d.tmp, &d.recovering)?;
+    target.reached("Restored");
+    Ok(())
 }
 
 /// PostgreSQL's own cause in an error: the server log's last FATAL/PANIC/ERROR
@@ -260,6 +265,7 @@ async fn beside_then_switch(target: &PgPitr, recovery: &Recovery, d: &Dirs, key:
         .wait_promoted(spare, target.config.recovery_timeout, alive)
         .await
         .map_err(|e| with_log(e, &d.log))?;
+    target.reached("Promoted");
     if let Some(line) =
         std::fs::read_to_string(&d.log).unwrap_or_default().lines().find(|l| l.contains("recovery stopping"))
     {
@@ -270,6 +276,7 @@ async fn beside_then_switch(target: &PgPitr, recovery: &Recovery, d: &Dirs, key:
         rename(&d.recovering, &d.unverified)?;
         return Err(failed.with_context("kept for inspection", d.unverified.display()));
     }
+    target.reached("Verified");
     target.tools.stop(&d.recovering).await?;
     let owner = owner(d);
     settings(
@@ -283,9 +290,13 @@ async fn beside_then_switch(target: &PgPitr, recovery: &Recovery, d: &Dirs, key:
     )?;
     publish_staged_wal(&d.staging, &target.config.archive, owner)?;
     target.tools.stop(&d.live).await?;
+    target.reached("LiveStopped");
     rename(&d.live, &d.damaged)?;
+    target.reached("LiveKept");
     tracing::info!(kept = %d.damaged.display(), key = key.as_str(), "pg-pitr: live cluster stopped and kept");
-    rename(&d.recovering, &d.live)
+    rename(&d.recovering, &d.live)?;
+    target.reached("Switched");
+    Ok(())
 }
 
 /// The recovered server's history file and WAL, archived to staging while it ran
