@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 mode=(bench)
 [ "${1:-}" = "--test" ] && mode=(test)
-for bench in engine verify docker db storage k8s; do
+for bench in engine verify docker db pitr storage k8s; do
   echo "==> $bench" >&2
   cargo "${mode[@]}" -q -p rollback-benches --bench "$bench" -- ${1:+"$1"} 2>&1 | tee -a "$log" >&2
 done
