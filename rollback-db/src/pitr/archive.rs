@@ -98,11 +98,15 @@ pub fn write_restore_points(archive: &Path, points: &[RestorePoint]) -> Result<(
         .map_err(|e| Error::from(e).with_context("path", path.display()))
 }
 
-/// A `pg_basebackup -Fp` directory.
+/// A base backup: a `pg_basebackup -Fp` directory or a pgBackRest backup set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaseBackup {
-    /// Its directory.
-    pub dir: PathBuf,
+    /// Its name: the directory's, or pgBackRest's label.
+    pub name: String,
+    /// Its directory (`pg_basebackup` backups).
+    pub dir: Option<PathBuf>,
+    /// Its size in bytes, when known without reading it.
+    pub size: u64,
     /// Where its WAL starts.
     pub start: Lsn,
     /// Where it becomes consistent (from `backup_manifest`; the start when absent).
@@ -133,7 +137,8 @@ pub fn base_backups(dir: &Path) -> Result<Vec<BaseBackup>> {
             .ok_or_else(bad)?;
         let timeline = field("START TIMELINE:").and_then(|t| t.parse().ok()).ok_or_else(bad)?;
         let end = manifest_end(&entry.path().join("backup_manifest")).unwrap_or(start);
-        backups.push(BaseBackup { dir: entry.path(), start, end, started, timeline });
+        let name = entry.file_name().to_string_lossy().into_owned();
+        backups.push(BaseBackup { name, dir: Some(entry.path()), size: 0, start, end, started, timeline });
     }
     backups.sort_by_key(|b| b.start);
     Ok(backups)

@@ -10,16 +10,18 @@
 //! cluster on a spare port, verifies, and only then switches (see [`recover`]).
 //!
 //! Supported: self-contained data directories (`postgresql.conf` inside, as
-//! `initdb` makes them), base backups made by `pg_basebackup -Fp` into one
-//! directory each, an archive directory `archive_command` copies into. The
-//! recovery engine is PostgreSQL's own (`restore_command` from the archive);
-//! pgBackRest is not an engine yet.
+//! `initdb` makes them). Two recovery engines, the rest being the same code:
+//! `engine = "archive"` (base backups made by `pg_basebackup -Fp` into one directory
+//! each, an archive directory `archive_command` copies into, PostgreSQL's own
+//! `restore_command`) and `engine = "pgbackrest"` (`pgbackrest restore` of a
+//! stanza).
 
 mod archive;
 mod recover;
 mod resolve;
 mod restore_point;
 mod server;
+mod source;
 
 pub use archive::{BaseBackup, Lsn, RESTORE_POINTS, RestorePoint, base_backups, restore_points};
 pub use restore_point::{PgRestorePoint, PgRestorePointConfig};
@@ -55,10 +57,23 @@ pub struct PgPitrConfig {
     /// The cluster's data directory (kept, renamed `<dir>.rb-damaged-<id>`, at the
     /// switch; never deleted).
     pub data_dir: PathBuf,
-    /// The WAL archive directory (where `archive_command` copies segments).
+    /// Where WAL and base backups come from: `"archive"` (the `archive` and `backups`
+    /// directories) or `"pgbackrest"` (the `stanza`).
+    #[serde(default)]
+    pub engine: RecoveryEngine,
+    /// The directory holding the restore-point list `pg-restore-point` writes; with
+    /// the `archive` engine also the WAL archive (where `archive_command` copies).
     pub archive: PathBuf,
-    /// The directory of base backups, one `pg_basebackup -Fp` directory each.
-    pub backups: PathBuf,
+    /// The directory of base backups, one `pg_basebackup -Fp` directory each
+    /// (`archive` engine).
+    #[serde(default)]
+    pub backups: Option<PathBuf>,
+    /// The pgBackRest stanza (`pgbackrest` engine).
+    #[serde(default)]
+    pub stanza: Option<String>,
+    /// pgBackRest's configuration file (its default when absent).
+    #[serde(default)]
+    pub pgbackrest_config: Option<PathBuf>,
     /// The port the recovered copy runs on beside the live cluster until the switch.
     pub spare_port: u16,
     /// The server binaries (`pg_ctl`); default the newest `/usr/lib/postgresql/*/bin`.
@@ -84,11 +99,23 @@ pub struct PgPitrConfig {
     pub recovery_timeout: Duration,
 }
 
+/// Where a `pg-pitr` target's WAL and base backups come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryEngine {
+    /// An archive directory and `pg_basebackup` directories; PostgreSQL's restore_command.
+    #[default]
+    Archive,
+    /// A pgBackRest stanza.
+    Pgbackrest,
+}
+
 /// A PostgreSQL cluster recovered to a point in time (see the module docs).
 #[derive(Debug)]
 pub struct PgPitr {
     name: TargetId,
     config: PgPitrConfig,
+    source: source::Source,
     tools: Tools,
     sessions: Sessions,
     /// The live cluster's URL (for the data-loss count).
@@ -144,10 +171,37 @@ impl PgPitr {
     /// Checks the configuration offline; `url` reaches the live cluster (its port is
     /// the real one).
     pub fn new(name: &str, url: &str, config: PgPitrConfig) -> Result<Self> {
-        for (what, path) in [("data_dir", &config.data_dir), ("archive", &config.archive), ("backups", &config.backups)]
-        {
-            plain_path(what, path)?;
+        let paths = [
+            ("data_dir", Some(&config.data_dir)),
+            ("archive", Some(&config.archive)),
+            ("backups", config.backups.as_ref()),
+        ];
+        for (what, path) in paths {
+            if let Some(path) = path {
+                plain_path(what, path)?;
+            }
         }
+        let source = match (config.engine, &config.backups, &config.stanza) {
+            (RecoveryEngine::Archive, Some(backups), None) => {
+                source::Source::Archive { archive: config.archive.clone(), backups: backups.clone() }
+            }
+            (RecoveryEngine::Pgbackrest, None, Some(stanza)) if !stanza.is_empty() => {
+                source::Source::Pgbackrest(source::Pgbackrest {
+                    stanza: stanza.clone(),
+                    config: config.pgbackrest_config.clone(),
+                })
+            }
+            (RecoveryEngine::Archive, _, _) => {
+                return Err(Error::invalid_input(format!(
+                    "pg-pitr {name:?}: engine \"archive\" needs backups (a directory of pg_basebackup backups) and no stanza"
+                )));
+            }
+            (RecoveryEngine::Pgbackrest, _, _) => {
+                return Err(Error::invalid_input(format!(
+                    "pg-pitr {name:?}: engine \"pgbackrest\" needs stanza and no backups directory"
+                )));
+            }
+        };
         let secret = rollback_core::Secret::new(url);
         let url = PgUrl::parse(url)?;
         if config.spare_port == url.port {
@@ -164,6 +218,7 @@ impl PgPitr {
         Ok(PgPitr {
             name: TargetId::new(name),
             config,
+            source,
             tools,
             sessions: Sessions::new(url),
             url: secret,
@@ -238,8 +293,8 @@ impl Target for PgPitr {
                 Revision::new(Version::labeled(p.name, about.clone()), about).created_at(p.time)
             })
             .collect();
-        for backup in base_backups(&self.config.backups)?.into_iter().rev() {
-            let name = backup.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for backup in self.source.backups(&self.tools).await?.into_iter().rev() {
+            let name = backup.name;
             let about = format!("base backup {name}, consistent at {}", backup.end);
             revisions.push(
                 Revision::new(Version::labeled(format!("backup:{name}"), about.clone()), about)

@@ -16,10 +16,9 @@
 
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::PgPitr;
-use super::resolve::{Recovery, RecoveryTarget};
+use super::resolve::Recovery;
 use rollback_core::{Change, Error, ErrorKind, IdempotencyKey, Observed, Result};
 
 const MARKER: &str = "rollback-pitr.json";
@@ -201,8 +200,7 @@ async fn restore(target: &PgPitr, recovery: &Recovery, d: &Dirs, key: &Idempoten
     if d.tmp.exists() {
         std::fs::remove_dir_all(&d.tmp).map_err(|e| Error::from(e).with_context("path", d.tmp.display()))?;
     }
-    let (backup, tmp) = (recovery.backup.display().to_string(), d.tmp.display().to_string());
-    target.tools.run("/bin/cp", &["-a", &backup, &tmp], Duration::from_secs(24 * 3600)).await?;
+    let engine_settings = target.source.restore(&target.tools, recovery, &d.tmp).await?;
     if !d.staging.exists() {
         std::fs::create_dir(&d.staging).map_err(|e| Error::from(e).with_context("path", d.staging.display()))?;
         chown(&d.staging, owner)?;
@@ -210,27 +208,13 @@ async fn restore(target: &PgPitr, recovery: &Recovery, d: &Dirs, key: &Idempoten
     for stale in ["postmaster.pid", "standby.signal"] {
         let _ = std::fs::remove_file(d.tmp.join(stale));
     }
-    let archive = target.config.archive.display().to_string();
     let staging = d.staging.display().to_string();
     let mut lines = vec![
         format!("port = {}", target.config.spare_port),
-        format!(
-            "restore_command = {}",
-            quoted(&format!("test -f \"{archive}/%f\" && cp \"{archive}/%f\" \"%p.rbtmp\" && mv \"%p.rbtmp\" \"%p\""))
-        ),
-        "recovery_target_action = 'promote'".to_owned(),
-        format!("recovery_target_timeline = '{}'", recovery.timeline),
         "archive_mode = 'on'".to_owned(),
         format!("archive_command = {}", quoted(&format!("test ! -f \"{staging}/%f\" && cp \"%p\" \"{staging}/%f\""))),
     ];
-    match &recovery.target {
-        RecoveryTarget::Name { name, .. } => lines.push(format!("recovery_target_name = {}", quoted(name))),
-        RecoveryTarget::Time { time } => {
-            lines.push(format!("recovery_target_time = '{}'", time.format("%Y-%m-%d %H:%M:%S%.6f+00")));
-            lines.push("recovery_target_inclusive = off".to_owned());
-        }
-        RecoveryTarget::Immediate => lines.push("recovery_target = 'immediate'".to_owned()),
-    }
+    lines.extend(engine_settings);
     settings(&d.tmp, &lines, owner)?;
     write_owned(&d.tmp.join("recovery.signal"), b"", owner)?;
     let marker = json!({ "key": key.as_str(), "backup": recovery.backup, "target": recovery.target });
@@ -288,7 +272,7 @@ async fn beside_then_switch(target: &PgPitr, recovery: &Recovery, d: &Dirs, key:
         ],
         owner,
     )?;
-    publish_staged_wal(&d.staging, &target.config.archive, owner)?;
+    target.source.publish(&target.tools, &d.staging, owner).await?;
     target.tools.stop(&d.live).await?;
     target.reached("LiveStopped");
     rename(&d.live, &d.damaged)?;
@@ -296,25 +280,6 @@ async fn beside_then_switch(target: &PgPitr, recovery: &Recovery, d: &Dirs, key:
     tracing::info!(kept = %d.damaged.display(), key = key.as_str(), "pg-pitr: live cluster stopped and kept");
     rename(&d.recovering, &d.live)?;
     target.reached("Switched");
-    Ok(())
-}
-
-/// The recovered server's history file and WAL, archived to staging while it ran
-/// beside, copied into the real archive (a temporary name renamed, never over an
-/// existing file), so a later recovery can follow the new timeline.
-fn publish_staged_wal(staging: &Path, archive: &Path, owner: Option<(u32, u32)>) -> Result<()> {
-    let entries = std::fs::read_dir(staging).map_err(|e| Error::from(e).with_context("path", staging.display()))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let into = archive.join(&name);
-        if into.exists() {
-            continue;
-        }
-        let tmp = archive.join(format!(".{}.rbtmp", name.to_string_lossy()));
-        std::fs::copy(entry.path(), &tmp).map_err(|e| Error::from(e).with_context("path", tmp.display()))?;
-        chown(&tmp, owner)?;
-        rename(&tmp, &into)?;
-    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::PgPitr;
@@ -36,8 +36,8 @@ pub(super) enum RecoveryTarget {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Recovery {
     pub target: RecoveryTarget,
-    /// The base backup directory restored from.
-    pub backup: PathBuf,
+    /// The base backup restored from (its directory name, or pgBackRest's label).
+    pub backup: String,
     /// `recovery_target_timeline`: the live cluster's timeline, whose history leads
     /// to the target.
     pub timeline: u32,
@@ -110,15 +110,15 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
             .fetch_one(&mut conn)
             .await
             .map_err(|e| map("pg_switch_wal", e))?;
-    wait_archived(&config.archive, &switched, Duration::from_secs(60)).await?;
+    wait_archived(&mut conn, &switched, Duration::from_secs(60)).await?;
     let switch_lsn = Lsn::parse(&switch_lsn)?;
     let live = live(&target.sessions).await?;
 
     let points = archive::restore_points(&config.archive)?;
-    let backups = archive::base_backups(&config.backups)?;
+    let backups = target.source.backups(&target.tools).await?;
     let Goal { target: goal, timeline: goal_tli, lsn: goal_lsn, since, label } =
         goal(selector, &points, &backups, &config.archive, live.timeline)?;
-    let ancestry = archive::history(&config.archive, live.timeline)?;
+    let ancestry = target.source.history(&target.tools, live.timeline).await?;
     if goal_tli != live.timeline {
         match ancestry.iter().find(|(tli, _)| *tli == goal_tli) {
             Some((_, ended)) if goal_lsn.is_some_and(|lsn| lsn < *ended) => {}
@@ -145,13 +145,13 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
     let Some(backup) = backup else {
         let oldest = backups
             .first()
-            .map(|b| format!("the oldest, {}, is consistent at {} ({})", b.dir.display(), b.end, b.started))
-            .unwrap_or_else(|| format!("there is none in {}", config.backups.display()));
+            .map(|b| format!("the oldest, {}, is consistent at {} ({})", b.name, b.end, b.started))
+            .unwrap_or_else(|| "there is none".to_owned());
         return Err(refuse(format!("{label} is before the oldest usable base backup's end: {oldest}")));
     };
     let until = goal_lsn.unwrap_or(Lsn(switch_lsn.0.saturating_sub(1)));
     if let Some(missing) =
-        archive::first_gap(&config.archive, &ancestry, live.timeline, backup.start, until, segment_size)
+        target.source.first_gap(&target.tools, &ancestry, live.timeline, backup.start, until, segment_size).await?
     {
         return Err(refuse(format!(
             "the archive has a gap: {missing} is missing from {} (needed from the base backup at {} to {label})",
@@ -159,7 +159,7 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
             backup.start
         )));
     }
-    check_disk(&backup.dir, &config.data_dir).await?;
+    check_disk(&backup, &config.data_dir).await?;
 
     let from_lsn = goal_lsn.map_or_else(|| format!("after {since}"), |lsn| format!("after {lsn}"));
     let mut data_loss = DataLoss::unknown(format!(
@@ -172,7 +172,7 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
     }
     let recovery = Recovery {
         target: goal,
-        backup: backup.dir.clone(),
+        backup: backup.name.clone(),
         timeline: live.timeline,
         archive_mode,
         archive_command,
@@ -181,14 +181,14 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
     let id = match &recovery.target {
         RecoveryTarget::Name { name, .. } => name.clone(),
         RecoveryTarget::Time { time } => format!("time:{}", time.to_rfc3339()),
-        RecoveryTarget::Immediate => format!("backup:{}", file_name(&backup.dir)),
+        RecoveryTarget::Immediate => format!("backup:{}", backup.name),
     };
     let description = format!(
         "{}: recover {} to {label} from base backup {} (timeline {}), verify on port {}, then switch; the live data \
          directory is kept",
         target.name,
         config.data_dir.display(),
-        file_name(&backup.dir),
+        backup.name,
         live.timeline,
         config.spare_port
     );
@@ -198,10 +198,6 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
         .describe(description)
         .with_reversibility(Reversibility::Irreversible)
         .with_data_loss(data_loss))
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// What a selector names.
@@ -241,7 +237,7 @@ fn goal(
             let name = &id["backup:".len()..];
             let b = backups
                 .iter()
-                .find(|b| file_name(&b.dir) == name)
+                .find(|b| b.name == name)
                 .ok_or_else(|| Error::not_found(format!("no base backup {name:?} in the backups directory")))?;
             Ok(Goal {
                 target: RecoveryTarget::Immediate,
@@ -275,18 +271,27 @@ fn goal(
     }
 }
 
-async fn wait_archived(archive: &Path, segment: &str, timeout: Duration) -> Result<()> {
+/// Waits until PostgreSQL's archiver reports `segment` archived (for every engine:
+/// it is what `archive_command` succeeded with).
+async fn wait_archived(conn: &mut sqlx::PgConnection, segment: &str, timeout: Duration) -> Result<()> {
     let started = std::time::Instant::now();
-    while !archive.join(segment).is_file() {
+    loop {
+        let last: Option<String> = sqlx::query_scalar("SELECT last_archived_wal FROM pg_stat_archiver")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| map("read pg_stat_archiver", e))?;
+        // Names of one timeline sort as their segments (a `.backup` or `.partial` suffix after them).
+        if last.as_deref().is_some_and(|last| last >= segment) {
+            return Ok(());
+        }
         if started.elapsed() > timeout {
             return Err(refuse(format!(
-                "WAL segment {segment} was not archived into {} within {timeout:?} of pg_switch_wal()",
-                archive.display()
+                "WAL segment {segment} was not archived within {timeout:?} of pg_switch_wal() (last archived: {})",
+                last.unwrap_or_else(|| "none".into())
             )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(())
 }
 
 /// Bytes under `dir`.
@@ -304,7 +309,7 @@ fn size_of(dir: &Path) -> u64 {
 
 /// Refuses when the new data directory (the backup, plus a tenth for WAL replay)
 /// would not fit beside the live one.
-async fn check_disk(backup: &Path, data_dir: &Path) -> Result<()> {
+async fn check_disk(backup: &BaseBackup, data_dir: &Path) -> Result<()> {
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
     let argv = vec!["df".to_owned(), "-Pk".to_owned(), parent.display().to_string()];
     let out =
@@ -316,7 +321,8 @@ async fn check_disk(backup: &Path, data_dir: &Path) -> Result<()> {
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| Error::internal("unreadable df output"))?;
-    let needed = size_of(backup) + size_of(backup) / 10;
+    let size = backup.dir.as_deref().map_or(backup.size, size_of);
+    let needed = size + size / 10;
     if free_kib * 1024 < needed {
         return Err(refuse(format!(
             "not enough free disk beside {}: {} MiB needed, {} MiB free",

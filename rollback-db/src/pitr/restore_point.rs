@@ -26,7 +26,9 @@ use rollback_core::{
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PgRestorePointConfig {
-    /// The cluster's WAL archive directory (where `archive_command` copies).
+    /// The directory holding the restore-point list (the `archive` of the `pg-pitr`
+    /// targets that return to these points; with their `archive` engine, the WAL
+    /// archive itself).
     pub archive: PathBuf,
     /// Longest wait for the switched segment to reach the archive.
     #[serde(default = "default_archive_wait", with = "humantime_serde")]
@@ -136,7 +138,15 @@ impl Target for PgRestorePoint {
         .map_err(|e| map("pg_create_restore_point", e))?;
         let timeline = u32::from_str_radix(&file[..8.min(file.len())], 16).unwrap_or(1);
         let started = std::time::Instant::now();
-        while !self.config.archive.join(&file).is_file() {
+        // The archiver's own word, whatever the archive is (a directory, pgBackRest).
+        loop {
+            let last: Option<String> = sqlx::query_scalar("SELECT last_archived_wal FROM pg_stat_archiver")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| map("read pg_stat_archiver", e))?;
+            if last.as_deref().is_some_and(|last| last >= file.as_str()) {
+                break;
+            }
             if started.elapsed() > self.config.archive_wait {
                 return Err(Error::new(
                     rollback_core::ErrorKind::Timeout,

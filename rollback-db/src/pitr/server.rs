@@ -46,6 +46,16 @@ impl Tools {
         Ok(String::from_utf8_lossy(&run(invocation).await?).into_owned())
     }
 
+    /// Gives `path` (recursively) to the tools' user, when there is one.
+    pub fn own(&self, path: &Path) -> Result<()> {
+        let Some(user) = &self.os_user else { return Ok(()) };
+        let status = std::process::Command::new("chown").arg("-R").arg(format!("{user}:")).arg(path).status();
+        match status {
+            Ok(s) if s.success() => Ok(()),
+            _ => Err(Error::new(ErrorKind::PermissionDenied, format!("cannot give {} to {user}", path.display()))),
+        }
+    }
+
     /// Whether a server runs from `data` (`pg_ctl status`).
     pub async fn running(&self, data: &Path) -> bool {
         self.run("pg_ctl", &["status", "-D", &data.display().to_string()], Duration::from_secs(30)).await.is_ok()
