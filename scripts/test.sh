@@ -39,6 +39,8 @@ setup() {
     # A real browser for the HTML report test, `script` (bsdutils) for the pty test.
     command -v chromium >/dev/null || need+=(chromium)
     command -v script >/dev/null || need+=(bsdutils)
+    # pgBackRest, the second point-in-time recovery engine.
+    command -v pgbackrest >/dev/null || need+=(pgbackrest)
     if [ ${#need[@]} -gt 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
     fi

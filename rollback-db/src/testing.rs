@@ -105,6 +105,7 @@ impl PrivatePostgres {
             .unwrap_or(false);
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let server = PrivatePostgres { bin, data: root.join("data"), root, port, as_postgres_user };
+        std::fs::create_dir_all(server.root.join("sock")).expect("the socket directory");
         server.own(&server.root);
         server.ctl(&["initdb", "-D", server.data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync"]);
         if !settings.is_empty() {
@@ -159,9 +160,18 @@ impl PrivatePostgres {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The options this cluster runs with, besides its port (`pg_ctl -o`).
+    /// The options this cluster runs with, besides its port (`pg_ctl -o`): TCP on
+    /// 127.0.0.1 and a socket in its own directory ([`socket_dir`](Self::socket_dir)).
     pub fn options(&self) -> String {
-        "-c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off".into()
+        format!(
+            "-c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off",
+            self.socket_dir().display()
+        )
+    }
+
+    /// Its private Unix socket directory.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root.join("sock")
     }
 
     /// Starts it on its port.

@@ -15,8 +15,11 @@ use rollback_db::testing::PrivatePostgres;
 
 struct Cluster {
     server: PrivatePostgres,
+    /// The WAL archive (archive engine), or where the restore points are listed.
     archive: PathBuf,
     backups: PathBuf,
+    /// pgBackRest's configuration, when the cluster archives through it.
+    pgbackrest: Option<PathBuf>,
     home: tempfile::TempDir,
 }
 
@@ -29,7 +32,53 @@ fn cluster() -> Option<Cluster> {
     ]);
     let archive = server.dir("archive");
     let backups = server.dir("backups");
-    Some(Cluster { server, archive, backups, home: tempfile::tempdir().unwrap() })
+    Some(Cluster { server, archive, backups, pgbackrest: None, home: tempfile::tempdir().unwrap() })
+}
+
+/// A cluster archiving through pgBackRest (Debian's `pgbackrest`), its stanza `rb`
+/// in a repository of its own.
+fn pgbackrest_cluster() -> Option<Cluster> {
+    rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL (server binaries)")?;
+    if !std::path::Path::new("/usr/bin/pgbackrest").exists() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("pgbackrest is not installed: scripts/test.sh installs it (apt-get install pgbackrest)");
+        }
+        eprintln!("\n*** NOT RUN: the pgBackRest engine tests need /usr/bin/pgbackrest ***\n");
+        return None;
+    }
+    let server = PrivatePostgres::init_with(&[
+        "wal_level = replica",
+        "archive_mode = on",
+        "archive_command = 'pgbackrest --config=%ROOT%/pgbackrest.conf --stanza=rb archive-push %p'",
+    ]);
+    let root = server.root.display().to_string();
+    let conf = server.root.join("pgbackrest.conf");
+    for dir in ["repo", "pgbr-log", "pgbr-lock", "pgbr-spool"] {
+        server.dir(dir);
+    }
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={root}/repo\nlog-path={root}/pgbr-log\nlock-path={root}/pgbr-lock\n\
+             spool-path={root}/pgbr-spool\nstart-fast=y\nlog-level-console=warn\n\n[rb]\npg1-path={}\n\
+             pg1-port={}\npg1-socket-path={}\n",
+            server.data.display(),
+            server.port,
+            server.socket_dir().display()
+        ),
+    )
+    .unwrap();
+    server.own(&conf);
+    let config = format!("--config={}", conf.display());
+    server.ctl(&["/usr/bin/pgbackrest", &config, "--stanza=rb", "stanza-create"]);
+    let points = server.dir("points");
+    Some(Cluster {
+        archive: points,
+        backups: server.root.join("unused"),
+        pgbackrest: Some(conf),
+        server,
+        home: tempfile::tempdir().unwrap(),
+    })
 }
 
 impl Cluster {
@@ -56,6 +105,11 @@ impl Cluster {
     }
 
     fn base_backup(&self, name: &str) {
+        if let Some(conf) = &self.pgbackrest {
+            let config = format!("--config={}", conf.display());
+            self.server.ctl(&["/usr/bin/pgbackrest", &config, "--stanza=rb", "--type=full", "backup"]);
+            return;
+        }
         let dir = self.backups.join(name);
         self.server.ctl(&[
             "pg_basebackup",
@@ -93,17 +147,21 @@ impl Cluster {
             s.insert("url".to_string(), rollback_core::SecretRef::File { path: path.clone() });
             s
         };
-        let mut pitr = Spec::new(
-            "pg-pitr",
-            "db",
-            serde_json::json!({
-                "data_dir": self.server.data, "archive": self.archive, "backups": self.backups,
-                "spare_port": rollback_core::testkit::outage::free_port(),
-                "os_user": if self.server.as_postgres_user { Some("postgres") } else { None },
-                "server_options": self.server.options(), "verify": verify, "recovery_timeout": "120s",
-                "data_loss": { "changed_columns": { "orders": "at" } },
-            }),
-        );
+        let mut config = serde_json::json!({
+            "data_dir": self.server.data, "archive": self.archive, "backups": self.backups,
+            "spare_port": rollback_core::testkit::outage::free_port(),
+            "os_user": if self.server.as_postgres_user { Some("postgres") } else { None },
+            "server_options": self.server.options(), "verify": verify, "recovery_timeout": "120s",
+            "data_loss": { "changed_columns": { "orders": "at" } },
+        });
+        if let Some(conf) = &self.pgbackrest {
+            let object = config.as_object_mut().unwrap();
+            object.remove("backups");
+            object.insert("engine".into(), "pgbackrest".into());
+            object.insert("stanza".into(), "rb".into());
+            object.insert("pgbackrest_config".into(), serde_json::json!(conf));
+        }
+        let mut pitr = Spec::new("pg-pitr", "db", config);
         pitr.secrets = secret();
         let mut point = Spec::new("pg-restore-point", "points", serde_json::json!({ "archive": self.archive }));
         point.secrets = secret();
@@ -160,6 +218,18 @@ fn setup_orders(c: &Cluster) {
 #[tokio::test]
 async fn recovers_to_a_restore_point_then_again_on_the_new_timeline() {
     let Some(c) = cluster() else { return };
+    to_a_restore_point_then_again(c).await;
+}
+
+/// The same recoveries with pgBackRest as the engine (its restore, archive-get and
+/// archive-push), everything else the same code.
+#[tokio::test]
+async fn the_pgbackrest_engine_recovers_the_same_way() {
+    let Some(c) = pgbackrest_cluster() else { return };
+    to_a_restore_point_then_again(c).await;
+}
+
+async fn to_a_restore_point_then_again(c: Cluster) {
     setup_orders(&c);
     let made = c.restore_point("rb-pre-deploy-1").await;
     assert_eq!(made.state, RunState::Succeeded, "{made}");
@@ -173,7 +243,9 @@ async fn recovers_to_a_restore_point_then_again_on_the_new_timeline() {
     assert_eq!(c.rows(), ["before-backup:100", "good:50"], "the bad deploy's rows are gone, the rest are there");
     assert_eq!(c.timeline(), 2, "the recovered cluster serves on the original port, on a new timeline");
     assert_eq!(c.beside("damaged").len(), 1, "the damaged data directory is kept");
-    assert!(c.archive.join("00000002.history").is_file(), "the new timeline's history is in the real archive");
+    if c.pgbackrest.is_none() {
+        assert!(c.archive.join("00000002.history").is_file(), "the new timeline's history is in the real archive");
+    }
 
     // A second recovery, to a restore point made on timeline 2.
     c.insert("after-recovery", 10);

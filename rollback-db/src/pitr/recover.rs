@@ -200,7 +200,7 @@ async fn restore(target: &PgPitr, recovery: &Recovery, d: &Dirs, key: &Idempoten
     if d.tmp.exists() {
         std::fs::remove_dir_all(&d.tmp).map_err(|e| Error::from(e).with_context("path", d.tmp.display()))?;
     }
-    let engine_settings = target.source.restore(&target.tools, recovery, &d.tmp).await?;
+    let engine_settings = target.source.restore(&target.tools, recovery, &d.tmp, &d.recovering).await?;
     if !d.staging.exists() {
         std::fs::create_dir(&d.staging).map_err(|e| Error::from(e).with_context("path", d.staging.display()))?;
         chown(&d.staging, owner)?;

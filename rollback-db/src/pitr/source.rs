@@ -156,9 +156,16 @@ impl Source {
         }
     }
 
-    /// Writes the backup into `into` (absent), with the recovery settings the engine
-    /// writes itself; returns the settings this crate still has to add.
-    pub async fn restore(&self, tools: &Tools, recovery: &Recovery, into: &Path) -> Result<Vec<String>> {
+    /// Writes the backup into `into` (absent), which the server will run from as
+    /// `runs_in` (it is renamed there), with the recovery settings the engine writes
+    /// itself; returns the settings this crate still has to add.
+    pub async fn restore(
+        &self,
+        tools: &Tools,
+        recovery: &Recovery,
+        into: &Path,
+        runs_in: &Path,
+    ) -> Result<Vec<String>> {
         let quoted = |v: &str| format!("'{}'", v.replace('\'', "''"));
         match self {
             Source::Archive { archive, backups } => {
@@ -206,7 +213,17 @@ impl Source {
                 std::fs::create_dir(into).map_err(|e| Error::from(e).with_context("path", into.display()))?;
                 tools.own(into)?;
                 pgbr.run(tools, "restore", &args, DAY).await?;
-                Ok(Vec::new())
+                // pgBackRest's restore_command names the directory it restored into.
+                let mut command = vec!["/usr/bin/pgbackrest".to_owned()];
+                if let Some(config) = &pgbr.config {
+                    command.push(format!("--config={}", config.display()));
+                }
+                command.extend([
+                    format!("--pg1-path={}", runs_in.display()),
+                    format!("--stanza={}", pgbr.stanza),
+                    "archive-get %f \"%p\"".to_owned(),
+                ]);
+                Ok(vec![format!("restore_command = {}", quoted(&command.join(" ")))])
             }
         }
     }
