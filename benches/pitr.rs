@@ -1,19 +1,21 @@
-//! Point-in-time recovery, side by side in one run, on a private cluster with WAL
-//! archiving (its own port and directory): a table of N rows, a base backup, half
-//! the rows updated (the WAL to replay), a restore point, a pg_dump of that moment,
-//! then a "bad deploy". Three routes back to the restore point:
+//! Point-in-time recovery, side by side in one run, on a private cluster (its own
+//! port and directory) archiving both to a directory and through pgBackRest: a
+//! table of N rows, a base backup of each kind, half the rows updated (the WAL to
+//! replay), a restore point, a pg_dump of that moment, then a "bad deploy" before
+//! each route back to the restore point:
 //!
-//! 1. `pg-pitr` through the engine (prepare with its checks, recover beside,
-//!    verify, switch, journal);
-//! 2. the runbook by hand, as a shell script: copy the base backup, write
-//!    `restore_command` + `recovery_target_name` + `recovery.signal`, start on a
-//!    spare port, poll until promoted, count rows, stop both, rename, start — timed
-//!    per part, to show where the time goes;
-//! 3. `pg-restore-swap` from the dump (runbook 002's option B), through the engine.
+//! 1. `pg-pitr` through the engine with the pgBackRest engine, against
+//! 2. the pgBackRest runbook by hand: `pgbackrest restore --type=name
+//!    --target-action=promote` into a new directory, start on a spare port, poll
+//!    until promoted, count rows, stop both, rename, start (timed per part: where
+//!    the time goes);
+//! 3. `pg-pitr` with the archive engine, against
+//! 4. the same runbook with `cp` of a `pg_basebackup` and `restore_command`;
+//! 5. `pg-restore-swap` from the dump (runbook 002's option B), through the engine.
 //!
 //! `cargo bench -p rollback-benches --bench pitr` (`-- --test` for a small round).
-//! Needs the PostgreSQL server binaries (gated on `ROLLBACK_TEST_POSTGRES_URL`).
-//! pgBackRest's own route is not measured: the pgBackRest engine is not built.
+//! Needs the PostgreSQL server binaries and pgbackrest (gated on
+//! `ROLLBACK_TEST_POSTGRES_URL`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,8 +30,15 @@ struct Bench {
     server: PrivatePostgres,
     archive: PathBuf,
     backups: PathBuf,
+    pgbackrest: PathBuf,
     home: PathBuf,
     rows: i64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    Archive,
+    Pgbackrest,
 }
 
 impl Bench {
@@ -63,13 +72,24 @@ impl Bench {
         assert_eq!(report.state, RunState::Succeeded, "{report}");
     }
 
-    fn pitr_spec(&self) -> Spec {
-        let config = serde_json::json!({
-            "data_dir": self.server.data, "archive": self.archive, "backups": self.backups,
+    fn pitr_spec(&self, via: Via) -> Spec {
+        let mut config = serde_json::json!({
+            "data_dir": self.server.data, "archive": self.archive,
             "spare_port": free_port(), "server_options": self.server.options(), "recovery_timeout": "1h",
             "os_user": if self.server.as_postgres_user { Some("postgres") } else { None },
             "verify": [format!("SELECT count(*) = {} FROM items", self.rows)],
         });
+        let object = config.as_object_mut().unwrap();
+        match via {
+            Via::Archive => {
+                object.insert("backups".into(), serde_json::json!(self.backups));
+            }
+            Via::Pgbackrest => {
+                object.insert("engine".into(), "pgbackrest".into());
+                object.insert("stanza".into(), "rb".into());
+                object.insert("pgbackrest_config".into(), serde_json::json!(self.pgbackrest));
+            }
+        }
         self.with_url(Spec::new("pg-pitr", "db", config), "orders")
     }
 
@@ -85,9 +105,9 @@ impl Bench {
         );
     }
 
-    async fn engine_route(&self) -> Duration {
+    async fn engine_route(&self, via: Via) -> Duration {
         let mut plan = Plan::new("orders back");
-        plan.targets.push(self.pitr_spec());
+        plan.targets.push(self.pitr_spec(via));
         let op = StepOp::Rollback { target: "db".into(), to: Selector::Exact("rb-bench".into()) };
         let plan = plan.stage("recover", 1, vec![Step::new("back", op)]);
         let started = Instant::now();
@@ -96,20 +116,26 @@ impl Bench {
     }
 
     /// The runbook's commands; each part's milliseconds on stdout (`switch 1200`).
-    fn shell_route(&self, round: usize) -> (Duration, Vec<(String, f64)>) {
+    fn shell_route(&self, via: Via, round: usize) -> (Duration, Vec<(String, f64)>) {
         const SCRIPT: &str = r#"set -euo pipefail
 as() { if [ -n "$AS" ]; then runuser -u "$AS" -- "$@"; else "$@"; fi; }
 t() { date +%s%N; }
 t0=$(t)
-as cp -a "$BACKUP" "$NEW"
-t1=$(t); echo "copy the base backup $(( ($t1 - $t0) / 1000000 ))"
-as sh -c "cat >> '$NEW/postgresql.auto.conf'" <<EOF
+if [ -n "$PGBR" ]; then
+  as mkdir "$NEW"
+  as pgbackrest --config="$PGBR" --stanza=rb --pg1-path="$NEW" --type=name --target=rb-bench \
+    --target-action=promote restore
+  t1=$(t); echo "pgbackrest restore $(( ($t1 - $t0) / 1000000 ))"
+else
+  as cp -a "$BACKUP" "$NEW"
+  t1=$(t); echo "copy the base backup $(( ($t1 - $t0) / 1000000 ))"
+  as sh -c "cat >> '$NEW/postgresql.auto.conf'" <<EOF
 restore_command = 'cp "$ARCHIVE/%f" "%p"'
 recovery_target_name = 'rb-bench'
 recovery_target_action = 'promote'
-archive_mode = off
 EOF
-as touch "$NEW/recovery.signal"
+  as touch "$NEW/recovery.signal"
+fi
 as "$BIN/pg_ctl" start -D "$NEW" -l "$NEW.log" -o "-p $SPARE $OPTIONS" -W >/dev/null
 until [ "$("$BIN/psql" -X -tA -h 127.0.0.1 -p "$SPARE" -U postgres -d orders -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.2; done
 t2=$(t); echo "replay WAL and promote $(( ($t2 - $t1) / 1000000 ))"
@@ -128,6 +154,7 @@ t4=$(t); echo "switch $(( ($t4 - $t3) / 1000000 ))"
             .env("AS", if self.server.as_postgres_user { "postgres" } else { "" })
             .env("BACKUP", self.backups.join("b1"))
             .env("NEW", self.server.root.join(format!("data.manual-{round}")))
+            .env("PGBR", if via == Via::Pgbackrest { self.pgbackrest.display().to_string() } else { String::new() })
             .env("LIVE", &self.server.data)
             .env("ARCHIVE", &self.archive)
             .env("BIN", &self.server.bin)
@@ -176,14 +203,34 @@ fn main() {
     let server = PrivatePostgres::init_with(&[
         "wal_level = replica",
         "archive_mode = on",
-        "archive_command = 'test ! -f %ROOT%/archive/%f && cp %p %ROOT%/archive/%f'",
+        "archive_command = '(test -f %ROOT%/archive/%f || cp %p %ROOT%/archive/%f) && \
+         pgbackrest --config=%ROOT%/pgbackrest.conf --stanza=rb archive-push %p'",
         "max_wal_size = 2GB",
         "checkpoint_timeout = 30min",
     ]);
     let archive = server.dir("archive");
     let backups = server.dir("backups");
     let home = server.dir("home");
-    let b = Bench { server, archive, backups, home, rows };
+    let root = server.root.display().to_string();
+    for dir in ["repo", "pgbr-log", "pgbr-lock"] {
+        server.dir(dir);
+    }
+    let pgbackrest = server.root.join("pgbackrest.conf");
+    std::fs::write(
+        &pgbackrest,
+        format!(
+            "[global]\nrepo1-path={root}/repo\nlog-path={root}/pgbr-log\nlock-path={root}/pgbr-lock\nstart-fast=y\n\
+             log-level-console=warn\ncompress-type=lz4\n\n[rb]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            server.data.display(),
+            server.port,
+            server.socket_dir().display()
+        ),
+    )
+    .unwrap();
+    server.own(&pgbackrest);
+    let config = format!("--config={}", pgbackrest.display());
+    server.ctl(&["/usr/bin/pgbackrest", &config, "--stanza=rb", "stanza-create"]);
+    let b = Bench { server, archive, backups, pgbackrest, home, rows };
     b.psql("postgres", "CREATE DATABASE orders");
     b.psql(
         "orders",
@@ -208,6 +255,7 @@ fn main() {
         "-c",
         "fast",
     ]);
+    b.server.ctl(&["/usr/bin/pgbackrest", &config, "--stanza=rb", "--type=full", "backup"]);
     b.psql("orders", "UPDATE items SET note = note || 'y' WHERE id % 2 = 0");
     let point = {
         let mut plan = Plan::new("restore point");
@@ -236,50 +284,54 @@ fn main() {
         setup.elapsed().as_secs_f64()
     );
 
-    b.bad_deploy();
-    let engine = runtime.block_on(b.engine_route());
-    b.check();
-    b.bad_deploy();
-    let (shell, parts) = b.shell_route(0);
-    b.check();
+    let mut results = Vec::new();
+    for (round, via) in [Via::Pgbackrest, Via::Archive].into_iter().enumerate() {
+        b.bad_deploy();
+        let engine = runtime.block_on(b.engine_route(via));
+        b.check();
+        b.bad_deploy();
+        let (shell, parts) = b.shell_route(via, round);
+        b.check();
+        results.push((via, engine, shell, parts));
+    }
     b.bad_deploy();
     let dump_route = runtime.block_on(b.dump_route(&dump));
     b.check();
 
     println!("\n(pitr) {rows} rows: base backup {data_mb} MB, WAL archive {wal_mb} MB; back to a restore point (s)\n");
-    println!("| route | s | / runbook by hand |");
+    println!("| route | s | / the same runbook by hand |");
     println!("|---|---:|---:|");
-    println!(
-        "| pg-pitr through the engine (checks, recover beside, verify, switch, journal) | {:.2} | {:.2}× |",
-        secs(engine),
-        secs(engine) / secs(shell)
-    );
-    println!("| the runbook by hand (cp, restore_command, start, poll, mv, start) | {:.2} | 1.00× |", secs(shell));
-    for (what, s) in &parts {
-        println!("| … {what} | {s:.2} | |");
+    for (via, engine, shell, parts) in &results {
+        let (name, by_hand) = match via {
+            Via::Pgbackrest => ("pgBackRest", "pgbackrest restore --type=name, start, poll, mv, start"),
+            Via::Archive => ("archive directory", "cp of a pg_basebackup, restore_command, start, poll, mv, start"),
+        };
+        println!(
+            "| pg-pitr, {name} engine (checks, recover beside, verify, switch, journal) | {:.2} | {:.2}× |",
+            secs(*engine),
+            secs(*engine) / secs(*shell)
+        );
+        println!("| the {name} runbook by hand ({by_hand}) | {:.2} | 1.00× |", secs(*shell));
+        for (what, s) in parts {
+            println!("| … {what} | {s:.2} | |");
+        }
+        rollback_benches::summary(
+            "db",
+            &format!("PITR to a restore point, {data_mb} MB + {wal_mb} MB WAL, {name} engine vs its runbook by hand"),
+            &format!("{:.2} s", secs(*engine)),
+            &format!("{:.2} s", secs(*shell)),
+            &format!("{:.2}× the runbook", secs(*engine) / secs(*shell)),
+            &format!("≤ 1.1×: {}", rollback_benches::met(secs(*engine) <= 1.1 * secs(*shell))),
+        );
     }
-    println!(
-        "| pg-restore-swap from a pg_dump of the same moment | {:.2} | {:.2}× |",
-        secs(dump_route),
-        secs(dump_route) / secs(shell)
-    );
+    let (_, engine, _, _) = &results[0];
+    println!("| pg-restore-swap from a pg_dump of the same moment | {:.2} | |", secs(dump_route));
     rollback_benches::summary(
         "db",
-        &format!("PITR to a restore point, {data_mb} MB + {wal_mb} MB WAL (engine) vs the same runbook by hand"),
-        &format!("{:.2} s", secs(engine)),
-        &format!("{:.2} s", secs(shell)),
-        &format!("{:.2}× the runbook", secs(engine) / secs(shell)),
-        &format!(
-            "≤ 1.1× ({}; the pgBackRest route is not built, the reference is PostgreSQL's own restore_command)",
-            rollback_benches::met(secs(engine) <= 1.1 * secs(shell))
-        ),
-    );
-    rollback_benches::summary(
-        "db",
-        &format!("PITR (engine) vs pg-restore-swap from a pg_dump, {data_mb} MB"),
-        &format!("{:.2} s", secs(engine)),
+        &format!("PITR (pgBackRest engine) vs pg-restore-swap from a pg_dump, {data_mb} MB"),
+        &format!("{:.2} s", secs(*engine)),
         &format!("{:.2} s", secs(dump_route)),
-        &format!("{:.2}× faster", secs(dump_route) / secs(engine)),
-        &format!("several times faster: {}", rollback_benches::met(secs(dump_route) >= 2.0 * secs(engine))),
+        &format!("{:.2}× faster", secs(dump_route) / secs(*engine)),
+        &format!("several times faster: {}", rollback_benches::met(secs(dump_route) >= 2.0 * secs(*engine))),
     );
 }

@@ -121,7 +121,7 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
     let ancestry = target.source.history(&target.tools, live.timeline).await?;
     if goal_tli != live.timeline {
         match ancestry.iter().find(|(tli, _)| *tli == goal_tli) {
-            Some((_, ended)) if goal_lsn.is_some_and(|lsn| lsn < *ended) => {}
+            Some((_, ended)) if goal_lsn.is_some_and(|lsn| lsn <= *ended) => {}
             Some((_, ended)) => {
                 return Err(refuse(format!(
                     "{label} is on timeline {goal_tli}, which the live timeline {} left at {ended}, before it",
