@@ -211,25 +211,8 @@ fn main() {
     let archive = server.dir("archive");
     let backups = server.dir("backups");
     let home = server.dir("home");
-    let root = server.root.display().to_string();
-    for dir in ["repo", "pgbr-log", "pgbr-lock"] {
-        server.dir(dir);
-    }
-    let pgbackrest = server.root.join("pgbackrest.conf");
-    std::fs::write(
-        &pgbackrest,
-        format!(
-            "[global]\nrepo1-path={root}/repo\nlog-path={root}/pgbr-log\nlock-path={root}/pgbr-lock\nstart-fast=y\n\
-             log-level-console=warn\ncompress-type=lz4\n\n[rb]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
-            server.data.display(),
-            server.port,
-            server.socket_dir().display()
-        ),
-    )
-    .unwrap();
-    server.own(&pgbackrest);
-    let config = format!("--config={}", pgbackrest.display());
-    server.ctl(&["/usr/bin/pgbackrest", &config, "--stanza=rb", "stanza-create"]);
+    let config = server.pgbackrest_stanza();
+    let pgbackrest = PathBuf::from(config.trim_start_matches("--config="));
     let b = Bench { server, archive, backups, pgbackrest, home, rows };
     b.psql("postgres", "CREATE DATABASE orders");
     b.psql(
@@ -239,22 +222,7 @@ fn main() {
              INSERT INTO items (note) SELECT 'item ' || g || repeat('x', 80) FROM generate_series(1, {rows}) g"
         ),
     );
-    b.server.ctl(&[
-        "pg_basebackup",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &b.server.port.to_string(),
-        "-U",
-        "postgres",
-        "-D",
-        b.backups.join("b1").to_str().unwrap(),
-        "-Fp",
-        "-X",
-        "fetch",
-        "-c",
-        "fast",
-    ]);
+    b.server.base_backup(&b.backups.join("b1"));
     b.server.ctl(&["/usr/bin/pgbackrest", &config, "--stanza=rb", "--type=full", "backup"]);
     b.psql("orders", "UPDATE items SET note = note || 'y' WHERE id % 2 = 0");
     let point = {

@@ -196,6 +196,45 @@ impl PrivatePostgres {
         self.ctl(&["pg_ctl", "-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
     }
 
+    /// A base backup into `dir`: `pg_basebackup -Fp -X fetch -c fast`.
+    ///
+    /// # Panics
+    /// When it fails.
+    pub fn base_backup(&self, dir: &Path) {
+        let port = self.port.to_string();
+        let dir = dir.display().to_string();
+        let args = ["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", &dir, "-Fp", "-X", "fetch", "-c", "fast"];
+        self.ctl(&[&["pg_basebackup"], &args[..]].concat());
+    }
+
+    /// A pgBackRest stanza `rb` for this cluster, its repository, logs and locks
+    /// under [`root`](Self::root); returns its `--config=…` argument. The cluster
+    /// must archive with `pgbackrest --config=%ROOT%/pgbackrest.conf --stanza=rb
+    /// archive-push %p`.
+    ///
+    /// # Panics
+    /// When `pgbackrest stanza-create` fails.
+    pub fn pgbackrest_stanza(&self) -> String {
+        let root = self.root.display().to_string();
+        for dir in ["repo", "pgbr-log", "pgbr-lock", "pgbr-spool"] {
+            self.dir(dir);
+        }
+        let conf = self.root.join("pgbackrest.conf");
+        let text = format!(
+            "[global]\nrepo1-path={root}/repo\nlog-path={root}/pgbr-log\nlock-path={root}/pgbr-lock\n\
+             spool-path={root}/pgbr-spool\nstart-fast=y\nlog-level-console=warn\ncompress-type=lz4\n\n\
+             [rb]\npg1-path={}\npg1-port={}\npg1-socket-path={}\n",
+            self.data.display(),
+            self.port,
+            self.socket_dir().display()
+        );
+        std::fs::write(&conf, text).expect("pgbackrest.conf");
+        self.own(&conf);
+        let config = format!("--config={}", conf.display());
+        self.ctl(&["/usr/bin/pgbackrest", &config, "--stanza=rb", "stanza-create"]);
+        config
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/db`.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)

@@ -51,26 +51,8 @@ fn pgbackrest_cluster() -> Option<Cluster> {
         "archive_mode = on",
         "archive_command = 'pgbackrest --config=%ROOT%/pgbackrest.conf --stanza=rb archive-push %p'",
     ]);
-    let root = server.root.display().to_string();
-    let conf = server.root.join("pgbackrest.conf");
-    for dir in ["repo", "pgbr-log", "pgbr-lock", "pgbr-spool"] {
-        server.dir(dir);
-    }
-    std::fs::write(
-        &conf,
-        format!(
-            "[global]\nrepo1-path={root}/repo\nlog-path={root}/pgbr-log\nlock-path={root}/pgbr-lock\n\
-             spool-path={root}/pgbr-spool\nstart-fast=y\nlog-level-console=warn\n\n[rb]\npg1-path={}\n\
-             pg1-port={}\npg1-socket-path={}\n",
-            server.data.display(),
-            server.port,
-            server.socket_dir().display()
-        ),
-    )
-    .unwrap();
-    server.own(&conf);
-    let config = format!("--config={}", conf.display());
-    server.ctl(&["/usr/bin/pgbackrest", &config, "--stanza=rb", "stanza-create"]);
+    let config = server.pgbackrest_stanza();
+    let conf = PathBuf::from(config.trim_start_matches("--config="));
     let points = server.dir("points");
     Some(Cluster {
         archive: points,
@@ -105,28 +87,13 @@ impl Cluster {
     }
 
     fn base_backup(&self, name: &str) {
-        if let Some(conf) = &self.pgbackrest {
-            let config = format!("--config={}", conf.display());
-            self.server.ctl(&["/usr/bin/pgbackrest", &config, "--stanza=rb", "--type=full", "backup"]);
-            return;
+        match &self.pgbackrest {
+            Some(conf) => {
+                let config = format!("--config={}", conf.display());
+                self.server.ctl(&["/usr/bin/pgbackrest", &config, "--stanza=rb", "--type=full", "backup"]);
+            }
+            None => self.server.base_backup(&self.backups.join(name)),
         }
-        let dir = self.backups.join(name);
-        self.server.ctl(&[
-            "pg_basebackup",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.server.port.to_string(),
-            "-U",
-            "postgres",
-            "-D",
-            dir.to_str().unwrap(),
-            "-Fp",
-            "-X",
-            "fetch",
-            "-c",
-            "fast",
-        ]);
     }
 
     fn timeline(&self) -> u32 {
