@@ -18,7 +18,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 /// Runs `fut` to completion on the runtime with the GIL released, so other Python
 /// threads run meanwhile (and Python targets or verifiers called by the engine can
 /// take the GIL on the runtime's blocking threads). Ctrl-C (on the main thread)
-/// drops `fut` and raises `KeyboardInterrupt` within [`SIGNALS_EVERY`].
+/// drops `fut` and raises `KeyboardInterrupt` within 50 ms.
 pub fn block_on<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
 where
     F: Future<Output = rollback_core::Result<T>> + Send,

@@ -6,8 +6,8 @@
 //! archive (`before = T`, exclusive), or a base backup's end (`exact =
 //! "backup:NAME"`). Prepare resolves the target once — the recovery target, the
 //! base backup, the timeline, the real `archive_command` — and refuses what
-//! PostgreSQL could not reach (see [`resolve`]). Apply recovers beside the live
-//! cluster on a spare port, verifies, and only then switches (see [`recover`]).
+//! PostgreSQL could not reach (`pitr/resolve.rs`). Apply recovers beside the live
+//! cluster on a spare port, verifies, and only then switches (`pitr/recover.rs`).
 //!
 //! Supported: self-contained data directories (`postgresql.conf` inside, as
 //! `initdb` makes them). Two recovery engines, the rest being the same code:
