@@ -336,3 +336,52 @@ async fn a_runner_killed_after_any_phase_is_resumed_by_another_process() {
         assert!(c.beside("recover").is_empty() && c.beside("recover-tmp").is_empty(), "after {phase}");
     }
 }
+
+#[tokio::test]
+async fn recovers_to_a_wal_location() {
+    let Some(c) = cluster() else { return };
+    setup_orders(&c);
+    let lsn = c.sql("SELECT pg_current_wal_insert_lsn()");
+    c.insert("bad-deploy", 30);
+    let report = c.recover(Selector::Exact(format!("lsn:{lsn}")), &[]).await;
+    assert_eq!(report.state, RunState::Succeeded, "{report}");
+    assert_eq!(c.rows(), ["before-backup:100", "good:50"]);
+    assert_eq!(c.timeline(), 2);
+}
+
+/// A recovery branches a new timeline at its target: a restore point made after it
+/// on the old timeline is not on the new one's history, and is refused.
+#[tokio::test]
+async fn a_restore_point_left_behind_by_a_recovery_is_refused() {
+    let Some(c) = cluster() else { return };
+    setup_orders(&c);
+    assert_eq!(c.restore_point("rb-a").await.state, RunState::Succeeded);
+    c.insert("between", 5);
+    assert_eq!(c.restore_point("rb-b").await.state, RunState::Succeeded);
+    assert_eq!(c.recover(Selector::Exact("rb-a".into()), &[]).await.state, RunState::Succeeded);
+    let refused = c.recover(Selector::Exact("rb-b".into()), &[]).await;
+    let text = format!("{refused}");
+    assert_eq!(refused.state, RunState::Failed, "{text}");
+    assert!(text.contains("timeline 1, which the live timeline 2 left at"), "{text}");
+    assert_eq!(c.rows(), ["before-backup:100", "good:50"], "nothing changed by the refusal");
+}
+
+#[tokio::test]
+async fn failing_archiving_is_refused() {
+    let Some(c) = cluster() else { return };
+    setup_orders(&c);
+    assert_eq!(c.restore_point("rb-a").await.state, RunState::Succeeded);
+    c.sql("ALTER SYSTEM SET archive_command = 'false'");
+    c.sql("SELECT pg_reload_conf()");
+    c.insert("unarchived", 1);
+    c.sql("SELECT pg_switch_wal()");
+    let failing = rollback_core::testkit::outage::wait_until(Duration::from_secs(60), || {
+        c.sql("SELECT failed_count FROM pg_stat_archiver") != "0"
+    });
+    assert!(failing, "the archiver never failed");
+    let refused = c.recover(Selector::Exact("rb-a".into()), &[]).await;
+    let text = format!("{refused}");
+    assert_eq!(refused.state, RunState::Failed, "{text}");
+    assert!(text.contains("archiving is failing now"), "{text}");
+    assert_eq!(c.timeline(), 1);
+}

@@ -14,6 +14,23 @@ import rollback
 from conftest import Releases, rollback_plan
 
 
+class Ticks:
+    """Counts 5 ms sleeps on the running loop until stopped: proof that it ran."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.task = asyncio.ensure_future(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.005)
+            self.count += 1
+
+    def stop(self) -> int:
+        self.task.cancel()
+        return self.count
+
+
 def test_async_engine_runs_two_plans_concurrently_while_the_loop_ticks(tmp_path):
     web = Releases("web", ["v1", "v2", "v3"])
     api = Releases("api", ["a1", "a2"])
@@ -27,24 +44,15 @@ def test_async_engine_runs_two_plans_concurrently_while_the_loop_ticks(tmp_path)
 
     async def main():
         engine = rollback.AsyncEngine(tmp_path, targets=[web, api], verifiers=[SlowHealth()])
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
-
-        tick = asyncio.create_task(ticker())
+        ticks = Ticks()
         web_plan = rollback_plan("web", name="web")
         web_plan["stages"].append({"name": "v", "steps": [{"id": "ok", "op": "verify", "verifier": "slow",
                                                            "policy": {"interval": "10ms", "passes": 3}}]})
         dry = await engine.dry_run(web_plan)
         assert isinstance(dry, rollback.DryRun) and dry.steps[0]["change"]["to"]["id"] == "v2"
         reports = await asyncio.gather(engine.run(web_plan), engine.run(rollback_plan("api", name="api")))
-        tick.cancel()
         history = await engine.history()
-        return reports, ticks, history
+        return reports, ticks.stop(), history
 
     (web_report, api_report), ticks, history = asyncio.run(main())
     assert web_report.succeeded and api_report.succeeded
@@ -136,20 +144,11 @@ def test_the_loop_keeps_running_while_a_blocking_python_method_runs(tmp_path):
 
     async def main():
         engine = rollback.AsyncEngine(tmp_path, verifiers=[Blocking()])
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
-
-        tick = asyncio.create_task(ticker())
+        ticks = Ticks()
         plan = {"name": "wait", "stages": [{"name": "v", "steps": [
             {"id": "ok", "op": "verify", "verifier": "blocking", "policy": {"interval": "0s", "passes": 1}}]}]}
         report = await engine.run(plan)
-        tick.cancel()
-        return report, ticks
+        return report, ticks.stop()
 
     report, ticks = asyncio.run(main())
     assert report.succeeded

@@ -15,8 +15,13 @@ import rollback
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     import rollback
+
+    # Python's own Ctrl-C handler, whatever the parent left: a shell running the suite
+    # in the background starts its children with SIGINT ignored, and Python then
+    # keeps it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     class Slow:
         name = "slow"

@@ -3,8 +3,8 @@
 //!
 //! Versions are what can be recovered to: the restore points `pg-restore-point`
 //! made (`exact = "rb-pre-deploy-42"`, `previous`, `back = N`), a time inside the
-//! archive (`before = T`, exclusive), or a base backup's end (`exact =
-//! "backup:NAME"`). Prepare resolves the target once — the recovery target, the
+//! archive (`before = T`, exclusive), a WAL location (`exact = "lsn:0/3000060"`,
+//! inclusive), or a base backup's end (`exact = "backup:NAME"`). Prepare resolves the target once — the recovery target, the
 //! base backup, the timeline, the real `archive_command` — and refuses what
 //! PostgreSQL could not reach (`pitr/resolve.rs`). Apply recovers beside the live
 //! cluster on a spare port, verifies, and only then switches (`pitr/recover.rs`).

@@ -28,6 +28,8 @@ pub(super) enum RecoveryTarget {
     Name { name: String, lsn: Lsn },
     /// Just before a time (`recovery_target_time`, not inclusive).
     Time { time: DateTime<Utc> },
+    /// A WAL location (`recovery_target_lsn`, inclusive).
+    Lsn { lsn: Lsn },
     /// The base backup's end (`recovery_target = 'immediate'`).
     Immediate,
 }
@@ -139,7 +141,9 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
     let on_path = |b: &BaseBackup| archive::timeline_at(&ancestry, live.timeline, b.start) == b.timeline;
     let backup = match &goal {
         RecoveryTarget::Immediate => backups.iter().find(|b| since == b.started).cloned(),
-        RecoveryTarget::Name { lsn, .. } => backups.iter().rev().find(|b| on_path(b) && b.end <= *lsn).cloned(),
+        RecoveryTarget::Name { lsn, .. } | RecoveryTarget::Lsn { lsn } => {
+            backups.iter().rev().find(|b| on_path(b) && b.end <= *lsn).cloned()
+        }
         RecoveryTarget::Time { time } => backups.iter().rev().find(|b| on_path(b) && b.started < *time).cloned(),
     };
     let Some(backup) = backup else {
@@ -182,6 +186,7 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
         RecoveryTarget::Name { name, .. } => name.clone(),
         RecoveryTarget::Time { time } => format!("time:{}", time.to_rfc3339()),
         RecoveryTarget::Immediate => format!("backup:{}", backup.name),
+        RecoveryTarget::Lsn { lsn } => format!("lsn:{lsn}"),
     };
     let description = format!(
         "{}: recover {} to {label} from base backup {} (timeline {}), verify on port {}, then switch; the live data \
@@ -245,6 +250,18 @@ fn goal(
                 lsn: Some(b.end),
                 since: b.started,
                 label: format!("base backup {name} (consistent at {})", b.end),
+            })
+        }
+        Selector::Exact(id) if id.starts_with("lsn:") => {
+            let lsn = Lsn::parse(&id["lsn:".len()..])?;
+            Ok(Goal {
+                target: RecoveryTarget::Lsn { lsn },
+                timeline: live_timeline,
+                lsn: Some(lsn),
+                // No time is known for a location: the data-loss count starts at the newest
+                // restore point before it, or counts nothing.
+                since: points.iter().rev().find(|p| p.lsn <= lsn).map_or_else(Utc::now, |p| p.time),
+                label: format!("WAL location {lsn} (inclusive)"),
             })
         }
         Selector::Exact(name) => points

@@ -188,6 +188,7 @@ impl Source {
                         lines.push(format!("recovery_target_time = '{}'", time.format("%Y-%m-%d %H:%M:%S%.6f+00")));
                         lines.push("recovery_target_inclusive = off".to_owned());
                     }
+                    RecoveryTarget::Lsn { lsn } => lines.push(format!("recovery_target_lsn = '{lsn}'")),
                     RecoveryTarget::Immediate => lines.push("recovery_target = 'immediate'".to_owned()),
                 }
                 Ok(lines)
@@ -208,6 +209,7 @@ impl Source {
                         format!("--target={}", time.format("%Y-%m-%d %H:%M:%S%.6f+00")),
                         "--target-exclusive".to_owned(),
                     ]),
+                    RecoveryTarget::Lsn { lsn } => args.extend(["--type=lsn".to_owned(), format!("--target={lsn}")]),
                     RecoveryTarget::Immediate => args.push("--type=immediate".to_owned()),
                 }
                 std::fs::create_dir(into).map_err(|e| Error::from(e).with_context("path", into.display()))?;
