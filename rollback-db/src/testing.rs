@@ -142,15 +142,7 @@ impl PrivatePostgres {
     /// # Panics
     /// When it fails.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let program = self.bin.join(args[0]);
-        let mut cmd = if self.as_postgres_user {
-            let mut cmd = std::process::Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(&program);
-            cmd
-        } else {
-            std::process::Command::new(&program)
-        };
-        let out = cmd.args(&args[1..]).current_dir("/").output().expect("run a server tool");
+        let out = self.tool(args[0]).args(&args[1..]).output().expect("run a server tool");
         assert!(
             out.status.success(),
             "{args:?}: {}{}",
@@ -158,6 +150,21 @@ impl PrivatePostgres {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A server tool (a name in [`bin`](Self::bin), or an absolute path) as the
+    /// server's user, run in `/`.
+    fn tool(&self, program: &str) -> std::process::Command {
+        let program = self.bin.join(program);
+        let mut cmd = if self.as_postgres_user {
+            let mut cmd = std::process::Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(&program);
+            cmd
+        } else {
+            std::process::Command::new(&program)
+        };
+        cmd.current_dir("/");
+        cmd
     }
 
     /// The options this cluster runs with, besides its port (`pg_ctl -o`): TCP on
@@ -246,14 +253,7 @@ impl Drop for PrivatePostgres {
         // Every data directory under the root (the cluster and any copy beside it).
         for dir in std::fs::read_dir(&self.root).into_iter().flatten().flatten().map(|e| e.path()) {
             if dir.join("postmaster.pid").exists() {
-                let mut cmd = if self.as_postgres_user {
-                    let mut cmd = std::process::Command::new("runuser");
-                    cmd.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl"));
-                    cmd
-                } else {
-                    std::process::Command::new(self.bin.join("pg_ctl"))
-                };
-                let _ = cmd.arg("-D").arg(&dir).args(["-m", "immediate", "-w", "stop"]).current_dir("/").output();
+                let _ = self.tool("pg_ctl").arg("-D").arg(&dir).args(["-m", "immediate", "-w", "stop"]).output();
             }
         }
         // ROLLBACK_KEEP_PG=1 keeps the directory (logs, data) to look at a failure.

@@ -62,6 +62,15 @@ pub fn segment_name(timeline: u32, segment: u64, segment_size: u64) -> String {
     format!("{timeline:08X}{:08X}{:08X}", segment / per_id, segment % per_id)
 }
 
+/// The timeline of a WAL file name (its first eight hex digits).
+///
+/// ```
+/// assert_eq!(rollback_db::pitr::timeline_of("000000020000000000000003"), Some(2));
+/// ```
+pub fn timeline_of(segment: &str) -> Option<u32> {
+    u32::from_str_radix(segment.get(..8)?, 16).ok()
+}
+
 /// A restore point `pg-restore-point` made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestorePoint {

@@ -23,7 +23,7 @@ mod restore_point;
 mod server;
 mod source;
 
-pub use archive::{BaseBackup, Lsn, RESTORE_POINTS, RestorePoint, base_backups, restore_points};
+pub use archive::{BaseBackup, Lsn, RESTORE_POINTS, RestorePoint, base_backups, restore_points, timeline_of};
 pub use restore_point::{PgRestorePoint, PgRestorePointConfig};
 
 use async_trait::async_trait;
@@ -124,9 +124,8 @@ pub struct PgPitr {
     kill_after: Option<PitrPhase>,
 }
 
-/// The points between the phases of a recovery (test support: where
-/// [`PgPitr::kill_after`] stops the process).
-#[cfg(feature = "test-helpers")]
+/// The points between the phases of a recovery (logged as each is passed; in test
+/// builds, where `PgPitr::kill_after` stops the process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PitrPhase {
     /// The base backup and settings are in place beside the live cluster.
@@ -237,12 +236,11 @@ impl PgPitr {
         self
     }
 
-    /// Marks the end of a phase (a no-op outside test builds).
-    #[cfg_attr(not(feature = "test-helpers"), allow(unused_variables))]
-    fn reached(&self, phase: &'static str) {
-        tracing::debug!(phase, "pg-pitr phase done");
+    /// Marks the end of a phase.
+    fn reached(&self, phase: PitrPhase) {
+        tracing::debug!(?phase, "pg-pitr phase done");
         #[cfg(feature = "test-helpers")]
-        if self.kill_after.is_some_and(|p| format!("{p:?}") == phase) {
+        if self.kill_after == Some(phase) {
             let _ = std::process::Command::new("kill").args(["-9", &std::process::id().to_string()]).status();
             std::thread::sleep(std::time::Duration::from_secs(5));
         }

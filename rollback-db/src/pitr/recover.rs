@@ -17,8 +17,8 @@
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-use super::PgPitr;
 use super::resolve::Recovery;
+use super::{PgPitr, PitrPhase};
 use rollback_core::{Change, Error, ErrorKind, IdempotencyKey, Observed, Result};
 
 const MARKER: &str = "rollback-pitr.json";
@@ -103,13 +103,13 @@ fn quoted(value: &str) -> String {
 pub(super) async fn apply(target: &PgPitr, change: &Change, key: &IdempotencyKey) -> Result<()> {
     let recovery = recovery_of(change)?;
     let d = dirs(&target.config.data_dir, key);
-    // Every pass moves one phase on; four are enough.
+    // Every pass moves at least one phase on (four phases; two passes to spare).
     for _ in 0..6 {
         match phase(&d, key)? {
             Phase::Switched => return serve(target, &d, recovery.port).await,
             Phase::Renaming => {
                 rename(&d.recovering, &d.live)?;
-                target.reached("Switched");
+                target.reached(PitrPhase::Switched);
             }
             Phase::Fresh => restore(target, &recovery, &d, key).await?,
             Phase::Restored => beside_then_switch(target, &recovery, &d, key).await?,
@@ -221,7 +221,7 @@ async fn restore(target: &PgPitr, recovery: &Recovery, d: &Dirs, key: &Idempoten
     write_owned(&d.tmp.join(MARKER), marker.to_string().as_bytes(), owner)?;
     tracing::info!(dir = %d.recovering.display(), "pg-pitr: base backup restored beside the live cluster");
     rename(&d.tmp, &d.recovering)?;
-    target.reached("Restored");
+    target.reached(PitrPhase::Restored);
     Ok(())
 }
 
@@ -249,7 +249,7 @@ async fn beside_then_switch(target: &PgPitr, recovery: &Recovery, d: &Dirs, key:
         .wait_promoted(spare, target.config.recovery_timeout, alive)
         .await
         .map_err(|e| with_log(e, &d.log))?;
-    target.reached("Promoted");
+    target.reached(PitrPhase::Promoted);
     if let Some(line) =
         std::fs::read_to_string(&d.log).unwrap_or_default().lines().find(|l| l.contains("recovery stopping"))
     {
@@ -260,7 +260,7 @@ async fn beside_then_switch(target: &PgPitr, recovery: &Recovery, d: &Dirs, key:
         rename(&d.recovering, &d.unverified)?;
         return Err(failed.with_context("kept for inspection", d.unverified.display()));
     }
-    target.reached("Verified");
+    target.reached(PitrPhase::Verified);
     target.tools.stop(&d.recovering).await?;
     let owner = owner(d);
     settings(
@@ -274,12 +274,12 @@ async fn beside_then_switch(target: &PgPitr, recovery: &Recovery, d: &Dirs, key:
     )?;
     target.source.publish(&target.tools, &d.staging, owner).await?;
     target.tools.stop(&d.live).await?;
-    target.reached("LiveStopped");
+    target.reached(PitrPhase::LiveStopped);
     rename(&d.live, &d.damaged)?;
-    target.reached("LiveKept");
+    target.reached(PitrPhase::LiveKept);
     tracing::info!(kept = %d.damaged.display(), key = key.as_str(), "pg-pitr: live cluster stopped and kept");
     rename(&d.recovering, &d.live)?;
-    target.reached("Switched");
+    target.reached(PitrPhase::Switched);
     Ok(())
 }
 

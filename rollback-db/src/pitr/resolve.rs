@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::PgPitr;
 use super::archive::{self, BaseBackup, Lsn, RESTORE_POINTS, RestorePoint};
-use super::server::Sessions;
+use super::server::{Sessions, wait_archived};
 use crate::error::map;
 use rollback_core::{Change, DataLoss, Error, ErrorKind, Result, Reversibility, Selector, Version};
 
@@ -51,14 +51,17 @@ pub(super) struct Recovery {
 }
 
 pub(super) async fn live(sessions: &Sessions) -> Result<Live> {
-    let mut conn = sessions.connect(sessions.port()).await?;
+    live_on(&mut sessions.connect(sessions.port()).await?).await
+}
+
+async fn live_on(conn: &mut sqlx::PgConnection) -> Result<Live> {
     let (file, lsn): (String, String) =
         sqlx::query_as("SELECT pg_walfile_name(pg_current_wal_lsn()), pg_current_wal_lsn()::text")
-            .fetch_one(&mut conn)
+            .fetch_one(&mut *conn)
             .await
             .map_err(|e| map("read the WAL position", e))?;
-    let timeline = u32::from_str_radix(&file[..8.min(file.len())], 16)
-        .map_err(|_| Error::internal(format!("unexpected WAL file name {file}")))?;
+    let timeline =
+        archive::timeline_of(&file).ok_or_else(|| Error::internal(format!("unexpected WAL file name {file}")))?;
     Ok(Live { timeline, lsn: Lsn::parse(&lsn)? })
 }
 
@@ -93,6 +96,12 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
             failed_wal.unwrap_or_default()
         )));
     }
+    // What the selector names, before anything is written (a switch keeps the timeline).
+    let points = archive::restore_points(&config.archive)?;
+    let backups = target.source.backups(&target.tools).await?;
+    let timeline = live_on(&mut conn).await?.timeline;
+    let Goal { target: goal, timeline: goal_tli, lsn: goal_lsn, since, label, backup: named_backup } =
+        goal(selector, &points, &backups, &config.archive, timeline)?;
     // A time needs a commit after it (recovery ends with FATAL otherwise): make one.
     if let Selector::Before(time) = selector {
         let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
@@ -112,14 +121,14 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
             .fetch_one(&mut conn)
             .await
             .map_err(|e| map("pg_switch_wal", e))?;
-    wait_archived(&mut conn, &switched, Duration::from_secs(60)).await?;
+    let wait = Duration::from_secs(60);
+    if let Err(last) = wait_archived(&mut conn, &switched, wait).await? {
+        return Err(refuse(format!(
+            "WAL segment {switched} was not archived within {wait:?} of pg_switch_wal() (last archived: {last})"
+        )));
+    }
     let switch_lsn = Lsn::parse(&switch_lsn)?;
-    let live = live(&target.sessions).await?;
-
-    let points = archive::restore_points(&config.archive)?;
-    let backups = target.source.backups(&target.tools).await?;
-    let Goal { target: goal, timeline: goal_tli, lsn: goal_lsn, since, label } =
-        goal(selector, &points, &backups, &config.archive, live.timeline)?;
+    let live = live_on(&mut conn).await?;
     let ancestry = target.source.history(&target.tools, live.timeline).await?;
     if goal_tli != live.timeline {
         match ancestry.iter().find(|(tli, _)| *tli == goal_tli) {
@@ -140,7 +149,7 @@ pub(super) async fn prepare(target: &PgPitr, selector: &Selector) -> Result<Chan
     }
     let on_path = |b: &BaseBackup| archive::timeline_at(&ancestry, live.timeline, b.start) == b.timeline;
     let backup = match &goal {
-        RecoveryTarget::Immediate => backups.iter().find(|b| since == b.started).cloned(),
+        RecoveryTarget::Immediate => backups.iter().find(|b| named_backup.as_ref() == Some(&b.name)).cloned(),
         RecoveryTarget::Name { lsn, .. } | RecoveryTarget::Lsn { lsn } => {
             backups.iter().rev().find(|b| on_path(b) && b.end <= *lsn).cloned()
         }
@@ -216,6 +225,8 @@ struct Goal {
     since: DateTime<Utc>,
     /// How reports name it.
     label: String,
+    /// The base backup it names (`backup:NAME`).
+    backup: Option<String>,
 }
 
 /// The recovery target a selector names.
@@ -232,6 +243,7 @@ fn goal(
         lsn: Some(p.lsn),
         since: p.time,
         label: format!("restore point {:?} ({} on timeline {})", p.name, p.lsn, p.timeline),
+        backup: None,
     };
     let listed = || {
         let names: Vec<&str> = points.iter().rev().take(10).map(|p| p.name.as_str()).collect();
@@ -250,6 +262,7 @@ fn goal(
                 lsn: Some(b.end),
                 since: b.started,
                 label: format!("base backup {name} (consistent at {})", b.end),
+                backup: Some(b.name.clone()),
             })
         }
         Selector::Exact(id) if id.starts_with("lsn:") => {
@@ -262,6 +275,7 @@ fn goal(
                 // restore point before it, or counts nothing.
                 since: points.iter().rev().find(|p| p.lsn <= lsn).map_or_else(Utc::now, |p| p.time),
                 label: format!("WAL location {lsn} (inclusive)"),
+                backup: None,
             })
         }
         Selector::Exact(name) => points
@@ -284,30 +298,8 @@ fn goal(
             lsn: None,
             since: *time,
             label: format!("just before {}", time.to_rfc3339()),
+            backup: None,
         }),
-    }
-}
-
-/// Waits until PostgreSQL's archiver reports `segment` archived (for every engine:
-/// it is what `archive_command` succeeded with).
-async fn wait_archived(conn: &mut sqlx::PgConnection, segment: &str, timeout: Duration) -> Result<()> {
-    let started = std::time::Instant::now();
-    loop {
-        let last: Option<String> = sqlx::query_scalar("SELECT last_archived_wal FROM pg_stat_archiver")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| map("read pg_stat_archiver", e))?;
-        // Names of one timeline sort as their segments (a `.backup` or `.partial` suffix after them).
-        if last.as_deref().is_some_and(|last| last >= segment) {
-            return Ok(());
-        }
-        if started.elapsed() > timeout {
-            return Err(refuse(format!(
-                "WAL segment {segment} was not archived within {timeout:?} of pg_switch_wal() (last archived: {})",
-                last.unwrap_or_else(|| "none".into())
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

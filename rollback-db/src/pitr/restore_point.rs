@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::archive::{self, Lsn, RESTORE_POINTS, RestorePoint};
-use super::server::Sessions;
+use super::server::{Sessions, wait_archived};
 use crate::PgUrl;
 use crate::error::map;
 use rollback_core::{
@@ -136,27 +136,16 @@ impl Target for PgRestorePoint {
         .fetch_one(&mut conn)
         .await
         .map_err(|e| map("pg_create_restore_point", e))?;
-        let timeline = u32::from_str_radix(&file[..8.min(file.len())], 16).unwrap_or(1);
-        let started = std::time::Instant::now();
-        // The archiver's own word, whatever the archive is (a directory, pgBackRest).
-        loop {
-            let last: Option<String> = sqlx::query_scalar("SELECT last_archived_wal FROM pg_stat_archiver")
-                .fetch_one(&mut conn)
-                .await
-                .map_err(|e| map("read pg_stat_archiver", e))?;
-            if last.as_deref().is_some_and(|last| last >= file.as_str()) {
-                break;
-            }
-            if started.elapsed() > self.config.archive_wait {
-                return Err(Error::new(
-                    rollback_core::ErrorKind::Timeout,
-                    format!(
-                        "restore point {name:?} made, but segment {file} was not archived within {:?}",
-                        self.config.archive_wait
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let timeline = archive::timeline_of(&file).unwrap_or(1);
+        if let Err(last) = wait_archived(&mut conn, &file, self.config.archive_wait).await? {
+            return Err(Error::new(
+                rollback_core::ErrorKind::Timeout,
+                format!(
+                    "restore point {name:?} made, but segment {file} was not archived within {:?} (last archived: \
+                     {last})",
+                    self.config.archive_wait
+                ),
+            ));
         }
         let mut points = archive::restore_points(&self.config.archive)?;
         points.push(RestorePoint {

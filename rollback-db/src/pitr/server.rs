@@ -92,6 +92,31 @@ impl Tools {
     }
 }
 
+/// Waits until PostgreSQL's archiver reports `segment` archived — what
+/// `archive_command` succeeded with, whatever the archive is (a directory,
+/// pgBackRest). `Err(last archived)` after `timeout`.
+pub async fn wait_archived(
+    conn: &mut sqlx::PgConnection,
+    segment: &str,
+    timeout: Duration,
+) -> Result<std::result::Result<(), String>> {
+    let started = std::time::Instant::now();
+    loop {
+        let last: Option<String> = sqlx::query_scalar("SELECT last_archived_wal FROM pg_stat_archiver")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| map("read pg_stat_archiver", e))?;
+        // Names of one timeline sort as their segments (a `.backup` or `.partial` suffix after them).
+        if last.as_deref().is_some_and(|last| last >= segment) {
+            return Ok(Ok(()));
+        }
+        if started.elapsed() > timeout {
+            return Ok(Err(last.unwrap_or_else(|| "none".into())));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// How to reach the cluster's servers over SQL: the URL's user, password and
 /// database, on a given port.
 #[derive(Debug, Clone)]

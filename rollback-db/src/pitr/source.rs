@@ -76,10 +76,7 @@ impl Source {
                     let (Some(start), Some(end)) = (lsn_field(&b["lsn"]["start"]), lsn_field(&b["lsn"]["stop"])) else {
                         continue;
                     };
-                    let timeline = b["archive"]["start"]
-                        .as_str()
-                        .and_then(|s| u32::from_str_radix(s.get(..8)?, 16).ok())
-                        .unwrap_or(1);
+                    let timeline = b["archive"]["start"].as_str().and_then(archive::timeline_of).unwrap_or(1);
                     let started = b["timestamp"]["start"].as_i64().and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
                     out.push(BaseBackup {
                         name: b["label"].as_str().unwrap_or_default().to_owned(),
