@@ -10,6 +10,9 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${ROLLBACK_VENV:-$(cd "$here/.." && pwd)/.venv}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# Under CI the release build goes into the scratch directory, removed at exit: a
+# gigabyte and more that later stages do not need.
+[ -n "${CI:-}" ] && export CARGO_TARGET_DIR="$work/target"
 cd "$here"
 start=$(date +%s)
 VIRTUAL_ENV="$venv" "$venv/bin/maturin" build --release --quiet --out "$work/dist" 2>&1 | grep -v '^🔗\|^📦\|^✏️\|^🛠\|^🍹\|^🐍\|^📡' || true
