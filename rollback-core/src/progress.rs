@@ -33,7 +33,11 @@ pub struct Progress {
 struct Sink {
     tx: mpsc::UnboundedSender<Progress>,
     last: Mutex<Option<Instant>>,
+    notes: Mutex<Notes>,
 }
+
+/// What a step's work noted about how it went ([`note`]), journaled with its outcome.
+pub type Notes = serde_json::Map<String, serde_json::Value>;
 
 impl Sink {
     fn report(&self, done: u64, total: Option<u64>, unit: &str) {
@@ -54,6 +58,19 @@ tokio::task_local! {
 /// Reports progress of the step running in this task; a no-op outside a run.
 pub fn report(done: u64, total: Option<u64>, unit: &str) {
     let _ = SINK.try_with(|sink| sink.report(done, total, unit));
+}
+
+/// Notes how the running step's work went, for its report (journaled with the step's
+/// outcome, under `detail`): which path a backend took, what it cost. A no-op outside
+/// a run; a second note of the same name replaces the first.
+///
+/// ```
+/// // An S3 restore notes whether its writes were conditional or re-listed:
+/// rollback_core::progress::note("write_guard", "conditional");
+/// ```
+pub fn note(name: &str, value: impl Into<serde_json::Value>) {
+    let value = value.into();
+    let _ = SINK.try_with(|sink| sink.notes.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), value));
 }
 
 /// The running step's progress sink, to carry into work outside its task.
@@ -84,13 +101,15 @@ pub fn reporter() -> Option<Reporter> {
 }
 
 /// Runs `work` with a progress sink, handing each report to `on_progress` while it
-/// runs (the work is not polled while `on_progress` runs; reports are rare).
-pub(crate) async fn watch<T, F>(work: impl Future<Output = T>, mut on_progress: impl FnMut(Progress) -> F) -> T
+/// runs (the work is not polled while `on_progress` runs; reports are rare). Returns
+/// the work's output and what it noted.
+pub(crate) async fn watch<T, F>(work: impl Future<Output = T>, mut on_progress: impl FnMut(Progress) -> F) -> (T, Notes)
 where
     F: Future<Output = ()>,
 {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let work = SINK.scope(Arc::new(Sink { tx, last: Mutex::new(None) }), work);
+    let sink = Arc::new(Sink { tx, last: Mutex::new(None), notes: Mutex::new(Notes::new()) });
+    let work = SINK.scope(sink.clone(), work);
     tokio::pin!(work);
     let output = loop {
         tokio::select! {
@@ -106,7 +125,8 @@ where
     if let Some(progress) = last {
         on_progress(progress).await;
     }
-    output
+    let notes = std::mem::take(&mut *sink.notes.lock().unwrap_or_else(|e| e.into_inner()));
+    (output, notes)
 }
 
 #[cfg(test)]
@@ -116,7 +136,7 @@ mod tests {
     #[tokio::test]
     async fn reports_are_throttled_and_the_last_one_always_arrives() {
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let out = watch(
+        let (out, _) = watch(
             async {
                 for done in 1..=1_000 {
                     report(done, Some(1_000), "keys");
@@ -135,6 +155,21 @@ mod tests {
         assert_eq!(seen.first(), Some(&1), "the first report goes out");
         assert_eq!(seen.last(), Some(&1_000), "the finishing report goes out");
         assert!(seen.len() < 100, "a tight loop is throttled: {} reports", seen.len());
+    }
+
+    #[tokio::test]
+    async fn notes_come_back_with_the_output_the_last_of_a_name_wins() {
+        let (_, notes) = watch(
+            async {
+                note("path", "relist");
+                note("path", "conditional");
+                note("listings", 3);
+            },
+            |_| async {},
+        )
+        .await;
+        assert_eq!(serde_json::Value::Object(notes), serde_json::json!({ "path": "conditional", "listings": 3 }));
+        note("outside", 1); // no sink: dropped
     }
 
     #[test]

@@ -12,7 +12,7 @@ use chrono::Utc;
 use common::*;
 use rollback_core::testkit::conformance;
 use rollback_core::{ErrorKind, IdempotencyKey, Observed, Request, Target};
-use rollback_storage::s3::{S3, S3Restore, S3RestoreConfig};
+use rollback_storage::s3::{S3, S3Restore, S3RestoreConfig, restore_stamp};
 
 fn target(s3: S3, bucket: &str, prefix: &str, concurrency: usize) -> S3Restore {
     S3Restore::new(
@@ -105,17 +105,146 @@ async fn point_in_time_restore_matches_the_boto3_oracle() {
     assert!(all_version_ids(&before).is_subset(&all_version_ids(&after)), "no version was destroyed");
     assert_eq!(after.total_versions, before.total_versions + 7, "one new version per planned key");
 
-    // The copies carry the run key and keep the object's metadata and content type.
+    // The copies keep the object's metadata and content type and carry the run's stamp.
     let head = s3.client().head_object().bucket(&bucket).key("app/a").send().await.unwrap();
-    let meta = head.metadata().unwrap();
-    assert_eq!(meta.get("rollback-key").map(String::as_str), Some("run-1/restore/fwd"));
-    assert_eq!(meta.get("owner").map(String::as_str), Some("fixture"));
+    assert_eq!(head.metadata().unwrap().get("owner").map(String::as_str), Some("fixture"));
     assert_eq!(head.content_type(), Some("text/plain"));
+    let version_at_t = &before.versions["app/a"][1];
+    assert_eq!(
+        tag(&s3, &bucket, "app/a").await.as_deref(),
+        Some(restore_stamp(&key, &format!("{bucket}/app/a?versionId={version_at_t}")).as_str())
+    );
 
     // Re-running (as after a crash) creates no extra versions.
     target.apply(&change, &key).await.unwrap();
     let again = oracle(&env, &env.endpoint, &bucket, "", t);
     assert_eq!(again.total_versions, after.total_versions, "re-applying a done restore wrote versions");
+}
+
+/// A bucket of `n` keys `k0000…` with an old version before T and a new one after;
+/// returns T (ms).
+async fn two_versions(s3: &S3, bucket: &str, n: usize) -> (Vec<String>, i64) {
+    make_bucket(s3, bucket).await;
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i:04}")).collect();
+    put_all(s3, bucket, &keys, "old").await;
+    next_second().await;
+    let t = Utc::now().timestamp_millis();
+    next_second().await;
+    put_all(s3, bucket, &keys, "new").await;
+    (keys, t)
+}
+
+fn restore_at(t: i64) -> Request {
+    let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
+    Request::Action { action: "restore_at".into(), params: serde_json::json!({ "at": at }) }
+}
+
+fn copies(requests: &[rollback_core::testkit::CapturedRequest]) -> Vec<&rollback_core::testkit::CapturedRequest> {
+    requests.iter().filter(|r| r.method == "PUT" && r.headers.contains_key("x-amz-copy-source")).collect()
+}
+
+fn listings(requests: &[rollback_core::testkit::CapturedRequest]) -> usize {
+    requests.iter().filter(|r| r.method == "GET" && r.path.contains("list-type=2")).count()
+}
+
+#[tokio::test]
+async fn one_request_per_key_and_a_writer_inside_the_restore_is_not_overwritten() {
+    let Some(env) = env() else { return };
+    let s3 = client(&env.endpoint, None, None).await;
+    let bucket = unique("guard");
+    let (keys, t) = two_versions(&s3, &bucket, 1100).await;
+    // Everything the restore sends goes through a recording proxy: counted at the wire.
+    let proxy = rollback_core::testkit::RecordingProxy::start(&env.endpoint).await;
+    let target = target(client(&proxy.url(), None, None).await, &bucket, "", 16);
+    let change = target.prepare(&restore_at(t)).await.unwrap();
+    proxy.clear();
+    let before = oracle(&env, &env.endpoint, &bucket, "", t).total_versions;
+    // A writer changes a key of the second page while the first page is written.
+    let writer = {
+        let (s3, bucket, key, proxy) = (s3.clone(), bucket.clone(), keys[1050].clone(), proxy.clone());
+        tokio::spawn(async move {
+            while copies(&proxy.requests()).len() < 300 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            put(&s3, &bucket, &key, "someone else's").await;
+        })
+    };
+    let key = IdempotencyKey::new("run-g/restore/fwd");
+    let err = target.apply(&change, &key).await.unwrap_err();
+    writer.await.unwrap();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("k1050"), "the error names the key: {err}");
+    eprintln!("the error: {err}");
+    assert!(err.to_string().contains("restored_in_this_attempt=1000"), "says how far it got: {err}");
+
+    let after = oracle(&env, &env.endpoint, &bucket, "", t);
+    assert_eq!(body(&s3, &bucket, &keys[1050]).await, "someone else's", "the writer's object was not overwritten");
+    assert_eq!(
+        after.total_versions,
+        before + 1001,
+        "the first page restored, the writer's version, none of the second"
+    );
+    for k in &keys[..1000] {
+        assert_eq!(after.current[k], after.state_at_t[k], "{k} restored");
+    }
+    for k in keys[1000..].iter().filter(|k| **k != keys[1050]) {
+        assert_ne!(after.current[k], after.state_at_t[k], "{k} untouched");
+    }
+    let seen = proxy.requests();
+    let copied = copies(&seen);
+    assert_eq!(copied.len(), 1000, "one copy per restored key, no HEAD: {} requests", seen.len());
+    assert_eq!(
+        seen.len(),
+        1000 + listings(&seen),
+        "nothing but copies and listings: {:?}",
+        seen.iter().take(3).collect::<Vec<_>>()
+    );
+    // observe before apply: 2 pages; page 1 before + after: 1 + 1; page 2 before: 1.
+    assert_eq!(listings(&seen), 5, "listings per page");
+    let probes: Vec<_> = copied.iter().filter(|r| r.headers.contains_key("if-match")).collect();
+    assert_eq!(probes.len(), 1, "only the probe carries If-Match on the re-listing path");
+    for c in &copied {
+        assert_eq!(c.headers.get("x-amz-metadata-directive").map(String::as_str), Some("COPY"));
+        assert_eq!(c.headers.get("x-amz-tagging-directive").map(String::as_str), Some("REPLACE"));
+    }
+    assert!(matches!(target.observe(&change, &key).await.unwrap(), Observed::Diverged(_)), "k1050 diverged");
+}
+
+#[tokio::test]
+async fn conditional_writes_put_the_planned_etag_on_every_copy() {
+    let Some(env) = env() else { return };
+    let s3 = client(&env.endpoint, None, None).await;
+    let bucket = unique("cond");
+    let (keys, t) = two_versions(&s3, &bucket, 40).await;
+    del(&s3, &bucket, &keys[0]).await; // restored by a copy onto an absent key: If-None-Match
+    let proxy = rollback_core::testkit::RecordingProxy::start(&env.endpoint).await;
+    let mut config = S3RestoreConfig {
+        bucket: bucket.clone(),
+        prefix: String::new(),
+        concurrency: Some(8),
+        attempts: Some(2),
+        client: Default::default(),
+    };
+    config.client.write_guard = Some(rollback_storage::s3::WriteGuard::Conditional);
+    let proxied = client(&proxy.url(), None, None).await;
+    let target = S3Restore::new("bucket", proxied, config).unwrap();
+    let change = target.prepare(&restore_at(t)).await.unwrap();
+    let etag_new = oracle(&env, &env.endpoint, &bucket, "", t).current[&keys[1]].clone();
+    proxy.clear();
+    let key = IdempotencyKey::new("run-c/restore/fwd");
+    target.apply(&change, &key).await.unwrap();
+    let seen = proxy.requests();
+    let copied = copies(&seen);
+    assert_eq!(copied.len(), 40);
+    assert_eq!(listings(&seen), 1, "only apply's own observe lists; no page listings");
+    for c in &copied {
+        if c.path.contains(&format!("/{}?", keys[0])) {
+            assert_eq!(c.headers.get("if-none-match").map(String::as_str), Some("*"), "absent key: {c:?}");
+        } else {
+            assert_eq!(c.headers.get("if-match"), Some(&format!("\"{etag_new}\"")), "planned ETag: {c:?}");
+        }
+    }
+    assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::Done);
 }
 
 #[tokio::test]

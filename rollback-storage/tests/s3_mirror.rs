@@ -13,7 +13,7 @@ use rollback_core::testkit::conformance;
 use rollback_core::{ArtifactStore, ErrorKind, IdempotencyKey, Observed, Request, Selector, Snapshot, Target};
 use rollback_storage::s3::{
     BackupLocation, S3, S3ArtifactStore, S3CopyConfig, S3CopySnapshot, S3Mirror, S3MirrorConfig, S3VersionManifest,
-    S3VersionManifestConfig,
+    S3VersionManifestConfig, restore_stamp,
 };
 
 fn mirror(s3: S3, bucket: &str, prefix: &str, backups: BackupLocation) -> S3Mirror {
@@ -37,11 +37,6 @@ fn backups(bucket: &str, prefix: &str, path: &str) -> BackupLocation {
 /// `{key relative to prefix: etag}` of the current objects, from the oracle.
 fn current_rel(o: &Oracle, prefix: &str) -> BTreeMap<String, String> {
     o.current.iter().filter_map(|(k, e)| Some((k.strip_prefix(prefix)?.to_owned(), e.clone()))).collect()
-}
-
-async fn body(s3: &S3, bucket: &str, key: &str) -> String {
-    let out = s3.client().get_object().bucket(bucket).key(key).send().await.unwrap();
-    String::from_utf8(out.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
 }
 
 /// The runbook's layout: nightly sets in an unversioned backup bucket, each holding
@@ -117,12 +112,10 @@ async fn mirror_restore_matches_the_backup_boto3_check() {
     assert!(!after.current.contains_key("docs/c"));
     assert_eq!(body(&s3, &live, "docs/a").await, "a-good");
     assert_eq!(body(&s3, &live, "docs/x y.pdf").await, "spaced");
-    let head = s3.client().head_object().bucket(&live).key("docs/sub/e").send().await.unwrap();
-    let meta = head.metadata().unwrap();
-    assert_eq!(meta.get("rollback-key").map(String::as_str), Some("run-m/mirror/fwd"));
     assert_eq!(
-        meta.get("rollback-source").map(String::as_str),
-        Some(format!("{bk}/nightly/2025-10-16-180000/prod-docs/sub/e").as_str())
+        tag(&s3, &live, "docs/sub/e").await,
+        Some(restore_stamp(&key, &format!("{bk}/nightly/2025-10-16-180000/prod-docs/sub/e"))),
+        "the copy carries the run's stamp of its source"
     );
 
     target.apply(&change, &key).await.unwrap();
@@ -273,10 +266,12 @@ async fn version_manifest_snapshot_restores_the_exact_versions() {
     assert_eq!(after.current["other/x"], before.current["other/x"], "outside the prefix: untouched");
     assert!(all_version_ids(&before).is_subset(&all_version_ids(&after)), "no version was destroyed");
     assert_eq!(after.total_versions, before.total_versions + 3, "a and b copied back, d gets a delete marker; c equal");
-    let head = s3.client().head_object().bucket(&bucket).key("data/b").send().await.unwrap();
-    let source = head.metadata().unwrap().get("rollback-source").unwrap();
-    assert!(source.ends_with(&format!("?versionId={}", captured.versions["data/b"][0])), "{source}");
-    assert_eq!(head.metadata().unwrap().get("rollback-key").map(String::as_str), Some("run-v/snap/fwd/restore"));
+    let source = format!("{bucket}/data/b?versionId={}", captured.versions["data/b"][0]);
+    assert_eq!(
+        tag(&s3, &bucket, "data/b").await,
+        Some(restore_stamp(&IdempotencyKey::new("run-v/snap/fwd/restore"), &source)),
+        "the copy carries the restore's stamp of the captured version"
+    );
 
     snap.restore(&reference, &store).await.unwrap();
     assert_eq!(oracle(&env, &env.endpoint, &bucket, "", 0).total_versions, after.total_versions, "restore twice wrote");
@@ -424,6 +419,8 @@ policy = {{ interval = "100ms", passes = 1, deadline = "2s", max_failures = 1 }}
     let live_before = oracle(&env, &env.endpoint, &live, "docs/", 0);
     let report = engine.run(plan, RunOptions::default()).await.unwrap();
     assert_eq!(report.state, RunState::Compensated, "{report}");
+    let mirror = report.steps.iter().find(|s| s.step.as_str() == "mirror").expect("the mirror step");
+    assert_eq!(mirror.detail["write_guard"], "relist", "moto ignores conditional copies: {}", mirror.detail);
     let after = oracle(&env, &env.endpoint, &live, "docs/", 0);
     assert_eq!(current_rel(&after, "docs/"), current_rel(&live_before, "docs/"), "the pre-mirror contents are back");
     assert!(all_version_ids(&live_before).is_subset(&all_version_ids(&after)), "no version destroyed on the way");

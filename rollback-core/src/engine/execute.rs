@@ -368,6 +368,7 @@ impl RunCtx {
         let crash_at: Option<CrashPoint> = self.engine.settings.crash_point();
         let mut state = StepState::Pending.on(StepEvent::RecordIntent)?;
         let mut lease_lost = None;
+        let mut notes = crate::progress::Notes::new();
         let result: Result<()> = async {
             if observe_first {
                 let observed = target.observe(&change, &key).await?;
@@ -399,7 +400,9 @@ impl RunCtx {
                 return Err(Error::new(ErrorKind::Locked, "lease lost before the effect"));
             }
             state = state.on(StepEvent::BeginApply)?;
-            self.with_progress(step, target.apply(&change, &key)).await?;
+            let (applied, noted) = self.with_progress(step, target.apply(&change, &key)).await;
+            notes = noted;
+            applied?;
             CrashPoint::maybe_crash(crash_at, seq, CrashWhen::AfterEffect);
             let observed = target.observe(&change, &key).await?;
             state = state.on(StepEvent::Observe)?;
@@ -423,7 +426,8 @@ impl RunCtx {
                 (state.on(StepEvent::Fail).unwrap_or(StepState::Failed), Some(err))
             }
         };
-        self.outcome(step, phase, state, error, started, serde_json::Value::Null).await
+        let detail = if notes.is_empty() { serde_json::Value::Null } else { serde_json::Value::Object(notes) };
+        self.outcome(step, phase, state, error, started, detail).await
     }
 
     /// Journals and announces how a step ended.
@@ -467,7 +471,14 @@ impl RunCtx {
         let crash_at: Option<CrashPoint> = self.engine.settings.crash_point();
         let state = StepState::Pending.on(StepEvent::RecordIntent)?.on(StepEvent::BeginApply)?;
         CrashPoint::maybe_crash(crash_at, seq, CrashWhen::BeforeEffect);
-        let (result, detail) = self.with_progress(step, work).await;
+        let ((result, mut detail), notes) = self.with_progress(step, work).await;
+        if !notes.is_empty() {
+            match &mut detail {
+                serde_json::Value::Object(map) => map.extend(notes),
+                serde_json::Value::Null => detail = serde_json::Value::Object(notes),
+                _ => {}
+            }
+        }
         CrashPoint::maybe_crash(crash_at, seq, CrashWhen::AfterEffect);
         let state = state.on(StepEvent::Observe)?;
         let (state, error) = match result {
@@ -477,8 +488,13 @@ impl RunCtx {
         self.outcome(step, phase, state, error, started, detail).await
     }
 
-    /// Runs a step's work, turning its backend's progress reports into events.
-    async fn with_progress<T>(&self, step: &StepId, work: impl std::future::Future<Output = T>) -> T {
+    /// Runs a step's work, turning its backend's progress reports into events; returns
+    /// the work's output and what it noted for the report.
+    async fn with_progress<T>(
+        &self,
+        step: &StepId,
+        work: impl std::future::Future<Output = T>,
+    ) -> (T, crate::progress::Notes) {
         crate::progress::watch(work, |p| {
             self.emit(EventKind::Progress { step: step.clone(), done: p.done, total: p.total, unit: p.unit })
         })

@@ -9,10 +9,12 @@ pub mod fuzz;
 mod http;
 mod memory_target;
 pub mod outage;
+mod proxy;
 mod server_env;
 
 pub use fakes::{MemorySnapshot, RecordingNotifier, ScriptedVerifier};
 pub use file_target::{FileSnapshot, FileSnapshotConfig, FileTarget, FileTargetConfig, register_file_kinds};
 pub use http::{CapturedRequest, TestHttpServer};
 pub use memory_target::{Fault, MemoryTarget};
+pub use proxy::RecordingProxy;
 pub use server_env::{files_under, server_env, text_under};

@@ -29,6 +29,12 @@ pub struct S3ClientConfig {
     /// Attempts per request, with the SDK's backoff on throttling (default 5).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// How restores keep from overwriting a concurrent writer: `auto` (default: the
+    /// first overwrite finds out), `conditional` (the server honours `If-Match` on
+    /// CopyObject, as S3 does) or `relist` (it does not: each page of keys is listed
+    /// before and after it is written). See [`crate::s3::WriteGuard`].
+    #[serde(default)]
+    pub write_guard: Option<super::WriteGuard>,
 }
 
 /// Static credentials, resolved from secret references.

@@ -360,7 +360,7 @@ impl Target for S3Mirror {
         if !progress.observed().proceed(change)? {
             return Ok(());
         }
-        let options = ExecOptions::new(self.config.concurrency, self.config.attempts);
+        let options = ExecOptions::new(self.config.concurrency, self.config.attempts, self.config.client.write_guard);
         let n = plan::execute(&self.s3, &payload, pending, key, options).await?;
         tracing::info!(target = %self.name, restored = n, planned = progress.planned, "s3 mirror applied");
         Ok(())

@@ -25,6 +25,7 @@
 
 mod client;
 mod digest;
+mod guard;
 pub mod listing;
 mod mirror;
 mod plan;
@@ -35,8 +36,9 @@ mod sync;
 mod verify;
 
 pub use client::{S3, S3ClientConfig, S3Credentials};
+pub use guard::WriteGuard;
 pub use mirror::{BackupLocation, S3Mirror, S3MirrorConfig};
-pub use plan::{META_ROLLBACK_KEY, META_SOURCE, Progress};
+pub use plan::{Progress, TAG_RESTORE, restore_stamp};
 pub use restore::{RestoreDiff, S3Restore, S3RestoreConfig};
 pub use snapshot::{S3CopyConfig, S3CopySnapshot, S3VersionManifest, S3VersionManifestConfig};
 pub use store::{Retention, S3ArtifactStore, unfinished_runs};

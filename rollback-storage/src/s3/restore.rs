@@ -4,9 +4,10 @@
 //! current objects (key → ETag, see [`super::listing`] for the time semantics), its
 //! history has one revision per distinct `LastModified` at which the prefix changed.
 //! Restoring to a time T makes current, for every key, the version that was current
-//! at T: by copying that version over the key (a new version, with the run key in
-//! `x-amz-meta-rollback-key`), or by adding a delete marker for keys created after
-//! T. Nothing is destroyed: newer versions stay as noncurrent versions, and the total
+//! at T: by copying that version over the key (a new version keeping the source's
+//! metadata, tagged with the run's stamp, [`super::TAG_RESTORE`]), or by adding a
+//! delete marker for keys created after T. One request per key, each guarded
+//! against concurrent writers ([`super::WriteGuard`]). Nothing is destroyed: newer versions stay as noncurrent versions, and the total
 //! version count only grows.
 
 use async_trait::async_trait;
@@ -84,7 +85,7 @@ impl S3Restore {
     }
 
     fn options(&self) -> ExecOptions {
-        ExecOptions::new(self.config.concurrency, self.config.attempts)
+        ExecOptions::new(self.config.concurrency, self.config.attempts, self.config.client.write_guard)
     }
 
     /// Resolves the plan for the state at `t_ms` (inclusive), streaming the versions.

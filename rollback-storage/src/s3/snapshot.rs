@@ -194,7 +194,13 @@ impl Snapshot for S3VersionManifest {
         let plan = plan_manifest(&self.s3, dst, &entries).await?;
         drop(entries);
         let key = IdempotencyKey::new(format!("{}/restore", meta.key));
-        let n = run_plan(&self.s3, &plan, &key, ExecOptions::new(self.config.concurrency, None)).await?;
+        let n = run_plan(
+            &self.s3,
+            &plan,
+            &key,
+            ExecOptions::new(self.config.concurrency, None, self.config.client.write_guard),
+        )
+        .await?;
         tracing::info!(snapshot = %self.name, restored = n, "restored a version manifest");
         Ok(())
     }
@@ -240,7 +246,8 @@ impl Snapshot for S3CopySnapshot {
         let src = Place { bucket: &c.bucket, prefix: &c.prefix };
         let dst = Place { bucket: &c.backup_bucket, prefix: &copy_prefix };
         let plan = plan_mirror(&self.s3, dst, src, true).await?;
-        let copied = run_plan(&self.s3, &plan, key, ExecOptions::new(c.concurrency, None)).await?;
+        let copied =
+            run_plan(&self.s3, &plan, key, ExecOptions::new(c.concurrency, None, c.client.write_guard)).await?;
         let meta = Meta {
             bucket: c.bucket.clone(),
             prefix: c.prefix.clone(),
@@ -288,7 +295,13 @@ impl Snapshot for S3CopySnapshot {
             ));
         }
         let key = IdempotencyKey::new(format!("{}/restore", meta.key));
-        let n = run_plan(&self.s3, &plan, &key, ExecOptions::new(self.config.concurrency, None)).await?;
+        let n = run_plan(
+            &self.s3,
+            &plan,
+            &key,
+            ExecOptions::new(self.config.concurrency, None, self.config.client.write_guard),
+        )
+        .await?;
         tracing::info!(snapshot = %self.name, restored = n, "restored an s3 copy");
         Ok(())
     }

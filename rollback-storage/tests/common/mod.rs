@@ -61,6 +61,18 @@ pub async fn put_all(s3: &S3, bucket: &str, keys: &[String], body: &str) {
     futures::stream::iter(keys).for_each_concurrent(8, |k| put(s3, bucket, k, body)).await;
 }
 
+/// The content of a key's current object.
+pub async fn body(s3: &S3, bucket: &str, key: &str) -> String {
+    let out = s3.client().get_object().bucket(bucket).key(key).send().await.unwrap();
+    String::from_utf8(out.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+}
+
+/// The `rollback-restore` tag of a key's current object.
+pub async fn tag(s3: &S3, bucket: &str, key: &str) -> Option<String> {
+    let tags = s3.client().get_object_tagging().bucket(bucket).key(key).send().await.unwrap();
+    tags.tag_set().iter().find(|t| t.key() == rollback_storage::s3::TAG_RESTORE).map(|t| t.value().to_owned())
+}
+
 pub async fn del(s3: &S3, bucket: &str, key: &str) {
     s3.client().delete_object().bucket(bucket).key(key).send().await.unwrap();
 }
