@@ -268,6 +268,7 @@ impl Execution<'_> {
                 let current = self.current(&page).await?;
                 page.retain(|&i| current[&self.payload.rows[i].0] != self.payload.rows[i].4);
                 self.check_unchanged(&page, &current)?;
+                self.check_sources(&page).await?;
             }
             let mut written = Vec::with_capacity(page.len());
             if self.guard == WriteGuard::Auto
@@ -316,7 +317,33 @@ impl Execution<'_> {
                 changed.iter().take(5).copied().collect::<Vec<_>>().join(", "),
                 page.len()
             ),
-        ))
+        )
+        .with_context("failed_key", changed[0]))
+    }
+
+    /// Before a page is written (re-listing path): every source not pinned by a version
+    /// (a mirror's backup objects) still has its prepared ETag — the server may ignore
+    /// `x-amz-copy-source-if-match` too.
+    async fn check_sources(&mut self, page: &[usize]) -> Result<()> {
+        let Some(bucket) = self.payload.source_bucket.as_deref() else { return Ok(()) };
+        let rows: Vec<&Row> = page.iter().map(|&i| &self.payload.rows[i]).filter(|r| r.3.is_none()).collect();
+        let mut sources: Vec<&str> = rows.iter().filter_map(|r| r.2.as_deref()).collect();
+        if sources.is_empty() {
+            return Ok(());
+        }
+        sources.sort_unstable();
+        let (current, requests) = guard::current_etags(self.s3, bucket, "", &sources).await?;
+        self.listings += requests;
+        let Some(row) = rows.iter().find(|r| r.2.as_ref().is_some_and(|k| current[k] != r.4)) else { return Ok(()) };
+        Err(Error::new(
+            rollback_core::ErrorKind::Conflict,
+            format!(
+                "the source {bucket}/{} changed since prepare (its ETag is no longer {}): none of this page was written",
+                row.2.as_deref().unwrap_or_default(),
+                row.4.as_deref().unwrap_or_default()
+            ),
+        )
+        .with_context("failed_key", &row.0))
     }
 
     /// After a page is written (re-listing path): every key holds what was written.
