@@ -6,8 +6,8 @@
 //!     the server's ceiling measured with boto3 in 16 threads; each on its own bucket
 //!     with the same fixture;
 //! (b) peak memory (VmHWM of a child process doing only prepare + apply) at 1k and
-//!     10k objects (50k with ROLLBACK_BENCH_50K=1: the fixture alone takes minutes),
-//!     restoring first 1 % of the keys (at most 100: the listing streams, so this should
+//!     10k objects (100k with ROLLBACK_BENCH_100K=1: the fixture alone takes minutes),
+//!     restoring first 10 keys (the listing streams, so this should
 //!     stay flat) and then every key (the journaled per-key plan grows with it);
 //! (c) pattern invalidation of 1,000,000 Redis keys (ROLLBACK_TEST_REDIS_URL, db 11):
 //!     PING latency from a second connection every 10 ms while SCAN + UNLINK runs,
@@ -15,10 +15,10 @@
 //!
 //! ```text
 //! cargo bench -p rollback-benches --bench storage            # full (minutes)
-//! ROLLBACK_BENCH_50K=1 cargo bench -p rollback-benches --bench storage   # + 50k memory point
+//! ROLLBACK_BENCH_100K=1 cargo bench -p rollback-benches --bench storage  # + 100k memory point (10 keys only)
 //! cargo bench -p rollback-benches --bench storage -- --test  # smoke: small sizes; skips without servers
-//! ROLLBACK_BENCH_PARTS=b ROLLBACK_BENCH_MEMORY_SIZES=50000 cargo bench -p rollback-benches --bench storage
-//!                                  # only part (b), only at 50k objects; with ROLLBACK_BENCH_FEW_ONLY=1
+//! ROLLBACK_BENCH_PARTS=b ROLLBACK_BENCH_MEMORY_SIZES=100000 cargo bench -p rollback-benches --bench storage
+//!                                  # only part (b), only at 100k objects; with ROLLBACK_BENCH_FEW_ONLY=1
 //!                                  # one version per key and only the small restore (minutes, not an hour)
 //! ```
 
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use futures::StreamExt;
+use rollback_core::testkit::RecordingProxy;
 use rollback_core::{IdempotencyKey, Request, Target};
 use rollback_storage::redis::{Invalidation, RedisConn, RedisInvalidate, RedisInvalidateConfig};
 use rollback_storage::s3::{S3, S3ClientConfig, S3Credentials, S3Restore, S3RestoreConfig};
@@ -104,17 +105,49 @@ fn target(s3: S3, bucket: &str) -> S3Restore {
 }
 
 async fn ours(s3: &S3, bucket: &str, t: i64) -> (f64, usize) {
-    let target = target(s3.clone(), bucket);
+    let (secs, rows, _) = ours_counted(s3, bucket, t, None).await;
+    (secs, rows)
+}
+
+/// What apply sent, counted at the wire by a recording proxy.
+#[derive(Debug, Default)]
+struct Sent {
+    copies: usize,
+    listings: usize,
+    other: usize,
+}
+
+/// Prepare + apply; with `proxy`, the client goes through it and apply's requests are counted.
+async fn ours_counted(s3: &S3, bucket: &str, t: i64, proxy: Option<&RecordingProxy>) -> (f64, usize, Sent) {
+    let s3 = match proxy {
+        Some(p) => client(&p.url()).await,
+        None => s3.clone(),
+    };
+    let target = target(s3, bucket);
     let at = chrono::DateTime::from_timestamp_millis(t).unwrap();
     let started = Instant::now();
     let change = target
         .prepare(&Request::Action { action: "restore_at".into(), params: serde_json::json!({ "at": at }) })
         .await
         .unwrap();
+    if let Some(p) = proxy {
+        p.clear();
+    }
     let key = IdempotencyKey::new(format!("bench/{bucket}/fwd"));
     target.apply(&change, &key).await.unwrap();
     let rows = change.payload["rows"].as_array().map_or(0, Vec::len);
-    (started.elapsed().as_secs_f64(), rows)
+    let secs = started.elapsed().as_secs_f64();
+    let mut sent = Sent::default();
+    for r in proxy.map(RecordingProxy::requests).unwrap_or_default() {
+        if r.method == "PUT" && r.headers.contains_key("x-amz-copy-source") {
+            sent.copies += 1;
+        } else if r.method == "GET" && r.path.contains("list-type=2") {
+            sent.listings += 1;
+        } else {
+            sent.other += 1;
+        }
+    }
+    (secs, rows, sent)
 }
 
 fn boto3(python: &str, endpoint: &str, bucket: &str, t: i64, threads: usize) -> Option<(f64, usize)> {
@@ -162,7 +195,7 @@ async fn s3_bench(endpoint: &str, python: Option<&str>, n: usize, memory_sizes: 
 }
 
 async fn restore_bench(s3: &S3, endpoint: &str, python: Option<&str>, n: usize, run: &str) {
-    let buckets: Vec<String> = ["ours", "seq", "par"].iter().map(|w| format!("bench-{w}-{run}")).collect();
+    let buckets: Vec<String> = ["ours", "seq", "par", "count"].iter().map(|w| format!("bench-{w}-{run}")).collect();
     let setup = Instant::now();
     let t = fixture(s3, &buckets, n).await;
     eprintln!("fixture: {} buckets x {n} keys x 2 versions in {:.1}s", buckets.len(), setup.elapsed().as_secs_f64());
@@ -177,7 +210,7 @@ async fn restore_bench(s3: &S3, endpoint: &str, python: Option<&str>, n: usize, 
         let ratio = base.map_or("-".to_owned(), |b| format!("{:.2}x", b / secs));
         println!("| {name} | {secs:.2} | {:.0} | {ratio} |", n as f64 / secs);
     };
-    line("rollback-storage (prepare + apply, 16 parallel, HEAD + COPY per key)", ours_s);
+    line("rollback-storage (prepare + apply, 16 parallel, one COPY per key)", ours_s);
     if let Some((s, _)) = seq {
         line("boto3 sequential (list + copy_object per key)", s);
         rollback_benches::summary(
@@ -191,10 +224,39 @@ async fn restore_bench(s3: &S3, endpoint: &str, python: Option<&str>, n: usize, 
     }
     if let Some((s, _)) = par {
         line("boto3 16 threads (server ceiling, copy only)", s);
+        rollback_benches::summary(
+            "s3 (moto)",
+            &format!("point-in-time restore of {n} objects vs the server's ceiling (boto3, 16 threads, copy only)"),
+            &format!("{ours_s:.2} s"),
+            &format!("{s:.2} s"),
+            &format!("{:.2}× the ceiling's time", ours_s / s),
+            &format!("≤ 1.1×: {}", rollback_benches::met(ours_s / s <= 1.1)),
+        );
     }
     if python.is_none() {
         println!("(ROLLBACK_TEST_BOTO3_PYTHON not set: boto3 baselines not run)");
     }
+    // The same restore once more, through a recording proxy: apply's requests at the wire.
+    let proxy = RecordingProxy::start(endpoint).await;
+    let (_, rows, sent) = ours_counted(s3, &buckets[3], t, Some(&proxy)).await;
+    let pages = rows.div_ceil(1000);
+    let per_key = sent.copies as f64 / rows.max(1) as f64;
+    println!(
+        "apply's requests at the wire ({rows} keys, {pages} pages): {} copies, {} listings, {} other \
+         ({per_key:.3} writes per key; moto ignores conditional copies, so the run re-lists each page before and after)",
+        sent.copies, sent.listings, sent.other
+    );
+    rollback_benches::summary(
+        "s3 (moto)",
+        &format!("writes per restored key in apply ({rows} keys; listings counted apart)"),
+        &format!("{per_key:.3}"),
+        "2 (HEAD + COPY)",
+        &format!("{} copies + {} listings + {} other", sent.copies, sent.listings, sent.other),
+        &format!(
+            "≤ 1.01 + page listings: {}",
+            rollback_benches::met(per_key <= 1.01 && sent.other == 0)
+        ),
+    );
 }
 
 async fn memory_bench(s3: &S3, endpoint: &str, memory_sizes: &[usize], run: &str) {
@@ -209,11 +271,11 @@ async fn memory_bench(s3: &S3, endpoint: &str, memory_sizes: &[usize], run: &str
     let mut growths: Vec<(usize, f64, f64)> = Vec::new();
     for &size in memory_sizes {
         let bucket = format!("bench-mem{size}-{run}");
-        let few = (size / 100).clamp(1, 100);
+        let few = 10.min(size);
         let started = Instant::now();
         // ROLLBACK_BENCH_FEW_ONLY=1: one version per key and only the small restore
         // (the full one at 50k takes most of an hour on moto).
-        let few_only = env("ROLLBACK_BENCH_FEW_ONLY").is_some();
+        let few_only = env("ROLLBACK_BENCH_FEW_ONLY").is_some() || size > 10_000;
         let (t_all, t_few) = memory_fixture(s3, &bucket, size, few, !few_only).await;
         let versions = if few_only { size + few } else { 2 * size + few };
         eprintln!("memory fixture: {size} keys, {versions} versions in {:.1}s", started.elapsed().as_secs_f64());
@@ -247,6 +309,22 @@ async fn memory_bench(s3: &S3, endpoint: &str, memory_sizes: &[usize], run: &str
         }
     }
     print_marginal(&growths);
+    // Ten changed keys in each bucket size: the peak should not follow the bucket.
+    let small: Vec<&(usize, f64, f64)> = growths.iter().filter(|g| g.1 <= 10.0).collect();
+    if let (Some(first), Some(last)) = (small.first(), small.last())
+        && small.len() > 1
+    {
+        let mb = |kb: f64| kb / 1024.0;
+        let sizes: Vec<String> = small.iter().map(|g| format!("{}: {:.1} MB", g.0, mb(g.2))).collect();
+        rollback_benches::summary(
+            "s3 (moto)",
+            "peak RSS growth of prepare + apply, 10 changed keys, by bucket size",
+            &sizes.join(", "),
+            &format!("{:.1} MB at {} objects", mb(first.2), first.0),
+            &format!("{:.2}× over {}× the objects", last.2 / first.2.max(1.0), last.0 / first.0.max(1)),
+            &format!("flat (≤ +4 MB): {}", rollback_benches::met(mb(last.2 - first.2) <= 4.0)),
+        );
+    }
 }
 
 /// Marginal memory per restored key: growth difference between the full and the
@@ -383,8 +461,8 @@ fn main() {
                 let python = env("ROLLBACK_TEST_BOTO3_PYTHON");
                 let (n, mut sizes): (usize, Vec<usize>) = if smoke {
                     (50, vec![50])
-                } else if env("ROLLBACK_BENCH_50K").is_some() {
-                    (10_000, vec![1_000, 10_000, 50_000])
+                } else if env("ROLLBACK_BENCH_100K").is_some() {
+                    (10_000, vec![1_000, 10_000, 100_000])
                 } else {
                     (10_000, vec![1_000, 10_000])
                 };
