@@ -252,10 +252,7 @@ async fn restore_bench(s3: &S3, endpoint: &str, python: Option<&str>, n: usize, 
         &format!("{per_key:.3}"),
         "2 (HEAD + COPY)",
         &format!("{} copies + {} listings + {} other", sent.copies, sent.listings, sent.other),
-        &format!(
-            "≤ 1.01 + page listings: {}",
-            rollback_benches::met(per_key <= 1.01 && sent.other == 0)
-        ),
+        &format!("≤ 1.01 + page listings: {}", rollback_benches::met(per_key <= 1.01 && sent.other == 0)),
     );
 }
 

@@ -35,6 +35,8 @@ type Handle<T> = (Option<File>, Option<(Stamp, T)>);
 pub(crate) struct SharedJson<T> {
     path: PathBuf,
     state: Mutex<Handle<T>>,
+    /// Whether a write is fsync'd (see [`SharedJson::process_scoped`]).
+    durable: bool,
 }
 
 impl<T> SharedJson<T>
@@ -42,7 +44,16 @@ where
     T: Serialize + DeserializeOwned + Default,
 {
     pub(crate) fn new(path: PathBuf) -> Self {
-        SharedJson { path, state: Mutex::new((None, None)) }
+        SharedJson { path, state: Mutex::new((None, None)), durable: true }
+    }
+
+    /// A document whose contents only matter to processes running now (the journal's
+    /// fence table: it stops a live writer that lost its lease). It is replaced
+    /// atomically (rename) but not fsync'd: a process crash keeps it (the page cache
+    /// survives), and a machine crash, which may lose or tear it, ends every process
+    /// it guards against — so a torn copy reads as empty, with a warning.
+    pub(crate) fn process_scoped(path: PathBuf) -> Self {
+        SharedJson { path, state: Mutex::new((None, None)), durable: false }
     }
 
     fn stamp(path: &Path) -> Result<Option<Stamp>> {
@@ -86,9 +97,19 @@ where
             if fresh {
                 let doc = match stamp {
                     None => T::default(),
-                    Some(_) => serde_json::from_slice(&std::fs::read(&self.path)?).map_err(|e| {
-                        Error::new(ErrorKind::Corrupt, format!("{} is unreadable: {e}", self.path.display()))
-                    })?,
+                    Some(_) => match serde_json::from_slice(&std::fs::read(&self.path)?) {
+                        Ok(doc) => doc,
+                        Err(e) if !self.durable => {
+                            tracing::warn!(path = %self.path.display(), error = %e, "torn after a machine crash? read as empty");
+                            T::default()
+                        }
+                        Err(e) => {
+                            return Err(Error::new(
+                                ErrorKind::Corrupt,
+                                format!("{} is unreadable: {e}", self.path.display()),
+                            ));
+                        }
+                    },
                 };
                 *cache = Some(((0, 0, 0, 0), doc));
             }
@@ -102,7 +123,11 @@ where
             };
             let stamp = if changed {
                 let bytes = serde_json::to_vec_pretty(&*doc).map_err(|e| Error::internal(e.to_string()))?;
-                write_private_atomic(&self.path, &bytes)?;
+                if self.durable {
+                    write_private_atomic(&self.path, &bytes)?;
+                } else {
+                    replace_private(&self.path, &bytes)?;
+                }
                 Self::stamp(&self.path)?
             } else {
                 stamp
@@ -121,16 +146,30 @@ where
 /// Writes `bytes` to `path` atomically with mode 0600, creating parents with 0700.
 /// Used for artifacts and for the file-based targets' state.
 pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let parent = path.parent().ok_or_else(|| Error::invalid_input("artifact path has no parent"))?;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
-    let name = path.file_name().ok_or_else(|| Error::invalid_input("artifact path has no file name"))?;
-    let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), name.to_string_lossy()));
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let (tmp, mut file, parent) = private_temp(path)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(parent)?
         .sync_all()
         .map_err(|e| Error::new(ErrorKind::Backend, "fsync of directory failed").with_source(e))
+}
+
+/// Replaces `path` atomically for readers (temp file + rename), without fsync.
+fn replace_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let (tmp, mut file, _) = private_temp(path)?;
+    file.write_all(bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// A fresh private temp file beside `path` (parents created 0700).
+fn private_temp(path: &Path) -> Result<(PathBuf, File, &Path)> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let parent = path.parent().ok_or_else(|| Error::invalid_input("artifact path has no parent"))?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+    let name = path.file_name().ok_or_else(|| Error::invalid_input("artifact path has no file name"))?;
+    let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), name.to_string_lossy()));
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    Ok((tmp, file, parent))
 }

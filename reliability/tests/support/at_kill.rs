@@ -63,8 +63,7 @@ pub async fn effect_visible(shared: &Shared, f: &Fixture, run: &RunId, step: &st
         }
         "avatars-back" | "docs-back" => {
             let object = if target == "avatars" { "avatars/a" } else { "docs/x" };
-            let head = shared.s3.client().head_object().bucket(&f.bucket).key(object).send().await.unwrap();
-            head.metadata().and_then(|m| m.get("rollback-key")).map(String::as_str) == Some(key.as_str())
+            super::evidence::carries_stamp(shared, &f.bucket, object, key.as_str()).await
         }
         "sessions-drop" | "pages-drop" => {
             let mut conn = shared.redis.get_multiplexed_async_connection().await.unwrap();

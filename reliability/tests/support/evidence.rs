@@ -222,17 +222,34 @@ async fn s3_state(shared: &Shared, f: &Fixture, run: &RunId) {
         match content {
             Some(content) => {
                 let got = got.unwrap_or_else(|e| panic!("s3 {k}: {e:?}"));
-                let meta = got.metadata().and_then(|m| m.get("rollback-key")).cloned();
                 let body = got.body.collect().await.unwrap().into_bytes();
                 assert_eq!(String::from_utf8_lossy(&body), content, "s3 {k}: content at the restore point");
                 if added == 1 {
                     let step = PREFIXES.iter().find(|(_, p)| k.starts_with(p)).unwrap().0;
-                    assert_eq!(meta, Some(key(run, &format!("{step}-back"))), "s3 {k}: the copy carries the run key");
+                    assert!(
+                        carries_stamp(shared, &f.bucket, k, &key(run, &format!("{step}-back"))).await,
+                        "s3 {k}: the copy carries this run's stamp of one of the key's versions"
+                    );
                 }
             }
             None => assert!(got.is_err(), "s3 {k}: deleted (a delete marker) at the restore point"),
         }
     }
+}
+
+/// Whether `object`'s current copy is tagged with `run_key`'s stamp of one of its
+/// own versions (what an S3 restore's copy carries).
+pub async fn carries_stamp(shared: &Shared, bucket: &str, object: &str, run_key: &str) -> bool {
+    let run_key = rollback_core::IdempotencyKey::new(run_key);
+    let client = shared.s3.client();
+    let tags = client.get_object_tagging().bucket(bucket).key(object).send().await.unwrap();
+    let Some(stamp) = tags.tag_set().iter().find(|t| t.key() == rollback_storage::s3::TAG_RESTORE) else {
+        return false;
+    };
+    let versions = client.list_object_versions().bucket(bucket).prefix(object).send().await.unwrap();
+    versions.versions().iter().filter_map(|v| v.version_id()).any(|v| {
+        rollback_storage::s3::restore_stamp(&run_key, &format!("{bucket}/{object}?versionId={v}")) == stamp.value()
+    })
 }
 
 async fn redis_state(shared: &Shared, f: &Fixture, run: &RunId) {

@@ -130,7 +130,7 @@ impl FileJournal {
             .mode(0o700)
             .create(dir.join("runs"))
             .map_err(|e| Error::from(e).with_operation("open journal").with_context("dir", dir.display()))?;
-        let fences = Arc::new(SharedJson::new(dir.join("fences.json")));
+        let fences = Arc::new(SharedJson::process_scoped(dir.join("fences.json")));
         Ok(FileJournal { dir, open: Arc::default(), fences, stats: Arc::default() })
     }
 
@@ -198,10 +198,37 @@ impl FileJournal {
                 OpenOptions::new().append(true).create(true).mode(0o600).open(self.dir.join("index.jsonl"))?;
             let mut line = serde_json::to_vec(&entry).map_err(|e| Error::internal(e.to_string()))?;
             line.push(b'\n');
+            // Not fsync'd: an entry lost in a machine crash is found again by `runs`
+            // from the run file itself (whose first record is durable with the first intent).
             index.write_all(&line)?;
-            index.sync_data()?;
         }
         Ok(seq)
+    }
+
+    /// Runs with a file under `runs/` but no index line (the index is written without
+    /// fsync, so a machine crash can lose its tail), from their first record.
+    fn unindexed(&self, indexed: &[RunIndexEntry]) -> Vec<RunIndexEntry> {
+        let known: std::collections::HashSet<&RunId> = indexed.iter().map(|r| &r.run).collect();
+        let Ok(files) = std::fs::read_dir(self.dir.join("runs")) else { return Vec::new() };
+        let mut found: Vec<RunIndexEntry> = files
+            .filter_map(|f| f.ok())
+            .filter_map(|f| f.file_name().to_str()?.strip_suffix(".jsonl")?.parse::<RunId>().ok())
+            .filter(|run| !known.contains(run))
+            .filter_map(|run| {
+                let file = File::open(self.run_path(&run)).ok()?;
+                let mut first = Vec::new();
+                std::io::BufRead::read_until(&mut std::io::BufReader::new(file), b'\n', &mut first).ok()?;
+                let record = decode_line(first.strip_suffix(b"\n")?).ok()?;
+                match record.entry {
+                    Entry::RunStarted { plan, .. } => {
+                        Some(RunIndexEntry { run, plan: plan.name, started_at: record.at })
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        found.sort_by_key(|r| r.started_at);
+        found
     }
 
     fn append_locked(
@@ -284,11 +311,13 @@ impl Journal for FileJournal {
     async fn runs(&self) -> Result<Vec<RunIndexEntry>> {
         let text = match tokio::fs::read_to_string(self.dir.join("index.jsonl")).await {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e.into()),
         };
         // The index is derived data: a torn or bad line is skipped, never fatal.
-        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        let mut runs: Vec<RunIndexEntry> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        runs.extend(run_blocking(|| self.unindexed(&runs)));
+        Ok(runs)
     }
 }
 
@@ -391,6 +420,31 @@ mod tests {
         assert_eq!(mode(&root.join("runs")), 0o700);
         assert_eq!(mode(&journal.run_path(&run)), 0o600);
         assert_eq!(mode(&root.join("index.jsonl")), 0o600);
+    }
+
+    /// The index and the fence table are written without fsync: a machine crash may
+    /// lose the index's tail (the run is found from its own file) or tear the fence
+    /// table (read as empty: every holder it guarded against died with the machine).
+    #[tokio::test]
+    async fn a_lost_index_line_and_a_torn_fence_table_are_survived() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = FileJournal::open(dir.path()).unwrap();
+        let run = RunId::generate();
+        let started =
+            Entry::RunStarted { plan: Box::new(crate::Plan::new("web back")), holder: "h".into(), reason: None };
+        let fence = Fence::new(vec!["web".into()], 3);
+        journal.append(&run, Some(&fence), started, Durability::Sync).await.unwrap();
+        std::fs::write(dir.path().join("index.jsonl"), "").unwrap();
+        std::fs::write(dir.path().join("fences.json"), "{\"newest\": {\"we").unwrap();
+
+        let after_crash = FileJournal::open(dir.path()).unwrap();
+        let runs = after_crash.runs().await.unwrap();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!((&runs[0].run, runs[0].plan.as_str()), (&run, "web back"));
+        let next = Fence::new(vec!["web".into()], 4);
+        assert_eq!(after_crash.append(&run, Some(&next), entry(1), Durability::Sync).await.unwrap(), 2);
+        let stale = after_crash.append(&run, Some(&fence), entry(2), Durability::Sync).await.unwrap_err();
+        assert_eq!(stale.kind(), ErrorKind::Locked, "fencing works again from the new table: {stale}");
     }
 
     /// A running engine appends fenced records with one token (the fence table does not
