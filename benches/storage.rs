@@ -298,10 +298,9 @@ async fn memory_bench(s3: &S3, endpoint: &str, memory_sizes: &[usize], run: &str
                 );
                 growths.push((size, v[3], growth_kb));
             } else {
-                println!(
-                    "| {size} | child failed: {} |",
-                    String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
-                );
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let why = stderr.lines().skip_while(|l| !l.contains("panicked")).take(3).collect::<Vec<_>>().join(" ");
+                println!("| {size} | child failed: {} |", if why.is_empty() { stderr.trim() } else { why.as_str() });
             }
         }
     }
