@@ -66,12 +66,44 @@ async fn curl_once(server: &TestHttpServer, sleep: &str) -> f64 {
     flipped.elapsed().as_secs_f64() * 1000.0
 }
 
-async fn our_throughput(servers: &[TestHttpServer], concurrency: usize, duration: Duration) -> f64 {
+/// The lab service in its own process (`rollback-bench-lab`), killed on drop.
+struct LabProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl LabProcess {
+    fn start() -> LabProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rollback-bench-lab"))
+            .arg("127.0.0.1:0")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the lab service");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line.trim().strip_prefix("serving on ").expect("the lab service's address").to_owned();
+        LabProcess { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for LabProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn our_throughput(lab: &LabProcess, concurrency: usize, duration: Duration) -> f64 {
     let count = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for i in 0..concurrency {
-        let url = servers[i % servers.len()].url(&format!("/health/{i}"));
+        let url = lab.url(&format!("/health/{i}"));
         let verifier = HttpVerifier::new("t", HttpCheck::get(&url)).unwrap();
         let count = count.clone();
         tasks.push(tokio::spawn(async move {
@@ -163,15 +195,17 @@ fn main() {
     }
 
     server.respond(200, "ok");
-    let servers: Vec<TestHttpServer> = (0..4).map(|_| rt.block_on(TestHttpServer::start())).collect();
+    // The probed service runs in a process of its own, for us and for wrk alike.
+    let lab = LabProcess::start();
     let duration = Duration::from_secs(if quick { 1 } else { 5 });
     let concurrency = 64;
-    let our_rate = rt.block_on(our_throughput(&servers, concurrency, duration));
-    let curl_rate = if curl_ok { Some(curl_loop_throughput(&servers[0].url("/health"), duration)) } else { None };
-    let wrk_rate = if have("wrk") { wrk_throughput(&servers[0].url("/health"), concurrency, duration) } else { None };
+    let our_rate = rt.block_on(our_throughput(&lab, concurrency, duration));
+    let curl_rate = if curl_ok { Some(curl_loop_throughput(&lab.url("/health"), duration)) } else { None };
+    let wrk_rate = if have("wrk") { wrk_throughput(&lab.url("/health"), concurrency, duration) } else { None };
     println!();
     println!(
-        "(b) probe throughput, {concurrency} concurrent probes over 64 endpoints on 4 local servers, 2 cores, {duration:?}"
+        "(b) probe throughput, {concurrency} concurrent probes over 64 endpoints of the lab service \
+         (rollback-bench-lab, its own process), 2 cores, {duration:?}"
     );
     println!("| prober | checks/s | vs wrk |");
     println!("|---|---:|---:|");
@@ -186,11 +220,11 @@ fn main() {
             println!("| wrk -t2 -c{concurrency} (ceiling) | {w:.0} | 100 % |");
             rollback_benches::summary(
                 "verify",
-                &format!("probe throughput, {concurrency} concurrent, vs wrk (the ceiling)"),
+                &format!("probe throughput, {concurrency} concurrent, server in its own process, vs wrk (the ceiling)"),
                 &format!("{our_rate:.0} checks/s"),
                 &format!("{w:.0} req/s"),
                 &format!("{:.0} % of wrk", 100.0 * our_rate / w),
-                &format!("≥ 50 %: {}", rollback_benches::met(our_rate / w >= 0.5)),
+                &format!("≥ 60 %: {}", rollback_benches::met(our_rate / w >= 0.6)),
             );
         }
         None => println!("| wrk | not installed | |"),

@@ -190,4 +190,24 @@ pub enum Command {
 
     /// Print the man page (roff): `rollback man | man -l -`.
     Man,
+
+    /// Verification tools: a controllable service to point verifiers at.
+    #[command(subcommand)]
+    Verify(VerifyCommand),
+}
+
+/// `rollback verify …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum VerifyCommand {
+    /// Serve a controllable health endpoint (with Prometheus metrics) until Ctrl-C:
+    /// healthy, unhealthy, slow, flapping or erroring by schedule, or switched with
+    /// `curl -d unhealthy http://ADDR/control`.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Modes over time: `0s=healthy,5s=unhealthy,20s=slow:200ms,30s=erroring:0.3`.
+        #[arg(long, default_value = "0s=healthy", value_name = "AT=MODE,…")]
+        schedule: String,
+    },
 }

@@ -539,3 +539,50 @@ async fn run_asks_on_a_terminal_before_the_first_effect() {
         }
     }
 }
+
+/// `curl URL` (optionally POSTing `data`): the status code and the body.
+fn curl(url: &str, data: Option<&str>) -> (u16, String) {
+    let mut args = vec!["-s", "-w", "\n%{http_code}"];
+    if let Some(data) = data {
+        args.extend(["--data-binary", data]);
+    }
+    let out = Command::new("curl").args(&args).arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn verify_serve_follows_its_schedule_and_control_requests() {
+    let mut child = Command::new(BIN)
+        .args(["verify", "serve", "--listen", "127.0.0.1:0", "--schedule", "0s=healthy,1500ms=unhealthy"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.split_whitespace().nth(2).expect("serving on URL").to_owned();
+    assert_eq!(curl(&format!("{base}/health"), None), (200, "ok".into()), "healthy first");
+    std::thread::sleep(Duration::from_millis(1700).saturating_sub(started.elapsed()));
+    assert_eq!(curl(&format!("{base}/health"), None).0, 503, "unhealthy from 1.5 s on");
+    assert_eq!(curl(&format!("{base}/control"), Some("erroring:0.5")).0, 204);
+    let codes: Vec<u16> = (0..4).map(|_| curl(&format!("{base}/health"), None).0).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 500).count(), 2, "half the answers err: {codes:?}");
+    let (status, bad) = curl(&format!("{base}/control"), Some("sick"));
+    assert!(status == 400 && bad.contains("one of healthy"), "{status} {bad}");
+    let (_, metrics) = curl(&format!("{base}/metrics"), None);
+    assert!(metrics.contains("rollback_lab_requests_total{code=\"503\"} 1"), "{metrics}");
+    assert!(metrics.contains("rollback_lab_requests_total{code=\"500\"} 2"), "{metrics}");
+    assert!(metrics.contains("rollback_lab_request_duration_seconds_count 6"), "{metrics}");
+    let (_, control) = curl(&format!("{base}/control"), None);
+    let control: serde_json::Value = serde_json::from_str(&control).unwrap();
+    assert_eq!(control["mode"]["mode"], "erroring");
+    assert_eq!(control["switches"].as_array().map(Vec::len), Some(3), "start, schedule, control: {control}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let bad = Command::new(BIN).args(["verify", "serve", "--schedule", "5s"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "bad input: {}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("AT=MODE"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

@@ -26,6 +26,7 @@ mod error;
 pub mod event;
 mod fsutil;
 pub mod history;
+mod http1;
 pub mod journal;
 pub mod kind;
 pub mod load;

@@ -4,20 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A request the [`TestHttpServer`] received.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CapturedRequest {
-    /// Method.
-    pub method: String,
-    /// Path with query.
-    pub path: String,
-    /// Headers, lower-cased names.
-    pub headers: BTreeMap<String, String>,
-    /// Body.
-    pub body: String,
-}
+/// A request the [`TestHttpServer`] received (or the [`super::RecordingProxy`] saw).
+pub use crate::http1::Request as CapturedRequest;
 
 #[derive(Debug, Clone)]
 struct Reply {
@@ -146,44 +134,14 @@ impl TestHttpServer {
 
 async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>, hits: Arc<AtomicU64>) {
     let mut buf = Vec::with_capacity(4096);
-    loop {
-        let head_end = loop {
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break pos + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let mut first = lines.next().unwrap_or_default().split(' ');
-        let (method, path) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or("/").to_string());
-        let headers: BTreeMap<String, String> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
-        buf.drain(..head_end + length);
-        let close = headers.get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    while let Some(request) = crate::http1::read_request(&mut socket, &mut buf).await {
+        let close = request.wants_close();
         let reply = {
             let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-            let route = path.split('?').next().unwrap_or("/");
-            let request = CapturedRequest { method, path: path.clone(), headers, body };
             let handled = state.handler.as_ref().and_then(|h| h(&request));
             let reply = match handled {
                 Some((status, body)) => Some(Reply { status, body, delay: Duration::ZERO }),
-                None => state.routes.get(route).cloned().or_else(|| state.default.clone()),
+                None => state.routes.get(request.route()).cloned().or_else(|| state.default.clone()),
             };
             if state.captured.len() < 10_000 {
                 state.captured.push(request);
@@ -194,14 +152,7 @@ async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>, hits
         if !reply.delay.is_zero() {
             tokio::time::sleep(reply.delay).await;
         }
-        let response = format!(
-            "HTTP/1.1 {} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n{}\r\n{}",
-            reply.status,
-            reply.body.len(),
-            if close { "connection: close\r\n" } else { "" },
-            reply.body
-        );
-        if socket.write_all(response.as_bytes()).await.is_err() || close {
+        if !crate::http1::respond(&mut socket, reply.status, "application/json", &reply.body, close).await || close {
             return;
         }
     }

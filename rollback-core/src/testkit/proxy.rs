@@ -4,7 +4,6 @@
 //! backend sent *at the wire* (S3 copies, listings) instead of trusting the
 //! backend's own report.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -116,25 +115,13 @@ impl RequestParser {
             if self.body_left > 0 {
                 return out;
             }
-            let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") else { return out };
-            let request = parse_head(&String::from_utf8_lossy(&self.pending[..end]));
-            self.pending.drain(..end + 4);
-            self.body_left = request.headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let Some(end) = crate::http1::head_end(&self.pending) else { return out };
+            let request = crate::http1::parse_head(&String::from_utf8_lossy(&self.pending[..end - 4]));
+            self.pending.drain(..end);
+            self.body_left = request.content_length();
             out.push(request);
         }
     }
-}
-
-fn parse_head(head: &str) -> CapturedRequest {
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or_default().split(' ');
-    let method = first.next().unwrap_or_default().to_owned();
-    let path = first.next().unwrap_or_default().to_owned();
-    let headers: BTreeMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    CapturedRequest { method, path, headers, body: String::new() }
 }
 
 #[cfg(test)]

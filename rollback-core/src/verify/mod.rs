@@ -7,6 +7,7 @@ mod combinators;
 mod command;
 #[cfg(feature = "http")]
 mod http;
+pub mod lab;
 #[cfg(feature = "http")]
 pub(crate) mod http_support {
     //! HTTP plumbing shared by verifiers, Prometheus and webhook notifiers.
