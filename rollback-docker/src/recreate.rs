@@ -88,13 +88,10 @@ fn short(id: &str) -> &str {
 impl Recreate {
     async fn look(&self, api: &DockerApi, key: &IdempotencyKey) -> Result<Seen> {
         let (retired_name, temp_name) = side_names(&self.container, key);
-        Ok(Seen {
-            named: api.container(&self.container).await?,
-            retired: api.container(&retired_name).await?,
-            temp: api.container(&temp_name).await?,
-            retired_name,
-            temp_name,
-        })
+        // Three reads of one moment, sent together.
+        let (named, retired, temp) =
+            tokio::try_join!(api.container(&self.container), api.container(&retired_name), api.container(&temp_name))?;
+        Ok(Seen { named, retired, temp, retired_name, temp_name })
     }
 
     fn is_ours(c: &ContainerInspectResponse, key: &IdempotencyKey) -> bool {
@@ -190,25 +187,28 @@ impl Recreate {
             api.rename(id(old), &seen.retired_name).await?;
             checkpoint(stop_after, "old-renamed")?;
         }
-        let current = api.container(name).await?;
+        let (current, retired) = tokio::try_join!(api.container(name), api.container(&seen.retired_name))?;
         let new = match current {
             Some(c) if Self::is_ours(&c, key) => c,
             Some(_) => return Err(self.lost(change, "another container took the name")),
             None => {
-                let old = api.container(&seen.retired_name).await?.ok_or_else(|| {
+                let old = retired.as_ref().ok_or_else(|| {
                     self.lost(change, &format!("neither {name} nor the retired {} exists", seen.retired_name))
                 })?;
-                let new = self.create_replacement(api, &old, change, key, name).await?;
+                let new = self.create_replacement(api, old, change, key, name).await?;
                 checkpoint(stop_after, "created")?;
                 new
             }
         };
-        self.ensure_networks(api, &new, &seen.retired_name).await?;
+        if let Some(old) = &retired {
+            self.ensure_networks(api, &new, old).await?;
+        }
         if self.was_running {
             tracing::info!(container = %name, "starting the replacement");
             api.start(name).await?;
         }
-        self.cleanup(api, &self.look(api, key).await?).await
+        // The retired container is the one read above: nothing else renames to its name.
+        self.cleanup(api, &Seen { retired, ..seen }).await
     }
 
     async fn start_first(
@@ -225,7 +225,7 @@ impl Recreate {
                 Some(t) => t.clone(),
                 None => self.create_replacement(api, old, change, key, &seen.temp_name).await?,
             };
-            self.ensure_networks(api, &temp, name).await?;
+            self.ensure_networks(api, &temp, old).await?;
             api.start(&seen.temp_name).await?;
             checkpoint(stop_after, "started-beside")?;
             if let Err(err) = wait_ready(api, &seen.temp_name, Duration::from_secs(self.start_timeout_secs)).await {
@@ -245,7 +245,7 @@ impl Recreate {
                     self.lost(change, &format!("neither {name}, {} nor {} exists", seen.temp_name, seen.retired_name))
                 })?;
                 let new = self.create_replacement(api, &old, change, key, name).await?;
-                self.ensure_networks(api, &new, &seen.retired_name).await?;
+                self.ensure_networks(api, &new, &old).await?;
             }
         }
         api.start(name).await?;
@@ -274,9 +274,13 @@ impl Recreate {
 
     /// Connects `new` to the further networks `old_name` is on (after a crash between
     /// create and connect, the missing ones).
-    async fn ensure_networks(&self, api: &DockerApi, new: &ContainerInspectResponse, old_name: &str) -> Result<()> {
-        let Some(old) = api.container(old_name).await? else { return Ok(()) };
-        let plan = replacement(&old, None, "", &[]);
+    async fn ensure_networks(
+        &self,
+        api: &DockerApi,
+        new: &ContainerInspectResponse,
+        old: &ContainerInspectResponse,
+    ) -> Result<()> {
+        let plan = replacement(old, None, "", &[]);
         let joined = new.network_settings.as_ref().and_then(|n| n.networks.as_ref());
         for (network, endpoint) in plan.extra_networks {
             if !joined.is_some_and(|j| j.contains_key(&network)) {

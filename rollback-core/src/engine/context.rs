@@ -142,11 +142,14 @@ impl RunCtx {
 
     /// Prepares every step (nothing is applied) and journals the result durably.
     pub(crate) async fn preflight(&self) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
         let identities = self.identities.clone();
-        let mut prepared = Vec::new();
-        for step in self.plan.steps() {
-            prepared.push(prepare_step(step, &self.components).await?);
-        }
+        // In plan order; the first error in plan order is the one reported.
+        let components = &self.components;
+        let prepares: Vec<futures::future::BoxFuture<'_, Result<crate::journal::PreparedStep>>> =
+            self.plan.steps().map(|step| Box::pin(prepare_step(step, components)) as _).collect();
+        let prepared: Vec<_> =
+            futures::stream::iter(prepares).buffered(super::preflight::PREFLIGHT_CONCURRENCY).try_collect().await?;
         self.append(Entry::Preflighted { identities, steps: prepared }, Durability::Sync).await?;
         Ok(())
     }

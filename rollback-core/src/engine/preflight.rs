@@ -66,17 +66,29 @@ impl Components {
         self.targets.get(name).ok_or_else(|| Error::internal(format!("target {name} was not built")))
     }
 
-    /// Every target's identity (read-only).
+    /// Every target's identity (read-only), [`PREFLIGHT_CONCURRENCY`] at a time.
     pub(crate) async fn identities(&self) -> Result<BTreeMap<TargetId, Identity>> {
-        let mut identities = BTreeMap::new();
-        for (name, target) in &self.targets {
-            let identity =
-                target.identity().await.map_err(|e| e.with_operation("identity").with_context("target", name))?;
-            identities.insert(name.clone(), identity);
-        }
-        Ok(identities)
+        use futures::{StreamExt, TryStreamExt};
+        let reads: Vec<futures::future::BoxFuture<'_, Result<(TargetId, Identity)>>> = self
+            .targets
+            .iter()
+            .map(|(name, target)| {
+                Box::pin(async move {
+                    let identity = target
+                        .identity()
+                        .await
+                        .map_err(|e| e.with_operation("identity").with_context("target", name))?;
+                    Ok((name.clone(), identity))
+                }) as _
+            })
+            .collect();
+        futures::stream::iter(reads).buffered(PREFLIGHT_CONCURRENCY).try_collect().await
     }
 }
+
+/// How many identities or prepares preflight runs at once: they only read, and a
+/// plan over several services should wait for the slowest, not for their sum.
+pub(crate) const PREFLIGHT_CONCURRENCY: usize = 16;
 
 /// Prepares one step: resolves its change (if it changes a target) and its effective
 /// failure policy and undo, refusing an `inverse` undo over a change that has none.
