@@ -203,12 +203,18 @@ impl Recreate {
         if let Some(old) = &retired {
             self.ensure_networks(api, &new, old).await?;
         }
-        if self.was_running {
-            tracing::info!(container = %name, "starting the replacement");
-            api.start(name).await?;
-        }
-        // The retired container is the one read above: nothing else renames to its name.
-        self.cleanup(api, &Seen { retired, ..seen }).await
+        // The retired container is the one read above (nothing else renames to its
+        // name); it is stopped, so removing it goes on while the replacement starts.
+        let seen = Seen { retired, ..seen };
+        let cleanup = self.cleanup(api, &seen);
+        let start = async {
+            if self.was_running {
+                tracing::info!(container = %name, "starting the replacement");
+                api.start(name).await?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(start, cleanup).map(drop)
     }
 
     async fn start_first(
