@@ -11,7 +11,9 @@
 //! counted): `rollout undo` = GET deployment, LIST replicasets, PATCH deployment (3);
 //! `rollout status` = GET deployment (the resource builder), then a watch = LIST with
 //! `fieldSelector=metadata.name=…` + one WATCH stream (3). Total 6 requests, one of
-//! them long-lived. `rollback-k8s` has no watch: it polls with GET.
+//! them long-lived. `rollback-k8s`: prepare GET + LIST, apply GET deployment + GET the
+//! target ReplicaSet + PATCH, then one WATCH from the PATCH's answer (6; it polls with
+//! GET only if the watch breaks).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +56,7 @@ struct Row {
     gets: usize,
     lists: usize,
     patches: usize,
+    watches: usize,
 }
 
 async fn run(n: usize, tick_period: Duration, poll: Duration) -> Row {
@@ -95,8 +98,12 @@ async fn run(n: usize, tick_period: Duration, poll: Duration) -> Row {
     let wall = started.elapsed();
     ticker.abort();
     let log = double.requests();
+    let watching = |r: &&rollback_k8s::double::LoggedRequest| r.query.contains("watch=true");
     let count = |m: &str, list: bool| {
-        log.iter().filter(|r| r.method == m && (r.path.ends_with("replicasets") == list || m != "GET")).count()
+        log.iter()
+            .filter(|r| !watching(r))
+            .filter(|r| r.method == m && (r.path.ends_with("replicasets") == list || m != "GET"))
+            .count()
     };
     Row {
         n,
@@ -105,6 +112,7 @@ async fn run(n: usize, tick_period: Duration, poll: Duration) -> Row {
         gets: count("GET", false),
         lists: count("GET", true),
         patches: count("PATCH", false),
+        watches: log.iter().filter(watching).count(),
     }
 }
 
@@ -117,19 +125,20 @@ fn main() {
     let polls = [Duration::from_millis(20), Duration::from_millis(100)];
     println!("\nrollback-k8s undo + wait on the API double (tick = 1 virtual s per {tick:?}; 2 replicas each)");
     println!("kubectl reference: 6 requests per rollback (GET, LIST rs, PATCH; rollout status: GET, LIST, WATCH)\n");
-    println!("| Deployments | poll | wall | requests/rollback | GET deploy+rs | LIST rs | PATCH |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| Deployments | poll | wall | requests/rollback | GET deploy+rs | LIST rs | PATCH | WATCH |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &poll in &polls {
         for &n in sizes {
             let row = rt.block_on(run(n, tick, poll));
             println!(
-                "| {} | {poll:?} | {:.0?} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                "| {} | {poll:?} | {:.0?} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
                 row.n,
                 row.wall,
                 row.per_rollback,
                 row.gets as f64 / n as f64,
                 row.lists as f64 / n as f64,
-                row.patches as f64 / n as f64
+                row.patches as f64 / n as f64,
+                row.watches as f64 / n as f64
             );
             rollback_benches::summary(
                 "k8s (API double)",
@@ -137,7 +146,7 @@ fn main() {
                 &format!("{:.1}", row.per_rollback),
                 "6",
                 &format!("{:.2}× kubectl's", row.per_rollback / 6.0),
-                "reported (no target)",
+                &format!("≤ 6 whatever the poll: {}", rollback_benches::met(row.per_rollback <= 6.0)),
             );
         }
     }

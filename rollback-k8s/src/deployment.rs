@@ -8,7 +8,7 @@ use kube::Api;
 use kube::api::ListParams;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cluster::{Cluster, ClusterConfig, UNDO_KEY_ANNOTATION, check_name, patch_if_unchanged};
 use crate::error::err;
@@ -36,7 +36,8 @@ pub struct WaitConfig {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
-    /// Time between status reads (default 2 s).
+    /// Time between status reads when the watch cannot be used (it broke, or the server
+    /// refuses watches); the wait watches otherwise (default 2 s).
     #[serde(default = "default_poll", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub poll_interval: Duration,
@@ -289,37 +290,19 @@ impl DeploymentTarget {
         Observed::Diverged(format!("the live template is {live}"))
     }
 
-    /// Waits like `kubectl rollout status`: done when rolled out, an error on
-    /// `ProgressDeadlineExceeded` or after `timeout`.
+    /// Waits like `kubectl rollout status` (a GET, then a watch; polling only if the
+    /// watch breaks): done when rolled out, an error on `ProgressDeadlineExceeded` or
+    /// after `timeout`.
     pub async fn wait_for_rollout(&self) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            let d = self.get().await?;
-            // Replicas of the new template that are up, of the replicas wanted.
-            let wanted = d.spec.replicas.unwrap_or(1).max(0) as u64;
-            let status = d.status.as_ref();
-            let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
-            let up = updated.min(status.and_then(|s| s.available_replicas).unwrap_or(0)).max(0) as u64;
-            rollback_core::progress::report(up.min(wanted), Some(wanted), "replicas");
-            match rollout_status(&d) {
-                RolloutStatus::Complete => return Ok(()),
-                RolloutStatus::Failed(message) => {
-                    return Err(Error::new(ErrorKind::Backend, format!("rollout failed: {message}"))
-                        .set_retryable(false)
-                        .with_context("deployment", format!("{}/{}", self.namespace, self.deployment)));
-                }
-                RolloutStatus::Waiting(message) if started.elapsed() >= self.wait.timeout => {
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!("{} not rolled out after {:?}: {message}", self.what(), self.wait.timeout),
-                    ));
-                }
-                RolloutStatus::Waiting(message) => {
-                    tracing::debug!(deployment = %self.deployment, message, "waiting for rollout");
-                    tokio::time::sleep(self.wait.poll_interval).await;
-                }
-            }
-        }
+        self.wait_from(None).await
+    }
+
+    /// The wait, from the Deployment as the PATCH returned it when there is one (no
+    /// second GET: the watch starts at its resourceVersion).
+    async fn wait_from(&self, patched: Option<Deployment>) -> Result<()> {
+        let api = self.deployments();
+        let wait = crate::wait::RolloutWait { api: &api, name: &self.deployment, what: self.what(), wait: &self.wait };
+        wait.run(patched).await
     }
 
     /// kubectl's annotations for an undo: the Deployment keeps the skipped ones, takes the
@@ -350,7 +333,7 @@ impl DeploymentTarget {
         rs_name: &str,
         to: &str,
         key: &IdempotencyKey,
-    ) -> Result<()> {
+    ) -> Result<Deployment> {
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let rs = self.replica_sets().get_opt(rs_name).await.map_err(err("get replicaset"))?.ok_or_else(|| {
             Error::not_found(format!(
@@ -367,8 +350,7 @@ impl DeploymentTarget {
                     serde_json::json!({"op": "replace", "path": "/spec/template", "value": t}),
                     serde_json::json!({"op": "add", "path": "/metadata/annotations", "value": annotations}),
                 ];
-                patch_if_unchanged(&self.deployments(), &self.deployment, &rv, ops, "patch deployment").await?;
-                Ok(())
+                patch_if_unchanged(&self.deployments(), &self.deployment, &rv, ops, "patch deployment").await
             }
             _ => Err(Error::new(
                 ErrorKind::Conflict,
@@ -485,6 +467,7 @@ impl Target for DeploymentTarget {
         // controller's status writes also move the resourceVersion, so on a refused test
         // re-read and try again — but only while `from` (the template's content) holds.
         let mut attempts = 0;
+        let mut patched = None;
         loop {
             attempts += 1;
             let d = self.get().await?;
@@ -498,8 +481,9 @@ impl Target for DeploymentTarget {
             }
             self.refuse_paused(&d)?;
             match self.switch_template(&d, &payload.to_replica_set, &change.to.id, key).await {
-                Ok(()) => {
+                Ok(switched) => {
                     tracing::info!(deployment = %self.deployment, to = %change.to, "deployment template switched");
+                    patched = Some(switched);
                     break;
                 }
                 Err(e) if e.kind() == ErrorKind::Conflict && attempts < 5 => {
@@ -508,7 +492,7 @@ impl Target for DeploymentTarget {
                 Err(e) => return Err(e),
             }
         }
-        if self.wait.wait { self.wait_for_rollout().await } else { Ok(()) }
+        if self.wait.wait { self.wait_from(patched).await } else { Ok(()) }
     }
 
     async fn observe(&self, change: &Change, key: &IdempotencyKey) -> Result<Observed> {

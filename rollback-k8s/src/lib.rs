@@ -30,6 +30,7 @@ pub mod rollout;
 mod scale;
 mod selector;
 mod snapshot;
+mod wait;
 
 pub use canary::{CanaryConfig, CanaryTarget};
 pub use cluster::{

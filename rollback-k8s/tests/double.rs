@@ -159,3 +159,120 @@ async fn observe_tells_a_switched_template_from_a_finished_rollout() {
     let patches = double.requests().into_iter().filter(|r| r.method == "PATCH").count();
     assert_eq!(patches, 3, "the resumed apply only waited: no second template PATCH");
 }
+
+/// The double's watches, as the real API server's: events after a resourceVersion,
+/// filtered by field selector, bookmarks, the server's timeout, and 410 for a version
+/// older than its watch cache.
+#[tokio::test]
+async fn watches_stream_changes_after_a_version_with_bookmarks_and_expire() {
+    use futures::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    let options = DoubleOptions { bookmark_interval: Duration::from_millis(50), watch_cache: 50, ..manual() };
+    let double = ApiDouble::start_with(options).await;
+    let api: Api<Deployment> = Api::namespaced(double.client("ns"), "ns");
+    create(&api, "web", "app:1", 1).await;
+    create(&api, "other", "app:1", 1).await;
+    let rv = api.get("web").await.unwrap().metadata.resource_version.unwrap();
+
+    let params = WatchParams::default().fields("metadata.name=web").timeout(2);
+    let stream = api.watch(&params, &rv).await.unwrap();
+    futures::pin_mut!(stream);
+    set_image(&api, "other", "app:2").await; // filtered out by the field selector
+    set_image(&api, "web", "app:2").await;
+    let mut modified = None;
+    let mut bookmarks = 0;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap() {
+        match event.unwrap() {
+            WatchEvent::Modified(d) => {
+                assert_eq!(d.metadata.name.as_deref(), Some("web"), "only the selected object");
+                modified.get_or_insert(d);
+            }
+            WatchEvent::Bookmark(b) => {
+                assert!(b.metadata.resource_version.parse::<u64>().unwrap() >= rv.parse::<u64>().unwrap());
+                bookmarks += 1;
+            }
+            WatchEvent::Added(d) => panic!("a watch from a version sends no ADDED for existing {:?}", d.metadata.name),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let modified = modified.expect("the image change of web arrived");
+    let image = modified.spec.template.spec.unwrap().containers[0].image.clone();
+    assert_eq!(image.as_deref(), Some("app:2"));
+    assert!(bookmarks >= 2, "bookmarks every 50 ms over the 2 s watch: {bookmarks}");
+    let log = double.requests();
+    assert_eq!(log.iter().filter(|r| r.query.contains("watch=true")).count(), 1, "one watch request");
+
+    // From version 0: the current objects first, as ADDED.
+    let all = api.watch(&WatchParams::default().timeout(1), "0").await.unwrap();
+    let added: Vec<String> = all
+        .filter_map(|e| async move {
+            match e.unwrap() {
+                WatchEvent::Added(d) => d.metadata.name,
+                _ => None,
+            }
+        })
+        .collect()
+        .await;
+    assert_eq!(added, ["other", "web"]);
+
+    // Older than the watch cache (50 changes): 410 Expired.
+    for i in 0..30 {
+        set_image(&api, "other", &format!("app:{}", i + 3)).await;
+        double.tick();
+    }
+    let stale = api.watch(&WatchParams::default().timeout(1), &rv).await.unwrap();
+    futures::pin_mut!(stale);
+    match stale.next().await.unwrap().unwrap() {
+        WatchEvent::Error(status) => assert_eq!((status.code, status.reason.as_str()), (410, "Expired")),
+        other => panic!("expected 410, got {other:?}"),
+    }
+}
+
+/// The rollout wait watches: its requests do not grow with the rollout's length.
+#[tokio::test]
+async fn the_rollout_wait_watches_instead_of_polling() {
+    let double = ApiDouble::start_with(manual()).await;
+    let api: Api<Deployment> = Api::namespaced(double.client("ns"), "ns");
+    create(&api, "web", "app:1", 2).await;
+    double.ticks(10);
+    set_image(&api, "web", "app:2").await;
+    let wait = WaitConfig { poll_interval: Duration::from_millis(5), ..Default::default() };
+    let config =
+        DeploymentConfig { cluster: Default::default(), namespace: "ns".into(), deployment: "web".into(), wait };
+    let target = DeploymentTarget::new("web", double.cluster(), config).unwrap();
+    double.clear_requests();
+    let wait = tokio::spawn(async move { target.wait_for_rollout().await });
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(20)).await; // 800 ms: 160 polls' worth
+        double.tick();
+    }
+    wait.await.unwrap().unwrap();
+    let log = double.requests();
+    let paths: Vec<String> = log.iter().map(|r| format!("{} {}?{}", r.method, r.path, r.query)).collect();
+    assert_eq!(log.len(), 2, "one GET and one WATCH: {paths:?}");
+    assert!(log[1].query.contains("watch=true") && log[1].query.contains("metadata.name%3Dweb"), "{paths:?}");
+}
+
+/// Where watches are refused, the wait polls: it still finishes.
+#[tokio::test]
+async fn the_rollout_wait_polls_when_watches_are_refused() {
+    let double = ApiDouble::start_with(DoubleOptions { watches: false, ..manual() }).await;
+    let api: Api<Deployment> = Api::namespaced(double.client("ns"), "ns");
+    create(&api, "web", "app:1", 2).await;
+    double.ticks(10);
+    set_image(&api, "web", "app:2").await;
+    let wait = WaitConfig { poll_interval: Duration::from_millis(20), ..Default::default() };
+    let config =
+        DeploymentConfig { cluster: Default::default(), namespace: "ns".into(), deployment: "web".into(), wait };
+    let target = DeploymentTarget::new("web", double.cluster(), config).unwrap();
+    double.clear_requests();
+    let wait = tokio::spawn(async move { target.wait_for_rollout().await });
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        double.tick();
+    }
+    wait.await.unwrap().unwrap();
+    let log = double.requests();
+    assert_eq!(log.iter().filter(|r| r.query.contains("watch=true")).count(), 1, "one refused watch");
+    assert!(log.len() > 3, "then GETs every 20 ms: {} requests", log.len());
+}

@@ -7,8 +7,14 @@
 //! API server does), merge patches (strategic-merge treated as merge), delete
 //! preconditions, `dryRun=All`, label and field selectors, owner cascades, and a
 //! deployment controller after the upstream rules (see [`ApiDouble::tick`]). What it
-//! does not do: watches (405; poll instead), authentication, admission beyond Deployment
-//! defaults and selector validation, scheduling, real containers.
+//! does not do: authentication, admission beyond Deployment
+//! defaults and selector validation, scheduling, real containers. Watches
+//! (`?watch=true`) stream `ADDED` / `MODIFIED` / `DELETED` events after the given
+//! `resourceVersion` (the current objects first as `ADDED` when it is empty or `0`),
+//! honour `fieldSelector`, `labelSelector` and `timeoutSeconds`, send `BOOKMARK`s with
+//! `allowWatchBookmarks=true`, and answer a version older than the last
+//! [`DoubleOptions::watch_cache`] changes with an `ERROR` event `410 Expired`, as the real API
+//! server does once its watch cache moved on.
 //!
 //! Served: `deployments`, `replicasets` (apps/v1); `pods` (+ `log`), `services`,
 //! `configmaps`, `secrets`, `events`, `namespaces` (v1); `leases` (coordination.k8s.io/v1).
@@ -28,6 +34,7 @@
 mod controller;
 mod server;
 mod store;
+mod watch;
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -54,6 +61,15 @@ pub struct DoubleOptions {
     /// When set, every request must carry `Authorization: Bearer <token>`; others get
     /// `401 Unauthorized`, as from a real API server (default: none required).
     pub bearer_token: Option<String>,
+    /// Real time between two `BOOKMARK`s of a watch that asked for them (default 1 s;
+    /// the real API server sends one about every minute).
+    pub bookmark_interval: Duration,
+    /// Changes a watch can resume from (default 10,000); a watch from an older
+    /// `resourceVersion` gets `410 Expired`.
+    pub watch_cache: usize,
+    /// Whether watches are served (default true); `false` answers them `405`, as a
+    /// proxy in front of an API server that does not pass streams might.
+    pub watches: bool,
 }
 
 impl Default for DoubleOptions {
@@ -64,6 +80,9 @@ impl Default for DoubleOptions {
             background: Some(Duration::from_millis(10)),
             never_ready: Arc::new(|image: &str| image.contains("broken")),
             bearer_token: None,
+            bookmark_interval: Duration::from_secs(1),
+            watch_cache: 10_000,
+            watches: true,
         }
     }
 }
@@ -75,6 +94,9 @@ impl std::fmt::Debug for DoubleOptions {
             .field("ready_after", &self.ready_after)
             .field("background", &self.background)
             .field("bearer_token", &self.bearer_token.as_ref().map(|_| "***"))
+            .field("bookmark_interval", &self.bookmark_interval)
+            .field("watch_cache", &self.watch_cache)
+            .field("watches", &self.watches)
             .finish()
     }
 }
@@ -115,6 +137,10 @@ pub(crate) struct Shared {
     log: Mutex<Vec<LoggedRequest>>,
     /// The `Authorization` header value every request must carry, if any.
     authorization: Option<String>,
+    /// Woken after every change, for watches.
+    changed: tokio::sync::Notify,
+    bookmark_interval: Duration,
+    watches: bool,
 }
 
 impl Shared {
@@ -165,7 +191,7 @@ impl ApiDouble {
         let url = format!("http://{}", listener.local_addr().expect("local address"));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                store: store::Store::default(),
+                store: store::Store::with_watch_cache(options.watch_cache),
                 now: Utc::now(),
                 tick: delta(options.tick),
                 ready_after: delta(options.ready_after),
@@ -176,6 +202,9 @@ impl ApiDouble {
             }),
             log: Mutex::new(Vec::new()),
             authorization: options.bearer_token.as_ref().map(|token| format!("Bearer {token}")),
+            changed: tokio::sync::Notify::new(),
+            bookmark_interval: options.bookmark_interval,
+            watches: options.watches,
         });
         let mut tasks = vec![tokio::spawn(server::serve(listener, shared.clone()))];
         if let Some(period) = options.background {
@@ -267,4 +296,5 @@ fn tick_shared(shared: &Shared) {
         state.now += step;
         state.reconcile();
     }
+    shared.changed.notify_waiters();
 }

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                async move { Ok::<_, Infallible>(handle(shared, req).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
@@ -30,24 +31,27 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
     }
 }
 
-fn respond(code: u16, body: Vec<u8>, content_type: &str) -> Response<Full<Bytes>> {
+/// A response body: whole, or a watch's stream of events.
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+
+fn respond(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default()
+        .body(Full::new(Bytes::from(body)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-fn json_response(code: u16, value: &Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(code: u16, value: &Value) -> Response<Body> {
     respond(code, serde_json::to_vec(value).unwrap_or_default(), "application/json")
 }
 
 /// A parsed REST path.
-struct Target {
-    kind: &'static Kind,
-    namespace: String,
-    name: Option<String>,
-    subresource: Option<String>,
+pub(crate) struct Target {
+    pub(crate) kind: &'static Kind,
+    pub(crate) namespace: String,
+    pub(crate) name: Option<String>,
+    pub(crate) subresource: Option<String>,
 }
 
 fn parse_path(path: &str) -> Result<Target, ApiError> {
@@ -119,7 +123,7 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
@@ -140,11 +144,26 @@ async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Respons
         query: uri.query().unwrap_or_default().to_owned(),
         content_type: content_type.clone(),
     });
+    if q.get("watch").is_some_and(|v| v == "true" || v == "1") && method == Method::GET {
+        return match parse_path(uri.path()) {
+            Ok(_) if !shared.watches => {
+                json_response(405, &ApiError::new(405, "MethodNotAllowed", "watches are off in this double").status())
+            }
+            Ok(target) if target.name.is_none() && target.subresource.is_none() => {
+                super::watch::stream(shared, target, &q)
+            }
+            Ok(_) => json_response(405, &ApiError::new(405, "MethodNotAllowed", "watch a collection").status()),
+            Err(e) => json_response(e.code, &e.status()),
+        };
+    }
     let result = parse_path(uri.path()).and_then(|target| {
         let mut state =
             shared.state.lock().map_err(|_| ApiError::new(500, "InternalError", "double state poisoned"))?;
         dispatch(&mut state, &method, &target, &q, &content_type, &body).map(|value| (value, target))
     });
+    if method != Method::GET {
+        shared.changed.notify_waiters();
+    }
     match result {
         Ok((Reply::Json(code, value), target)) => {
             if accept.contains("as=PartialObjectMetadata") && target.name.is_some() {
@@ -224,9 +243,6 @@ fn dispatch(
     let kind = target.kind;
     let ns = target.namespace.as_str();
     let dry_run = q.get("dryRun").is_some_and(|v| v == "All");
-    if q.get("watch").is_some_and(|v| v == "true" || v == "1") {
-        return Err(ApiError::new(405, "MethodNotAllowed", "the API double does not serve watches; poll instead"));
-    }
     if let Some(sub) = &target.subresource {
         let name = target.name.as_deref().unwrap_or_default();
         return match (method, kind.resource, sub.as_str()) {

@@ -96,6 +96,22 @@ pub(crate) struct Store {
     rv: u64,
     uid: u64,
     objects: BTreeMap<Key, Value>,
+    /// The newest changes, for watches: `ADDED`, `MODIFIED`, `DELETED` with the
+    /// object as it was then, oldest first, at most [`EVENTS_KEPT`].
+    events: std::collections::VecDeque<Event>,
+    /// How many changes a watch can resume from; an older `resourceVersion` is `410
+    /// Gone`, as the real API server answers once its watch cache has moved on.
+    events_kept: usize,
+}
+
+/// One change, as a watch streams it.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    pub rv: u64,
+    pub resource: &'static str,
+    pub namespace: String,
+    pub kind: &'static str,
+    pub object: Value,
 }
 
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
@@ -114,8 +130,44 @@ fn spec_of(v: &Value) -> Value {
 }
 
 impl Store {
+    /// An empty store keeping the last `events_kept` changes for watches.
+    pub(crate) fn with_watch_cache(events_kept: usize) -> Self {
+        Store { events_kept, ..Default::default() }
+    }
+
     pub(crate) fn resource_version(&self) -> String {
         self.rv.to_string()
+    }
+
+    fn record(&mut self, resource: &'static str, namespace: &str, kind: &'static str, object: &Value) {
+        if self.events.len() >= self.events_kept.max(1) {
+            self.events.pop_front();
+        }
+        let mut object = object.clone();
+        if kind == "DELETED" {
+            object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        }
+        self.events.push_back(Event { rv: self.rv, resource, namespace: namespace.to_owned(), kind, object });
+    }
+
+    /// The changes after `rv` of one resource (in `ns`, or every namespace when empty),
+    /// or `Err` with the oldest version still kept when `rv` is older than that.
+    pub(crate) fn events_after(&self, resource: &str, ns: &str, rv: u64) -> Result<Vec<Event>, u64> {
+        let oldest = self.events.front().map_or(self.rv, |e| e.rv.saturating_sub(1));
+        if rv < oldest {
+            return Err(oldest);
+        }
+        Ok(self
+            .events
+            .iter()
+            .filter(|e| e.rv > rv && e.resource == resource && (ns.is_empty() || e.namespace == ns))
+            .cloned()
+            .collect())
+    }
+
+    /// The current resourceVersion as a number.
+    pub(crate) fn rv(&self) -> u64 {
+        self.rv
     }
 
     pub(crate) fn get(&self, kind: &Kind, ns: &str, name: &str) -> Option<&Value> {
@@ -184,6 +236,7 @@ impl Store {
             m.remove("generateName");
         }
         self.objects.insert(key, obj.clone());
+        self.record(kind.resource, ns, "ADDED", &obj);
         Ok(obj)
     }
 
@@ -251,6 +304,7 @@ impl Store {
         }
         self.rv += 1;
         new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.record(key.0, &key.1, "MODIFIED", &new);
         self.objects.insert(key, new.clone());
         new
     }
@@ -282,6 +336,7 @@ impl Store {
         }
         self.objects.remove(&key);
         self.rv += 1;
+        self.record(kind.resource, ns, "DELETED", &old);
         if kind.resource == "namespaces" {
             self.objects.retain(|(_, n, _), _| n != name);
         }
@@ -300,6 +355,8 @@ impl Store {
             for k in owned {
                 if let Some(v) = self.objects.remove(&k) {
                     owners.push(v["metadata"]["uid"].as_str().unwrap_or_default().to_owned());
+                    self.rv += 1;
+                    self.record(k.0, &k.1, "DELETED", &v);
                 }
             }
         }
@@ -308,8 +365,9 @@ impl Store {
 
     /// Removes an object as a controller (no preconditions, no cascade).
     pub(crate) fn controller_remove(&mut self, kind: &Kind, ns: &str, name: &str) {
-        if self.objects.remove(&(kind.resource, ns.to_owned(), name.to_owned())).is_some() {
+        if let Some(old) = self.objects.remove(&(kind.resource, ns.to_owned(), name.to_owned())) {
             self.rv += 1;
+            self.record(kind.resource, ns, "DELETED", &old);
         }
     }
 }
