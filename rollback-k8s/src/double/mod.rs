@@ -13,7 +13,7 @@
 //! `resourceVersion` (the current objects first as `ADDED` when it is empty or `0`),
 //! honour `fieldSelector`, `labelSelector` and `timeoutSeconds`, send `BOOKMARK`s with
 //! `allowWatchBookmarks=true`, and answer a version older than the last
-//! [`DoubleOptions::watch_cache`] changes with an `ERROR` event `410 Expired`, as the real API
+//! [`DoubleOptions::watch_cache`] changes of the resource with an `ERROR` event `410 Expired`, as the real API
 //! server does once its watch cache moved on.
 //!
 //! Served: `deployments`, `replicasets` (apps/v1); `pods` (+ `log`), `services`,
@@ -64,8 +64,8 @@ pub struct DoubleOptions {
     /// Real time between two `BOOKMARK`s of a watch that asked for them (default 1 s;
     /// the real API server sends one about every minute).
     pub bookmark_interval: Duration,
-    /// Changes a watch can resume from (default 10,000); a watch from an older
-    /// `resourceVersion` gets `410 Expired`.
+    /// Changes of one resource a watch can resume from (default 10,000); a watch from
+    /// an older `resourceVersion` gets `410 Expired`.
     pub watch_cache: usize,
     /// Whether watches are served (default true); `false` answers them `405`, as a
     /// proxy in front of an API server that does not pass streams might.

@@ -98,17 +98,25 @@ pub(crate) struct Store {
     objects: BTreeMap<Key, Value>,
     /// The newest changes, for watches: `ADDED`, `MODIFIED`, `DELETED` with the
     /// object as it was then, oldest first, at most [`EVENTS_KEPT`].
-    events: std::collections::VecDeque<Event>,
-    /// How many changes a watch can resume from; an older `resourceVersion` is `410
-    /// Gone`, as the real API server answers once its watch cache has moved on.
+    events: BTreeMap<&'static str, WatchCache>,
+    /// How many changes of one resource a watch can resume from; an older
+    /// `resourceVersion` is `410 Gone`, as the real API server (one watch cache per
+    /// resource) answers once its cache has moved on.
     events_kept: usize,
+}
+
+/// The newest changes of one resource.
+#[derive(Debug, Default)]
+struct WatchCache {
+    events: std::collections::VecDeque<Event>,
+    /// The version of the newest change dropped (0: none yet).
+    evicted: u64,
 }
 
 /// One change, as a watch streams it.
 #[derive(Debug, Clone)]
 pub(crate) struct Event {
     pub rv: u64,
-    pub resource: &'static str,
     pub namespace: String,
     pub kind: &'static str,
     pub object: Value,
@@ -140,29 +148,27 @@ impl Store {
     }
 
     fn record(&mut self, resource: &'static str, namespace: &str, kind: &'static str, object: &Value) {
-        if self.events.len() >= self.events_kept.max(1) {
-            self.events.pop_front();
+        let cache = self.events.entry(resource).or_default();
+        if cache.events.len() >= self.events_kept.max(1)
+            && let Some(dropped) = cache.events.pop_front()
+        {
+            cache.evicted = dropped.rv;
         }
         let mut object = object.clone();
         if kind == "DELETED" {
             object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         }
-        self.events.push_back(Event { rv: self.rv, resource, namespace: namespace.to_owned(), kind, object });
+        cache.events.push_back(Event { rv: self.rv, namespace: namespace.to_owned(), kind, object });
     }
 
     /// The changes after `rv` of one resource (in `ns`, or every namespace when empty),
-    /// or `Err` with the oldest version still kept when `rv` is older than that.
+    /// or `Err` with the newest version dropped from its cache when `rv` is older.
     pub(crate) fn events_after(&self, resource: &str, ns: &str, rv: u64) -> Result<Vec<Event>, u64> {
-        let oldest = self.events.front().map_or(self.rv, |e| e.rv.saturating_sub(1));
-        if rv < oldest {
-            return Err(oldest);
+        let Some(cache) = self.events.get(resource) else { return Ok(Vec::new()) };
+        if rv < cache.evicted {
+            return Err(cache.evicted);
         }
-        Ok(self
-            .events
-            .iter()
-            .filter(|e| e.rv > rv && e.resource == resource && (ns.is_empty() || e.namespace == ns))
-            .cloned()
-            .collect())
+        Ok(cache.events.iter().filter(|e| e.rv > rv && (ns.is_empty() || e.namespace == ns)).cloned().collect())
     }
 
     /// The current resourceVersion as a number.
