@@ -125,7 +125,13 @@ impl RolloutWait<'_> {
                             Err(e) => return Watched::Settled(Err(e)),
                         },
                     };
-                    return Watched::Settled(self.settled(&d, started).unwrap_or(Ok(())));
+                    // Out of time: never a success unless the rollout says so.
+                    return Watched::Settled(self.settled(&d, started).unwrap_or_else(|| {
+                        Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!("{} not rolled out after {:?}", self.what, self.wait.timeout),
+                        ))
+                    }));
                 }
                 Ok(None) => return Watched::Ended(last),
                 Ok(Some(Err(e))) => return Watched::Broken(format!("the watch broke: {e}")),

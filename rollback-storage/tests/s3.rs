@@ -174,7 +174,6 @@ async fn one_request_per_key_and_a_writer_inside_the_restore_is_not_overwritten(
     writer.await.unwrap();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert!(err.to_string().contains("k1050"), "the error names the key: {err}");
-    eprintln!("the error: {err}");
     assert!(err.to_string().contains("restored_in_this_attempt=1000"), "says how far it got: {err}");
 
     let after = oracle(&env, &env.endpoint, &bucket, "", t);

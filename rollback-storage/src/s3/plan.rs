@@ -309,16 +309,13 @@ impl Execution<'_> {
         if changed.is_empty() {
             return Ok(());
         }
-        Err(Error::new(
-            rollback_core::ErrorKind::Conflict,
-            format!(
-                "{} keys changed since prepare (e.g. {}): someone else wrote them; none of this page of {} keys was written",
-                changed.len(),
-                changed.iter().take(5).copied().collect::<Vec<_>>().join(", "),
+        Err(conflicting(
+            &changed,
+            &format!(
+                "changed since prepare{{}}: someone else wrote them; none of this page of {} keys was written",
                 page.len()
             ),
-        )
-        .with_context("failed_key", changed[0]))
+        ))
     }
 
     /// Before a page is written (re-listing path): every source not pinned by a version
@@ -359,14 +356,10 @@ impl Execution<'_> {
         if overwritten.is_empty() {
             return Ok(());
         }
-        Err(Error::new(
-            rollback_core::ErrorKind::Conflict,
-            format!(
-                "{} keys were written by someone else while this restore wrote them (e.g. {}): the server ignores \
-                 conditional writes, so their write may be a noncurrent version now, or ours is",
-                overwritten.len(),
-                overwritten.iter().take(5).copied().collect::<Vec<_>>().join(", ")
-            ),
+        Err(conflicting(
+            &overwritten,
+            "were written by someone else while this restore wrote them{}: the server ignores conditional writes, \
+             so their write may be a noncurrent version now, or ours is",
         ))
     }
 
@@ -418,6 +411,14 @@ impl Execution<'_> {
         }
         Ok(written)
     }
+}
+
+/// A conflict over `keys` (not empty): "N keys WHAT", with up to five of them named
+/// where `what` holds `{}`, and the first as `failed_key`.
+fn conflicting(keys: &[&str], what: &str) -> Error {
+    let examples = format!(" (e.g. {})", keys.iter().take(5).copied().collect::<Vec<_>>().join(", "));
+    Error::new(rollback_core::ErrorKind::Conflict, format!("{} keys {}", keys.len(), what.replacen("{}", &examples, 1)))
+        .with_context("failed_key", keys[0])
 }
 
 /// What a write is conditional on at the destination.
