@@ -228,6 +228,16 @@ async fn to_a_restore_point_then_again(c: Cluster) {
 #[tokio::test]
 async fn recovers_to_just_before_a_time() {
     let Some(c) = cluster() else { return };
+    to_just_before_a_time(c).await;
+}
+
+#[tokio::test]
+async fn the_pgbackrest_engine_recovers_to_just_before_a_time() {
+    let Some(c) = pgbackrest_cluster() else { return };
+    to_just_before_a_time(c).await;
+}
+
+async fn to_just_before_a_time(c: Cluster) {
     setup_orders(&c);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let before: chrono::DateTime<chrono::Utc> = c.sql("SELECT to_json(clock_timestamp())#>>'{}'").parse().unwrap();
@@ -281,6 +291,16 @@ async fn unreachable_targets_are_refused_naming_why_with_nothing_changed() {
 #[tokio::test]
 async fn a_failed_verification_leaves_the_live_cluster_serving_untouched() {
     let Some(c) = cluster() else { return };
+    failed_verification_changes_nothing(c).await;
+}
+
+#[tokio::test]
+async fn the_pgbackrest_engine_leaves_the_live_cluster_serving_after_a_failed_verification() {
+    let Some(c) = pgbackrest_cluster() else { return };
+    failed_verification_changes_nothing(c).await;
+}
+
+async fn failed_verification_changes_nothing(c: Cluster) {
     setup_orders(&c);
     assert_eq!(c.restore_point("rb-pre").await.state, RunState::Succeeded);
     c.insert("bad-deploy", 30);
@@ -298,8 +318,17 @@ async fn a_failed_verification_leaves_the_live_cluster_serving_untouched() {
 /// recovery done once (timeline 2, one kept data directory, no copy left beside).
 #[tokio::test]
 async fn a_runner_killed_after_any_phase_is_resumed_by_another_process() {
+    killed_after_any_phase_then_resumed(cluster).await;
+}
+
+#[tokio::test]
+async fn the_pgbackrest_engine_resumes_a_runner_killed_after_any_phase() {
+    killed_after_any_phase_then_resumed(pgbackrest_cluster).await;
+}
+
+async fn killed_after_any_phase_then_resumed(make: fn() -> Option<Cluster>) {
     for phase in ["Restored", "Promoted", "Verified", "LiveStopped", "LiveKept", "Switched"] {
-        let Some(c) = cluster() else { return };
+        let Some(c) = make() else { return };
         setup_orders(&c);
         assert_eq!(c.restore_point("rb-pre").await.state, RunState::Succeeded);
         c.insert("bad-deploy", 30);
@@ -340,6 +369,16 @@ async fn a_runner_killed_after_any_phase_is_resumed_by_another_process() {
 #[tokio::test]
 async fn recovers_to_a_wal_location() {
     let Some(c) = cluster() else { return };
+    to_a_wal_location(c).await;
+}
+
+#[tokio::test]
+async fn the_pgbackrest_engine_recovers_to_a_wal_location() {
+    let Some(c) = pgbackrest_cluster() else { return };
+    to_a_wal_location(c).await;
+}
+
+async fn to_a_wal_location(c: Cluster) {
     setup_orders(&c);
     let lsn = c.sql("SELECT pg_current_wal_insert_lsn()");
     c.insert("bad-deploy", 30);
@@ -384,4 +423,46 @@ async fn failing_archiving_is_refused() {
     assert_eq!(refused.state, RunState::Failed, "{text}");
     assert!(text.contains("archiving is failing now"), "{text}");
     assert_eq!(c.timeline(), 1);
+}
+
+/// The core target suite's promises that a cluster can keep (the suite itself
+/// assumes the current version is one of the history's, and a cluster's current
+/// state is a WAL position): an unknown version is NotFound; a done change applied
+/// again is a no-op; a change whose `from` no longer holds (the cluster was
+/// recovered since it was prepared) is a Conflict that changes nothing, and observe
+/// calls it Diverged.
+#[tokio::test]
+async fn keeps_the_target_contract() {
+    let Some(c) = cluster() else { return };
+    setup_orders(&c);
+    assert_eq!(c.restore_point("rb-a").await.state, RunState::Succeeded);
+    c.insert("between", 5);
+    assert_eq!(c.restore_point("rb-b").await.state, RunState::Succeeded);
+    c.insert("bad-deploy", 30);
+    let spec = c.specs(&[]).remove(0);
+    let config = serde_json::from_value(spec.config.clone()).unwrap();
+    let target: std::sync::Arc<dyn rollback_core::Target> =
+        std::sync::Arc::new(rollback_db::PgPitr::new("db", &c.server.url("postgres"), config).unwrap());
+    rollback_core::testkit::conformance::errors_carry_kinds(target.clone()).await;
+
+    use rollback_core::{ErrorKind, IdempotencyKey, Observed, Request};
+    let stale = target.prepare(&Request::To(Selector::Exact("rb-a".into()))).await.unwrap();
+    let change = target.prepare(&Request::To(Selector::Exact("rb-b".into()))).await.unwrap();
+    let key = IdempotencyKey::new("contract/b/fwd");
+    assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::NotStarted);
+    target.apply(&change, &key).await.unwrap();
+    assert_eq!(target.observe(&change, &key).await.unwrap(), Observed::Done);
+    target.apply(&change, &key).await.expect("re-applying a done recovery is a no-op");
+    assert_eq!(c.timeline(), 2, "recovered once");
+    assert_eq!(c.beside("damaged").len(), 1, "recovered once");
+    assert_eq!(c.rows(), ["before-backup:100", "good:50", "between:5"]);
+
+    let stale_key = IdempotencyKey::new("contract/a/fwd");
+    let err = target.apply(&stale, &stale_key).await.expect_err("a stale recovery must be refused");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("timeline 2 now, not 1"), "{err}");
+    assert!(matches!(target.observe(&stale, &stale_key).await.unwrap(), Observed::Diverged(_)));
+    assert_eq!(c.rows(), ["before-backup:100", "good:50", "between:5"], "the refusal changed nothing");
+    assert_eq!(c.beside("damaged").len(), 1);
+    assert!(c.beside("recover").is_empty() && c.beside("recover-tmp").is_empty());
 }

@@ -111,7 +111,12 @@ pub(super) async fn apply(target: &PgPitr, change: &Change, key: &IdempotencyKey
                 rename(&d.recovering, &d.live)?;
                 target.reached(PitrPhase::Switched);
             }
-            Phase::Fresh => restore(target, &recovery, &d, key).await?,
+            Phase::Fresh => {
+                if let Some(moved) = timeline_moved(target, &recovery).await? {
+                    return Err(Error::new(ErrorKind::Conflict, moved));
+                }
+                restore(target, &recovery, &d, key).await?
+            }
             Phase::Restored => beside_then_switch(target, &recovery, &d, key).await?,
         }
     }
@@ -129,8 +134,26 @@ pub(super) async fn observe(target: &PgPitr, change: &Change, key: &IdempotencyK
         Phase::Restored => {
             Observed::Partial(format!("the recovered copy {} is not switched in", d.recovering.display()))
         }
-        Phase::Fresh => Observed::NotStarted,
+        Phase::Fresh => match timeline_moved(target, &recovery_of(change)?).await {
+            Ok(Some(moved)) => Observed::Diverged(moved),
+            // A live cluster that cannot be read now is judged again by apply.
+            Ok(None) | Err(_) => Observed::NotStarted,
+        },
     })
+}
+
+/// The compare of the compare-and-swap: the live cluster must still be on the
+/// timeline the change was prepared on (a recovery by anyone else starts a new one).
+/// Writes since then do not count: they are what the recovery is for.
+async fn timeline_moved(target: &PgPitr, recovery: &Recovery) -> Result<Option<String>> {
+    let live = super::resolve::live(&target.sessions).await?;
+    Ok((live.timeline != recovery.timeline).then(|| {
+        format!(
+            "the live cluster is on timeline {} now, not {} as when this recovery was prepared: it was recovered \
+             since; prepare again",
+            live.timeline, recovery.timeline
+        )
+    }))
 }
 
 async fn serving(target: &PgPitr, data: &Path, port: u16) -> bool {
