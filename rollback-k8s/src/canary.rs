@@ -80,6 +80,7 @@ impl CanaryTarget {
         }
         let replicas = |deployment: String, wait: bool| Replicas {
             api: cluster.api(&config.namespace),
+            hpas: cluster.api(&config.namespace),
             namespace: config.namespace.clone(),
             deployment,
             wait: WaitConfig { wait, ..config.wait },
@@ -98,16 +99,16 @@ impl CanaryTarget {
         Self::new(name, cluster, config)
     }
 
-    async fn live(&self) -> Result<(Counts, Option<String>, Option<String>)> {
+    async fn live(&self) -> Result<Counts> {
         let (c, s) = (self.canary.get().await?, self.stable.get().await?);
-        let counts = Counts { canary: Replicas::count(&c), stable: Replicas::count(&s) };
-        Ok((counts, Replicas::stamped(&c).map(str::to_owned), Replicas::stamped(&s).map(str::to_owned)))
+        Ok(Counts { canary: Replicas::count(&c), stable: Replicas::count(&s) })
     }
 
-    fn change(&self, from: Counts, to: Counts) -> Change {
+    fn change(&self, from: Counts, to: Counts, note: Option<&str>) -> Change {
+        let note = note.map(|n| format!("; {n}")).unwrap_or_default();
         Change::new(self.name.clone(), "canary", Some(version(from)), version(to))
             .describe(format!(
-                "{}: canary {} {} -> {}, stable {} {} -> {}",
+                "{}: canary {} {} -> {}, stable {} {} -> {}{note}",
                 self.name,
                 self.canary.deployment,
                 from.canary,
@@ -152,7 +153,7 @@ impl Target for CanaryTarget {
     }
 
     async fn current(&self) -> Result<Version> {
-        Ok(version(self.live().await?.0))
+        Ok(version(self.live().await?))
     }
 
     async fn prepare(&self, request: &Request) -> Result<Change> {
@@ -162,7 +163,7 @@ impl Target for CanaryTarget {
         if action != "rollback" {
             return Err(Error::new(ErrorKind::Unsupported, format!("k8s-canary does rollback, not {action}")));
         }
-        let (from, _, _) = self.live().await?;
+        let from = self.live().await?;
         let stable = match params.get("stable_replicas") {
             None => from.stable + from.canary,
             Some(v) => v
@@ -171,7 +172,17 @@ impl Target for CanaryTarget {
                 .map(|n| n as i32)
                 .ok_or_else(|| Error::invalid_input("params.stable_replicas must be a number ≥ 0"))?,
         };
-        Ok(self.change(from, Counts { canary: 0, stable }))
+        // A HorizontalPodAutoscaler on the stable Deployment that would undo its new
+        // count is refused here (the canary's, at zero replicas, stops by itself).
+        let plan = crate::hpa::plan(
+            &self.stable.hpas,
+            &self.stable.what(),
+            &self.stable.deployment,
+            stable,
+            crate::hpa::HpaPolicy::Refuse,
+        )
+        .await?;
+        Ok(self.change(from, Counts { canary: 0, stable }, plan.note.as_deref()))
     }
 
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
@@ -179,17 +190,15 @@ impl Target for CanaryTarget {
         if let Observed::Diverged(detail) = self.observe(change, key).await? {
             return Err(Error::new(ErrorKind::Conflict, format!("{} changed under us: {detail}", self.name)));
         }
-        self.canary.scale(from.canary, to.canary, key).await?;
-        self.stable.scale(from.stable, to.stable, key).await?;
+        self.canary.scale(from.canary, to.canary).await?;
+        self.stable.scale(from.stable, to.stable).await?;
         self.stable.wait().await
     }
 
-    async fn observe(&self, change: &Change, key: &IdempotencyKey) -> Result<Observed> {
+    async fn observe(&self, change: &Change, _key: &IdempotencyKey) -> Result<Observed> {
         let (from, to) = payload(change)?;
-        let (live, canary_key, stable_key) = self.live().await?;
-        let ours = |k: &Option<String>, was: i32, want: i32| was == want || k.as_deref() == Some(key.as_str());
-        let canary_done = live.canary == to.canary && ours(&canary_key, from.canary, to.canary);
-        let stable_done = live.stable == to.stable && ours(&stable_key, from.stable, to.stable);
+        let live = self.live().await?;
+        let (canary_done, stable_done) = (live.canary == to.canary, live.stable == to.stable);
         Ok(match (canary_done, stable_done) {
             (true, true) => {
                 if self.stable.wait.wait
@@ -213,6 +222,6 @@ impl Target for CanaryTarget {
 
     fn inverse(&self, change: &Change) -> Result<Change> {
         let (from, to) = payload(change)?;
-        Ok(self.change(to, from))
+        Ok(self.change(to, from, None))
     }
 }

@@ -10,8 +10,6 @@ use rollback_core::{Error, Result};
 
 /// Annotation holding the idempotency key of the last rollback (`Deployment` template undo).
 pub const UNDO_KEY_ANNOTATION: &str = "rollback.dev/undo-key";
-/// Annotation holding the idempotency key of the last scale change.
-pub const SCALE_KEY_ANNOTATION: &str = "rollback.dev/scale-key";
 /// Annotation holding the idempotency key of the last Service selector change.
 pub const SELECTOR_KEY_ANNOTATION: &str = "rollback.dev/selector-key";
 /// The field manager named in every write.

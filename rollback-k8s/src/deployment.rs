@@ -21,6 +21,8 @@ use rollback_core::{
     Selector, Target, TargetId, Version,
 };
 
+mod actions;
+
 fn default_true() -> bool {
     true
 }
@@ -137,6 +139,24 @@ pub(crate) fn live_version(d: &Deployment, rses: &[ReplicaSet]) -> Version {
     }
 }
 
+/// The Deployment's `matchLabels` as a label selector.
+fn selector_of(d: &Deployment) -> String {
+    d.spec
+        .selector
+        .match_labels
+        .as_ref()
+        .map(|labels| labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
+/// "previous" as `kubectl rollout undo` computes it (its revision 0): the revision
+/// second-highest by number, whatever the live template is — after an edit the
+/// controller has not acted on yet, that is the one before the newest ReplicaSet.
+/// `revisions` is newest first.
+fn previous_of(revisions: &[Revision]) -> Option<&Revision> {
+    revisions.get(1)
+}
+
 fn annotation<'a>(meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
@@ -185,13 +205,7 @@ impl DeploymentTarget {
     async fn load(&self) -> Result<(Deployment, Vec<ReplicaSet>)> {
         let d = self.get().await?;
         let uid = d.metadata.uid.clone().unwrap_or_default();
-        let selector = d
-            .spec
-            .selector
-            .match_labels
-            .as_ref()
-            .map(|labels| labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
-            .unwrap_or_default();
+        let selector = selector_of(&d);
         let list = self
             .replica_sets()
             .list(&ListParams::default().labels(&selector))
@@ -400,8 +414,18 @@ impl Target for DeploymentTarget {
     }
 
     async fn prepare(&self, request: &Request) -> Result<Change> {
-        let Request::To(selector) = request else {
-            return Err(Error::new(ErrorKind::Unsupported, format!("{} only rolls back to a revision", self.kind())));
+        let selector = match request {
+            Request::To(selector) => selector,
+            Request::Action { action, params } if action == "restart" => return self.prepare_restart(params).await,
+            Request::Action { action, params } if action == "delete-failing-pods" => {
+                return self.prepare_delete_pods(params).await;
+            }
+            Request::Action { action, .. } => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("{} has the actions restart and delete-failing-pods, not {action:?}", self.kind()),
+                ));
+            }
         };
         let (d, rses) = self.load().await?;
         self.refuse_paused(&d)?;
@@ -409,8 +433,7 @@ impl Target for DeploymentTarget {
         let history = Self::history_of(&rses);
         let revisions: Vec<Revision> = history.iter().map(|(r, _)| r.clone()).collect();
         let resolved = match selector {
-            // "previous" is kubectl's revision 0: the newest revision other than the live template.
-            Selector::Previous => revisions.iter().find(|r| r.version.id != current.id).ok_or_else(|| {
+            Selector::Previous => previous_of(&revisions).ok_or_else(|| {
                 Error::not_found(format!("{} has no previous revision", self.what())).with_context("selector", selector)
             })?,
             other => other.resolve(&revisions, &current)?,
@@ -461,6 +484,11 @@ impl Target for DeploymentTarget {
     }
 
     async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
+        match change.kind.as_str() {
+            actions::RESTART => return self.apply_restart(change, key).await,
+            actions::DELETE_PODS => return self.apply_delete_pods(change).await,
+            _ => {}
+        }
         let payload: Payload = serde_json::from_value(change.payload.clone())
             .map_err(|e| Error::invalid_input(format!("not a k8s-deployment change: {e}")))?;
         // The resourceVersion test guards the window between our GET and PATCH; the
@@ -496,12 +524,20 @@ impl Target for DeploymentTarget {
     }
 
     async fn observe(&self, change: &Change, key: &IdempotencyKey) -> Result<Observed> {
+        match change.kind.as_str() {
+            actions::RESTART => return self.observe_restart(change).await,
+            actions::DELETE_PODS => return self.observe_delete_pods(change).await,
+            _ => {}
+        }
         let payload: Payload = serde_json::from_value(change.payload.clone())
             .map_err(|e| Error::invalid_input(format!("not a k8s-deployment change: {e}")))?;
         Ok(self.classify(&self.get().await?, change, key, &payload))
     }
 
     fn inverse(&self, change: &Change) -> Result<Change> {
+        if matches!(change.kind.as_str(), actions::RESTART | actions::DELETE_PODS) {
+            return Err(Error::unsupported("inverse").with_context("reason", format!("{} has no inverse", change.kind)));
+        }
         let payload: Payload = serde_json::from_value(change.payload.clone())
             .map_err(|e| Error::invalid_input(format!("not a k8s-deployment change: {e}")))?;
         let (Some(from), Some(from_rs)) = (change.from.clone(), payload.from_replica_set.clone()) else {
@@ -546,6 +582,22 @@ fn template_diff(live: &PodTemplateSpec, to: &PodTemplateSpec) -> String {
 #[cfg(test)]
 mod preview_tests {
     use super::*;
+
+    #[test]
+    fn previous_is_the_second_highest_revision_as_kubectl_computes_it() {
+        let rs = |name: &str, rev: i64, image: &str| -> ReplicaSet {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "annotations": {"deployment.kubernetes.io/revision": rev.to_string()}},
+                "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "web", "image": image}]}}}
+            }))
+            .unwrap()
+        };
+        // Listed in any order; the live template (web:4) has no ReplicaSet yet.
+        let history = DeploymentTarget::history_of(&[rs("b", 2, "web:2"), rs("c", 3, "web:3"), rs("a", 1, "web:1")]);
+        let revisions: Vec<Revision> = history.into_iter().map(|(r, _)| r).collect();
+        assert_eq!(previous_of(&revisions).unwrap().version.label.as_deref(), Some("2"), "kubectl's revision 0");
+        assert!(previous_of(&revisions[..1]).is_none(), "one revision has no previous");
+    }
 
     #[test]
     fn the_template_diff_shows_the_image_and_never_an_inline_env_value() {

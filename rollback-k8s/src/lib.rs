@@ -25,6 +25,7 @@ mod deployment;
 #[cfg(feature = "api-double")]
 pub mod double;
 mod error;
+mod hpa;
 mod lease;
 pub mod rollout;
 mod scale;
@@ -33,10 +34,9 @@ mod snapshot;
 mod wait;
 
 pub use canary::{CanaryConfig, CanaryTarget};
-pub use cluster::{
-    Cluster, ClusterConfig, FIELD_MANAGER, SCALE_KEY_ANNOTATION, SELECTOR_KEY_ANNOTATION, UNDO_KEY_ANNOTATION,
-};
+pub use cluster::{Cluster, ClusterConfig, FIELD_MANAGER, SELECTOR_KEY_ANNOTATION, UNDO_KEY_ANNOTATION};
 pub use deployment::{DeploymentConfig, DeploymentTarget, WaitConfig};
+pub use hpa::HpaPolicy;
 pub use lease::{LeaseLock, LeaseLockConfig};
 pub use scale::{ScaleConfig, ScaleTarget};
 pub use selector::{BLOCKED_LABEL, ServiceSelectorConfig, ServiceSelectorTarget};

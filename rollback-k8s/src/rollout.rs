@@ -71,8 +71,12 @@ pub(crate) fn canonical(value: &serde_json::Value) -> String {
 /// ```
 pub fn template_id(template: &PodTemplateSpec) -> String {
     let value = serde_json::to_value(strip_hash(template)).unwrap_or_default();
-    let digest = Sha256::digest(canonical(&value).as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    short_digest(&canonical(&value))
+}
+
+/// The first 8 bytes of a SHA-256, in hex: the content ids of this crate.
+pub(crate) fn short_digest(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The images of a template's containers, in order.

@@ -2,14 +2,16 @@
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::Api;
+use kube::api::PostParams;
 use serde::Deserialize;
 
-use crate::cluster::{
-    Cluster, ClusterConfig, SCALE_KEY_ANNOTATION, check_name, patch_if_unchanged, set_annotation_ops,
-};
+use crate::cluster::{Cluster, ClusterConfig, FIELD_MANAGER, check_name};
 use crate::deployment::WaitConfig;
 use crate::error::err;
+use crate::hpa::{self, HpaChange, HpaPolicy, HpaState};
 use crate::rollout::{RolloutStatus, rollout_status};
 use rollback_core::{
     Capabilities, Category, Change, Error, ErrorKind, IdempotencyKey, Identity, Observed, Request, Result, Target,
@@ -27,6 +29,10 @@ pub struct ScaleConfig {
     pub namespace: String,
     /// The Deployment's name.
     pub deployment: String,
+    /// What to do when a HorizontalPodAutoscaler keeps the Deployment within bounds
+    /// that exclude the count (`refuse`, the default, or `adjust`).
+    #[serde(default)]
+    pub hpa: HpaPolicy,
     /// Waiting for the replicas.
     #[serde(default, flatten)]
     pub wait: WaitConfig,
@@ -36,6 +42,7 @@ pub struct ScaleConfig {
 #[derive(Clone)]
 pub(crate) struct Replicas {
     pub(crate) api: Api<Deployment>,
+    pub(crate) hpas: Api<HorizontalPodAutoscaler>,
     pub(crate) namespace: String,
     pub(crate) deployment: String,
     pub(crate) wait: WaitConfig,
@@ -54,33 +61,33 @@ impl Replicas {
         d.spec.replicas.unwrap_or(1)
     }
 
-    pub(crate) fn stamped(d: &Deployment) -> Option<&str> {
-        d.metadata.annotations.as_ref()?.get(SCALE_KEY_ANNOTATION).map(String::as_str)
+    pub(crate) fn what(&self) -> String {
+        format!("deployment {}/{}", self.namespace, self.deployment)
     }
 
-    /// Sets replicas from `from` to `to` (a no-op when already `to` with this key; a
-    /// conflict when neither), stamping `key`.
-    pub(crate) async fn scale(&self, from: i32, to: i32, key: &IdempotencyKey) -> Result<()> {
-        let d = self.get().await?;
-        let live = Self::count(&d);
-        if live == to && Self::stamped(&d) == Some(key.as_str()) {
+    /// Sets replicas from `from` to `to` through the `/scale` subresource (what an
+    /// RBAC role with `deployments/scale` may do), compare-and-swap on the
+    /// Deployment's resourceVersion: a no-op when already `to`, a conflict when
+    /// neither.
+    pub(crate) async fn scale(&self, from: i32, to: i32) -> Result<()> {
+        let scale = self.api.get_scale(&self.deployment).await.map_err(err("get scale"))?;
+        let live = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        if live == to {
             return Ok(());
         }
-        if live != from && live != to {
+        if live != from {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                format!(
-                    "deployment {}/{} has {live} replicas, expected {from} (someone else scaled it)",
-                    self.namespace, self.deployment
-                ),
+                format!("{} has {live} replicas, expected {from} (someone else scaled it)", self.what()),
             ));
         }
-        let rv = d.metadata.resource_version.clone().unwrap_or_default();
-        let ops = vec![
-            serde_json::json!({"op": "replace", "path": "/spec/replicas", "value": to}),
-            set_annotation_ops(d.metadata.annotations.as_ref(), SCALE_KEY_ANNOTATION, key.as_str()),
-        ];
-        patch_if_unchanged(&self.api, &self.deployment, &rv, ops, "scale deployment").await?;
+        let wanted = Scale { metadata: scale.metadata, spec: Some(ScaleSpec { replicas: Some(to) }), status: None };
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        self.api
+            .replace_scale(&self.deployment, &params, &wanted)
+            .await
+            .map_err(err("scale deployment"))
+            .map_err(|e| e.with_context("deployment", self.what()))?;
         tracing::info!(deployment = %self.deployment, from, to, "scaled");
         Ok(())
     }
@@ -112,14 +119,17 @@ impl Replicas {
     }
 }
 
-/// Scale a Deployment: the actions `scale-to-zero` (stop traffic) and `scale` with
-/// `{ "replicas": N }`. The change records the count it found, so the inverse (the
-/// plan's `revert` or compensation) scales back to exactly that. The run key goes in
-/// the annotation `rollback.dev/scale-key`.
+/// Scale a Deployment through its `/scale` subresource: the actions `scale-to-zero`
+/// (stop traffic) and `scale` with `{ "replicas": N }`. The change records the count
+/// it found, so the inverse (the plan's `revert` or compensation) scales back to
+/// exactly that. A HorizontalPodAutoscaler on the Deployment is found at prepare: a
+/// count outside its bounds is refused, or the bounds widened for the step and put
+/// back by the inverse (`hpa = "adjust"`).
 pub struct ScaleTarget {
     name: TargetId,
     cluster_label: String,
     replicas: Replicas,
+    hpa: HpaPolicy,
 }
 
 impl std::fmt::Debug for ScaleTarget {
@@ -132,18 +142,27 @@ impl std::fmt::Debug for ScaleTarget {
     }
 }
 
-fn counts(change: &Change) -> Result<(i32, i32)> {
-    let get = |k: &str| change.payload.get(k).and_then(|v| v.as_i64()).and_then(|v| i32::try_from(v).ok());
-    match (get("from"), get("to")) {
-        (Some(from), Some(to)) => Ok((from, to)),
-        _ => Err(Error::invalid_input("not a k8s-scale change (payload needs from and to)")),
-    }
+/// A k8s-scale change's payload.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+struct ScalePayload {
+    from: i32,
+    to: i32,
+    /// The HPA bounds changed for the step, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hpa: Option<HpaChange>,
 }
 
-fn scale_change(name: &TargetId, what: &str, from: i32, to: i32) -> Change {
+fn payload(change: &Change) -> Result<ScalePayload> {
+    serde_json::from_value(change.payload.clone())
+        .map_err(|e| Error::invalid_input(format!("not a k8s-scale change (payload needs from and to): {e}")))
+}
+
+fn scale_change(name: &TargetId, what: &str, p: &ScalePayload, note: Option<&str>) -> Change {
+    let (from, to) = (p.from, p.to);
+    let note = note.map(|n| format!("; {n}")).unwrap_or_default();
     Change::new(name.clone(), "scale", Some(Version::new(from.to_string())), Version::new(to.to_string()))
-        .describe(format!("{name}: scale {what} from {from} to {to} replicas"))
-        .with_payload(serde_json::json!({"from": from, "to": to}))
+        .describe(format!("{name}: scale {what} from {from} to {to} replicas{note}"))
+        .with_payload(serde_json::to_value(p).unwrap_or_default())
 }
 
 impl ScaleTarget {
@@ -156,10 +175,12 @@ impl ScaleTarget {
             cluster_label: cluster.label.clone(),
             replicas: Replicas {
                 api: cluster.api(&config.namespace),
+                hpas: cluster.api(&config.namespace),
                 namespace: config.namespace,
                 deployment: config.deployment,
                 wait: config.wait,
             },
+            hpa: config.hpa,
         })
     }
 
@@ -170,7 +191,7 @@ impl ScaleTarget {
     }
 
     fn what(&self) -> String {
-        format!("deployment {}/{}", self.replicas.namespace, self.replicas.deployment)
+        self.replicas.what()
     }
 }
 
@@ -224,37 +245,59 @@ impl Target for ScaleTarget {
             }
         };
         let from = Replicas::count(&self.replicas.get().await?);
-        Ok(scale_change(&self.name, &self.what(), from, to))
+        let plan = hpa::plan(&self.replicas.hpas, &self.what(), &self.replicas.deployment, to, self.hpa).await?;
+        let p = ScalePayload { from, to, hpa: plan.change };
+        Ok(scale_change(&self.name, &self.what(), &p, plan.note.as_deref()))
     }
 
-    async fn apply(&self, change: &Change, key: &IdempotencyKey) -> Result<()> {
-        let (from, to) = counts(change)?;
-        if from != to {
-            self.replicas.scale(from, to, key).await?;
+    async fn apply(&self, change: &Change, _key: &IdempotencyKey) -> Result<()> {
+        let p = payload(change)?;
+        // Bounds are widened before the count moves out of them, and narrowed after it
+        // is back inside (else the HPA moves the count in between).
+        let widening = p.hpa.as_ref().filter(|h| h.widens());
+        if let Some(bounds) = widening {
+            hpa::apply(&self.replicas.hpas, bounds).await?;
+        }
+        if p.from != p.to {
+            self.replicas.scale(p.from, p.to).await?;
+        }
+        if let Some(bounds) = p.hpa.as_ref().filter(|h| !h.widens()) {
+            hpa::apply(&self.replicas.hpas, bounds).await?;
         }
         self.replicas.wait().await
     }
 
-    async fn observe(&self, change: &Change, key: &IdempotencyKey) -> Result<Observed> {
-        let (from, to) = counts(change)?;
+    async fn observe(&self, change: &Change, _key: &IdempotencyKey) -> Result<Observed> {
+        let p = payload(change)?;
+        let hpa = match &p.hpa {
+            Some(bounds) => hpa::observe(&self.replicas.hpas, bounds).await?,
+            None => HpaState::After,
+        };
         let d = self.replicas.get().await?;
         let live = Replicas::count(&d);
-        Ok(if live == to && (from == to || Replicas::stamped(&d) == Some(key.as_str())) {
-            match (self.replicas.wait.wait, rollout_status(&d)) {
+        let adjusted = p.hpa.is_some();
+        Ok(match hpa {
+            HpaState::Elsewhere(why) => Observed::Diverged(why),
+            HpaState::After if live == p.to => match (self.replicas.wait.wait, rollout_status(&d)) {
                 (false, _) | (true, RolloutStatus::Complete) => Observed::Done,
                 (true, RolloutStatus::Waiting(m) | RolloutStatus::Failed(m)) => {
                     Observed::Partial(format!("scaled, not settled: {m}"))
                 }
+            },
+            HpaState::Before if adjusted && live == p.to => {
+                Observed::Partial("scaled; the HorizontalPodAutoscaler's bounds are not set yet".into())
             }
-        } else if live == from {
-            Observed::NotStarted
-        } else {
-            Observed::Diverged(format!("{} has {live} replicas", self.what()))
+            HpaState::After if adjusted && live == p.from => {
+                Observed::Partial("the HorizontalPodAutoscaler's bounds are set; not scaled yet".into())
+            }
+            _ if live == p.from => Observed::NotStarted,
+            _ => Observed::Diverged(format!("{} has {live} replicas", self.what())),
         })
     }
 
     fn inverse(&self, change: &Change) -> Result<Change> {
-        let (from, to) = counts(change)?;
-        Ok(scale_change(&self.name, &self.what(), to, from))
+        let p = payload(change)?;
+        let back = ScalePayload { from: p.to, to: p.from, hpa: p.hpa.as_ref().map(HpaChange::inverse) };
+        Ok(scale_change(&self.name, &self.what(), &back, None))
     }
 }

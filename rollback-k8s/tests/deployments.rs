@@ -208,6 +208,7 @@ async fn dry_run_of_a_plan_makes_no_write_calls() {
     registry.register_target(Arc::new(tc.target("web")));
     let scale = ScaleConfig {
         cluster: Default::default(),
+        hpa: Default::default(),
         namespace: tc.namespace.clone(),
         deployment: "web".into(),
         wait: tc.wait(),
@@ -255,6 +256,7 @@ async fn a_plan_runs_traffic_off_rollback_and_traffic_back() {
     registry.register_target(Arc::new(tc.target("web")));
     let scale = ScaleConfig {
         cluster: Default::default(),
+        hpa: Default::default(),
         namespace: tc.namespace.clone(),
         deployment: "web".into(),
         wait: tc.wait(),
@@ -297,6 +299,7 @@ async fn scale_to_zero_and_back_to_the_recorded_count() {
     tc.rolled_out("web").await;
     let config = ScaleConfig {
         cluster: Default::default(),
+        hpa: Default::default(),
         namespace: tc.namespace.clone(),
         deployment: "web".into(),
         wait: tc.wait(),
@@ -489,6 +492,7 @@ async fn action_targets_pass_the_core_action_suite() {
     };
     let scale = ScaleConfig {
         cluster: Default::default(),
+        hpa: Default::default(),
         namespace: tc.namespace.clone(),
         deployment: "web".into(),
         wait: tc.wait(),

@@ -15,7 +15,7 @@ use crate::rollout::{ANNOTATIONS_TO_SKIP, POD_TEMPLATE_HASH, REVISION, REVISION_
 
 fn kind(resource: &str) -> &'static Kind {
     let group = if matches!(resource, "deployments" | "replicasets") { "apps" } else { "" };
-    find_kind(group, resource).expect("known kind")
+    find_kind(group, "v1", resource).expect("known kind")
 }
 
 /// `rand.SafeEncodeString`'s alphabet: no vowels, no look-alikes.
@@ -368,8 +368,16 @@ impl State {
             let created = DateTime::parse_from_rfc3339(s(&pod, "/metadata/creationTimestamp"))
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or(now);
+            let crashing = self.crashing.contains(&(ns.clone(), name.clone()));
             let log = self.logs.entry((ns, name.clone())).or_default();
-            let status = if let Some(image) = broken {
+            let status = if crashing {
+                if log.last().is_none_or(|l| !l.contains("panic")) {
+                    log.push(format!("{} panic: the process exited with status 2", ts(now)));
+                }
+                json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
+                       "containerStatuses": images.iter().map(|im| json!({"name": "c", "image": im, "ready": false,
+                           "restartCount": 5, "state": {"waiting": {"reason": "CrashLoopBackOff"}}})).collect::<Vec<_>>()})
+            } else if let Some(image) = broken {
                 if log.is_empty() {
                     log.push(format!("{} pulling image {image:?}", ts(now)));
                     log.push(format!("{} Back-off pulling image {image:?}", ts(now)));

@@ -130,6 +130,8 @@ pub(crate) struct State {
     logs: BTreeMap<(String, String), Vec<String>>,
     event_seq: u64,
     pod_seq: u64,
+    /// Pods (namespace, name) whose container crashes: `CrashLoopBackOff`, never ready.
+    crashing: std::collections::BTreeSet<(String, String)>,
 }
 
 pub(crate) struct Shared {
@@ -199,6 +201,7 @@ impl ApiDouble {
                 logs: BTreeMap::new(),
                 event_seq: 0,
                 pod_seq: 0,
+                crashing: Default::default(),
             }),
             log: Mutex::new(Vec::new()),
             authorization: options.bearer_token.as_ref().map(|token| format!("Bearer {token}")),
@@ -246,6 +249,15 @@ impl ApiDouble {
     /// (readiness after `ready_after`, never for `never_ready` images).
     pub fn tick(&self) {
         tick_shared(&self.shared);
+    }
+
+    /// Makes one pod's container crash from the next tick on (`CrashLoopBackOff`, not
+    /// ready), as a partial failure does: its ReplicaSet's other pods stay healthy, and
+    /// the pod that replaces it once deleted starts normally.
+    pub fn crash_pod(&self, namespace: &str, name: &str) {
+        if let Ok(mut state) = self.shared.state.lock() {
+            state.crashing.insert((namespace.to_owned(), name.to_owned()));
+        }
     }
 
     /// `n` ticks.

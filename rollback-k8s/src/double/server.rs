@@ -56,9 +56,9 @@ pub(crate) struct Target {
 
 fn parse_path(path: &str) -> Result<Target, ApiError> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", "v1", rest @ ..] => ("", rest),
-        ["apis", group, "v1", rest @ ..] => (*group, rest),
+    let (group, version, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return Err(ApiError::new(404, "NotFound", format!("the API double does not serve {path}"))),
     };
     let unknown =
@@ -72,7 +72,7 @@ fn parse_path(path: &str) -> Result<Target, ApiError> {
         [resource] => (*resource, "", None, None),
         _ => return Err(unknown()),
     };
-    let kind = find_kind(group, resource).ok_or_else(unknown)?;
+    let kind = find_kind(group, version, resource).ok_or_else(unknown)?;
     Ok(Target {
         kind,
         namespace: namespace.to_owned(),
@@ -232,6 +232,83 @@ fn admit(kind: &Kind, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A Deployment's `autoscaling/v1` `Scale`, as the API server derives it.
+fn scale_of(d: &Value) -> Value {
+    let selector = d
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    let meta = &d["metadata"];
+    json!({
+        "apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                     "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": d.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {"replicas": d.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}
+
+/// `deployments/{name}/scale`: GET, PUT and PATCH of the replica count alone, with
+/// the Deployment's resourceVersion as the precondition.
+fn scale(
+    state: &mut super::State,
+    method: &Method,
+    kind: &Kind,
+    ns: &str,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
+    let d = state.store.get(kind, ns, name).cloned().ok_or_else(|| ApiError::not_found(kind, name))?;
+    let current = scale_of(&d);
+    let wanted = match *method {
+        Method::GET => return Ok(Reply::Json(200, current)),
+        Method::PUT => parse_body(body)?,
+        Method::PATCH => patched(&current, content_type, body)?,
+        _ => return Err(ApiError::new(405, "MethodNotAllowed", format!("{method} is not allowed on scale"))),
+    };
+    let replicas = wanted.pointer("/spec/replicas").and_then(Value::as_i64).filter(|n| *n >= 0).ok_or_else(|| {
+        ApiError::new(422, "Invalid", "spec.replicas: Invalid value: must be greater than or equal to 0")
+    })?;
+    let mut updated = d.clone();
+    updated["spec"]["replicas"] = json!(replicas);
+    updated["metadata"]["resourceVersion"] =
+        wanted.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+    let stored = state.store.update(kind, ns, name, updated)?;
+    Ok(Reply::Json(200, scale_of(&stored)))
+}
+
+/// `current` with a JSON, merge or strategic-merge patch applied.
+fn patched(current: &Value, content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let mut patched = current.clone();
+    let patch = parse_body(body)?;
+    match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_value(patch)
+                .map_err(|e| ApiError::new(400, "BadRequest", format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(&mut patched, &ops).map_err(|e| {
+                let message = match e.kind {
+                    json_patch::PatchErrorKind::TestFailed => format!("testing value {} failed: test failed", e.path),
+                    _ => e.to_string(),
+                };
+                ApiError::new(422, "Invalid", message)
+            })?;
+        }
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            json_patch::merge(&mut patched, &patch);
+        }
+        other => {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the API double does not support patch type {other:?}"),
+            ));
+        }
+    }
+    Ok(patched)
+}
+
 fn dispatch(
     state: &mut super::State,
     method: &Method,
@@ -253,6 +330,7 @@ fn dispatch(
                 let text: String = lines[lines.len().saturating_sub(tail)..].iter().map(|l| format!("{l}\n")).collect();
                 Ok(Reply::Text(text))
             }
+            (_, "deployments", "scale") => scale(state, method, kind, ns, name, content_type, body),
             _ => Err(ApiError::new(404, "NotFound", format!("the API double does not serve {}/{sub}", kind.resource))),
         };
     }
@@ -297,33 +375,7 @@ fn dispatch(
         }
         (&Method::PATCH, Some(name)) => {
             let current = state.store.get(kind, ns, name).cloned().ok_or_else(|| ApiError::not_found(kind, name))?;
-            let mut patched = current.clone();
-            let patch = parse_body(body)?;
-            match content_type.split(';').next().unwrap_or_default().trim() {
-                "application/json-patch+json" => {
-                    let ops: json_patch::Patch = serde_json::from_value(patch)
-                        .map_err(|e| ApiError::new(400, "BadRequest", format!("invalid JSON patch: {e}")))?;
-                    json_patch::patch(&mut patched, &ops).map_err(|e| {
-                        let message = match e.kind {
-                            json_patch::PatchErrorKind::TestFailed => {
-                                format!("testing value {} failed: test failed", e.path)
-                            }
-                            _ => e.to_string(),
-                        };
-                        ApiError::new(422, "Invalid", message)
-                    })?;
-                }
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                    json_patch::merge(&mut patched, &patch);
-                }
-                other => {
-                    return Err(ApiError::new(
-                        415,
-                        "UnsupportedMediaType",
-                        format!("the API double does not support patch type {other:?}"),
-                    ));
-                }
-            }
+            let patched = patched(&current, content_type, body)?;
             // A resourceVersion changed by the patch is a precondition: stale → 409.
             let rv = |v: &Value| v.pointer("/metadata/resourceVersion").cloned();
             if rv(&patched) != rv(&current) && rv(&patched).is_some_and(|v| !v.is_null()) {

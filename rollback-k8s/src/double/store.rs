@@ -17,16 +17,18 @@ pub(crate) struct Kind {
     /// metadata.generation counts spec changes.
     pub(crate) generation: bool,
     pub(crate) namespaced: bool,
+    /// The API version served (`v1`, or `v2` for autoscaling).
+    pub(crate) version: &'static str,
 }
 
 impl Kind {
     pub(crate) fn api_version(&self) -> String {
-        if self.group.is_empty() { "v1".into() } else { format!("{}/v1", self.group) }
+        if self.group.is_empty() { self.version.into() } else { format!("{}/{}", self.group, self.version) }
     }
 }
 
 const fn kind(resource: &'static str, group: &'static str, kind: &'static str, status: bool) -> Kind {
-    Kind { resource, group, kind, has_status: status, generation: status, namespaced: true }
+    Kind { resource, group, kind, has_status: status, generation: status, namespaced: true, version: "v1" }
 }
 
 /// Everything the double serves.
@@ -39,6 +41,7 @@ pub(crate) const KINDS: &[Kind] = &[
     kind("secrets", "", "Secret", false),
     kind("events", "", "Event", false),
     kind("leases", "coordination.k8s.io", "Lease", false),
+    Kind { version: "v2", ..kind("horizontalpodautoscalers", "autoscaling", "HorizontalPodAutoscaler", true) },
     Kind {
         resource: "namespaces",
         group: "",
@@ -46,11 +49,12 @@ pub(crate) const KINDS: &[Kind] = &[
         has_status: false,
         generation: false,
         namespaced: false,
+        version: "v1",
     },
 ];
 
-pub(crate) fn find_kind(group: &str, resource: &str) -> Option<&'static Kind> {
-    KINDS.iter().find(|k| k.group == group && k.resource == resource)
+pub(crate) fn find_kind(group: &str, version: &str, resource: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.group == group && k.version == version && k.resource == resource)
 }
 
 /// An API error, answered as a `Status`.
@@ -476,7 +480,7 @@ mod tests {
     #[test]
     fn resource_versions_generations_and_conflicts() {
         let mut store = Store::default();
-        let k = find_kind("apps", "deployments").unwrap();
+        let k = find_kind("apps", "v1", "deployments").unwrap();
         let now = Utc::now();
         let d = store.create(k, "ns", json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}}), now).unwrap();
         assert_eq!(d["metadata"]["generation"], 1);
