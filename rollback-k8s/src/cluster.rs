@@ -10,6 +10,9 @@ use rollback_core::{Error, Result};
 
 /// Annotation holding the idempotency key of the last rollback (`Deployment` template undo).
 pub const UNDO_KEY_ANNOTATION: &str = "rollback.dev/undo-key";
+/// Annotation with the revision and time at which an undo re-deployed a ReplicaSet
+/// (`"REV RFC3339"`), copied by the deployment controller onto that ReplicaSet.
+pub const DEPLOYED_AT_ANNOTATION: &str = "rollback.dev/deployed-at";
 /// Annotation holding the idempotency key of the last Service selector change.
 pub const SELECTOR_KEY_ANNOTATION: &str = "rollback.dev/selector-key";
 /// The field manager named in every write.

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::cluster::{Cluster, ClusterConfig, UNDO_KEY_ANNOTATION, check_name, patch_if_unchanged};
+use crate::cluster::{
+    Cluster, ClusterConfig, DEPLOYED_AT_ANNOTATION, UNDO_KEY_ANNOTATION, check_name, patch_if_unchanged,
+};
 use crate::error::err;
 use crate::rollout::{
     ANNOTATIONS_TO_SKIP, CHANGE_CAUSE, ConfigRefs, REVISION_HISTORY, RolloutStatus, controlled_by, images, revision,
@@ -125,6 +127,10 @@ struct Payload {
     /// The template already matched: nothing to do.
     #[serde(default)]
     noop: bool,
+    /// The revision the undo gives the re-used ReplicaSet (the highest + 1), stamped
+    /// with the time in `rollback.dev/deployed-at` (absent in older journals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_revision: Option<i64>,
 }
 
 pub(crate) fn live_version(d: &Deployment, rses: &[ReplicaSet]) -> Version {
@@ -137,6 +143,19 @@ pub(crate) fn live_version(d: &Deployment, rses: &[ReplicaSet]) -> Version {
         Some(rev) => Version::labeled(id, rev.to_string()),
         None => Version::new(id),
     }
+}
+
+/// When our undo deployed a re-used ReplicaSet as revision `rev`, from its
+/// `rollback.dev/deployed-at` stamp (`"REV RFC3339"`).
+fn redeployed_at(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    rev: i64,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (stamped_rev, time) = annotation(meta, DEPLOYED_AT_ANNOTATION)?.split_once(' ')?;
+    if stamped_rev.parse::<i64>().ok()? != rev {
+        return None;
+    }
+    chrono::DateTime::parse_from_rfc3339(time).ok().map(|t| t.to_utc())
 }
 
 /// The Deployment's `matchLabels` as a label selector.
@@ -240,14 +259,18 @@ impl DeploymentTarget {
                     Version::labeled(template_id(template), rev.to_string()),
                     format!("{}{cause}", images(template).join(",")),
                 );
-                // A re-used ReplicaSet keeps its creation time but was deployed again later:
-                // Kubernetes does not record when, so claim no time rather than a wrong one.
-                if annotation(&rs.metadata, REVISION_HISTORY).is_none() {
-                    r.created = rs.metadata.creation_timestamp.as_ref().map(|t| {
+                // A re-used ReplicaSet keeps its creation time but was deployed again later.
+                // Kubernetes does not record when; our undo stamps it with the revision it
+                // gives (a stamp for another revision is a re-use by someone else). With no
+                // stamp, claim no time rather than a wrong one.
+                r.created = if annotation(&rs.metadata, REVISION_HISTORY).is_none() {
+                    rs.metadata.creation_timestamp.as_ref().map(|t| {
                         chrono::DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond() as u32)
                             .unwrap_or_default()
-                    });
-                }
+                    })
+                } else {
+                    redeployed_at(&rs.metadata, rev)
+                };
                 Some((rev, r, rs.metadata.name.clone().unwrap_or_default()))
             })
             .collect();
@@ -321,7 +344,12 @@ impl DeploymentTarget {
 
     /// kubectl's annotations for an undo: the Deployment keeps the skipped ones, takes the
     /// others from the ReplicaSet; plus our key.
-    fn undo_annotations(d: &Deployment, rs: &ReplicaSet, key: &IdempotencyKey) -> BTreeMap<String, String> {
+    fn undo_annotations(
+        d: &Deployment,
+        rs: &ReplicaSet,
+        key: &IdempotencyKey,
+        next_revision: Option<i64>,
+    ) -> BTreeMap<String, String> {
         let mut out: BTreeMap<String, String> = d
             .metadata
             .annotations
@@ -336,6 +364,11 @@ impl DeploymentTarget {
             }
         }
         out.insert(UNDO_KEY_ANNOTATION.into(), key.to_string());
+        // The controller copies the Deployment's annotations onto the ReplicaSet it
+        // re-uses, so that ReplicaSet says when it was deployed again (kubectl does not).
+        if let Some(rev) = next_revision {
+            out.insert(DEPLOYED_AT_ANNOTATION.into(), format!("{rev} {}", chrono::Utc::now().to_rfc3339()));
+        }
         out
     }
 
@@ -347,6 +380,7 @@ impl DeploymentTarget {
         rs_name: &str,
         to: &str,
         key: &IdempotencyKey,
+        next_revision: Option<i64>,
     ) -> Result<Deployment> {
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let rs = self.replica_sets().get_opt(rs_name).await.map_err(err("get replicaset"))?.ok_or_else(|| {
@@ -358,7 +392,7 @@ impl DeploymentTarget {
         let template = rs.spec.template.as_ref().map(strip_hash);
         match template {
             Some(t) if controlled_by(&rs, &uid) && template_id(&t) == to => {
-                let annotations = Self::undo_annotations(d, &rs, key);
+                let annotations = Self::undo_annotations(d, &rs, key, next_revision);
                 let rv = d.metadata.resource_version.clone().unwrap_or_default();
                 let ops = vec![
                     serde_json::json!({"op": "replace", "path": "/spec/template", "value": t}),
@@ -448,6 +482,7 @@ impl Target for DeploymentTarget {
             to_replica_set: to_rs.unwrap_or_default(),
             from_replica_set: from_rs,
             noop: false,
+            next_revision: rses.iter().filter_map(|rs| revision(&rs.metadata)).max().map(|r| r + 1),
         };
         if resolved.version.id == current.id {
             // kubectl's "skipped rollback": the engine reports the step as nothing to do.
@@ -508,7 +543,7 @@ impl Target for DeploymentTarget {
                 break;
             }
             self.refuse_paused(&d)?;
-            match self.switch_template(&d, &payload.to_replica_set, &change.to.id, key).await {
+            match self.switch_template(&d, &payload.to_replica_set, &change.to.id, key, payload.next_revision).await {
                 Ok(switched) => {
                     tracing::info!(deployment = %self.deployment, to = %change.to, "deployment template switched");
                     patched = Some(switched);
@@ -547,6 +582,7 @@ impl Target for DeploymentTarget {
             to_replica_set: from_rs,
             from_replica_set: Some(payload.to_replica_set.clone()),
             noop: payload.noop,
+            next_revision: payload.next_revision.map(|r| r + 1),
             ..payload
         };
         Ok(Change::new(self.name.clone(), "deployment", Some(change.to.clone()), from.clone())

@@ -34,7 +34,9 @@ mod snapshot;
 mod wait;
 
 pub use canary::{CanaryConfig, CanaryTarget};
-pub use cluster::{Cluster, ClusterConfig, FIELD_MANAGER, SELECTOR_KEY_ANNOTATION, UNDO_KEY_ANNOTATION};
+pub use cluster::{
+    Cluster, ClusterConfig, DEPLOYED_AT_ANNOTATION, FIELD_MANAGER, SELECTOR_KEY_ANNOTATION, UNDO_KEY_ANNOTATION,
+};
 pub use deployment::{DeploymentConfig, DeploymentTarget, WaitConfig};
 pub use hpa::HpaPolicy;
 pub use lease::{LeaseLock, LeaseLockConfig};

@@ -418,7 +418,7 @@ impl Snapshot for DeploymentSnapshot {
             let rs = captured.replica_set.as_deref().ok_or_else(|| {
                 Error::not_found("the snapshot recorded no ReplicaSet for its template: cannot restore it")
             })?;
-            target.switch_template(&d, rs, &captured.template, &restore_key).await?;
+            target.switch_template(&d, rs, &captured.template, &restore_key, None).await?;
         } else if config_changed {
             let rv = d.metadata.resource_version.clone().unwrap_or_default();
             let restart = serde_json::json!({"op": "add", "path": "/spec/template/metadata/annotations",

@@ -206,3 +206,32 @@ async fn the_failing_pods_of_a_partial_failure_are_deleted_and_replaced() {
     assert_eq!(typo.kind(), ErrorKind::InvalidInput, "{typo}");
     tc.cleanup().await;
 }
+
+/// A ReplicaSet re-used by our undo says when: the history gives it the undo's time
+/// (so `before = T` can choose it); one re-used by someone else gets no time rather
+/// than its creation time, which would be wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_set_reused_by_an_undo_keeps_a_usable_time() {
+    let tc = TestCluster::new().await;
+    tc.with_revisions("web", &IMAGES[..3]).await;
+    let target = tc.target("web");
+    let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let undo = target.prepare(&Request::To(rollback_core::Selector::Exact("1".into()))).await.unwrap();
+    target.apply(&undo, &IdempotencyKey::new("r/undo/fwd")).await.unwrap();
+    let history = target.history().await.unwrap();
+    let newest = &history[0];
+    assert_eq!(newest.version.label.as_deref(), Some("4"), "revision 1 re-used as 4");
+    let at = newest.created.expect("the re-used ReplicaSet has the undo's time");
+    // The stamp is the runner's clock, the clock a `before = T` is written in (the
+    // double's virtual clock runs ahead of it, so creation times are not compared).
+    assert!(at >= started && at <= chrono::Utc::now(), "{at} is the undo's time, not revision 1's creation");
+
+    // Someone else re-uses revision 2's ReplicaSet (as kubectl rollout undo would):
+    // no stamp for its new revision, so no time.
+    tc.deploy("web", IMAGES[1]).await;
+    tc.rolled_out("web").await;
+    let history = target.history().await.unwrap();
+    assert_eq!(history[0].version.label.as_deref(), Some("5"));
+    assert_eq!(history[0].created, None, "a re-use we did not make has no known time");
+    tc.cleanup().await;
+}
