@@ -51,7 +51,24 @@ pub struct DeploymentSnapshotConfig {
     /// Also keep the ConfigMaps and Secrets the pod template uses, for restore (default true).
     #[serde(default = "default_true")]
     pub config: bool,
+    /// How long the in-cluster Secret copies are kept (default 7 days): each capture
+    /// deletes this Deployment's copies whose time is up, as an artifact store's
+    /// lifecycle rule would the evidence.
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub retention: std::time::Duration,
 }
+
+fn default_retention() -> std::time::Duration {
+    std::time::Duration::from_secs(7 * 24 * 3600)
+}
+
+/// Annotation on a Secret copy: when it may be deleted (RFC 3339).
+const EXPIRES_AT: &str = "rollback.dev/expires-at";
+/// Label on a Secret copy: the Secret it copies.
+const COPY_OF: &str = "rollback.dev/copy-of";
+/// Label on a Secret copy: the Deployment whose snapshot made it.
+const COPY_FOR: &str = "rollback.dev/copy-for";
 
 /// One Secret kept as a copy in the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -62,6 +79,9 @@ pub struct SecretCopy {
     pub copy: String,
     /// Its keys (names only, never values).
     pub keys: Vec<String>,
+    /// When the copy may be deleted (absent in snapshots from before retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What a capture recorded for restore (the snapshot's metadata; no secret values).
@@ -173,11 +193,19 @@ impl DeploymentSnapshot {
         let Some(secret) = secrets.get_opt(name).await.map_err(err("get secret"))? else { return Ok(None) };
         let copy_name = Self::copy_name(name, key);
         let keys = secret.data.iter().flatten().map(|(k, _)| k.clone()).collect();
+        let expires_at = chrono::Utc::now()
+            + chrono::Duration::from_std(self.config.retention).unwrap_or_else(|_| chrono::Duration::days(7));
         let copy = Secret {
             metadata: ObjectMeta {
                 name: Some(copy_name.clone()),
-                labels: Some(BTreeMap::from([("rollback.dev/copy-of".to_string(), name.to_string())])),
-                annotations: Some(BTreeMap::from([("rollback.dev/snapshot-key".to_string(), key.to_string())])),
+                labels: Some(BTreeMap::from([
+                    (COPY_OF.to_string(), name.to_string()),
+                    (COPY_FOR.to_string(), self.config.deployment.clone()),
+                ])),
+                annotations: Some(BTreeMap::from([
+                    ("rollback.dev/snapshot-key".to_string(), key.to_string()),
+                    (EXPIRES_AT.to_string(), expires_at.to_rfc3339()),
+                ])),
                 ..Default::default()
             },
             data: secret.data.clone(),
@@ -197,7 +225,43 @@ impl DeploymentSnapshot {
                 secrets.create(&PostParams::default(), &copy).await.map_err(err("create secret copy"))?;
             }
         }
-        Ok(Some(SecretCopy { name: name.into(), copy: copy_name, keys }))
+        Ok(Some(SecretCopy { name: name.into(), copy: copy_name, keys, expires_at: Some(expires_at) }))
+    }
+
+    /// Deletes this Deployment's Secret copies whose retention is up (one list; each
+    /// delete with a uid precondition), returning how many.
+    async fn expire_copies(&self, secrets: &Api<Secret>) -> Result<usize> {
+        let selector = format!("{COPY_FOR}={}", self.config.deployment);
+        let copies =
+            secrets.list_metadata(&ListParams::default().labels(&selector)).await.map_err(err("list secret copies"))?;
+        let now = chrono::Utc::now();
+        let mut expired = 0;
+        for copy in copies.items {
+            let due = copy
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(EXPIRES_AT))
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t <= now);
+            let (Some(name), Some(uid)) = (copy.metadata.name.as_ref(), copy.metadata.uid.clone()) else { continue };
+            if !due {
+                continue;
+            }
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }),
+                ..Default::default()
+            };
+            match secrets.delete(name, &params).await {
+                Ok(_) => expired += 1,
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(err("delete expired secret copy")(e).with_context("secret", name)),
+            }
+        }
+        if expired > 0 {
+            tracing::info!(deployment = %self.config.deployment, expired, "deleted Secret copies past their retention");
+        }
+        Ok(expired)
     }
 }
 
@@ -296,6 +360,7 @@ impl Snapshot for DeploymentSnapshot {
                 }
             }
             let secrets: Api<Secret> = self.cluster.api(self.ns());
+            self.expire_copies(&secrets).await?;
             for name in ConfigRefs::names(&refs.secrets) {
                 if let Some(copy) = self.copy_secret(&secrets, &name, key).await? {
                     captured.secrets.push(copy);
@@ -372,7 +437,14 @@ impl Snapshot for DeploymentSnapshot {
         let secrets: Api<Secret> = self.cluster.api(self.ns());
         for copy in &captured.secrets {
             let saved = secrets.get_opt(&copy.copy).await.map_err(err("get secret copy"))?.ok_or_else(|| {
-                Error::not_found(format!("the in-cluster copy {:?} of Secret {:?} is gone", copy.copy, copy.name))
+                let expired = match copy.expires_at {
+                    Some(t) if t <= chrono::Utc::now() => format!(" (its retention ended at {})", t.to_rfc3339()),
+                    _ => String::new(),
+                };
+                Error::not_found(format!(
+                    "the in-cluster copy {:?} of Secret {:?} is gone{expired}",
+                    copy.copy, copy.name
+                ))
             })?;
             match secrets.get_opt(&copy.name).await.map_err(err("get secret"))? {
                 Some(live) if live.data == saved.data => {}

@@ -424,6 +424,7 @@ async fn snapshot_keeps_evidence_and_restores_config_with_the_workload() {
         tail_lines: 50,
         max_pods: 5,
         config: true,
+        retention: std::time::Duration::from_secs(7 * 24 * 3600),
     };
     let snapshotter = DeploymentSnapshot::new("web-snap", tc.cluster.clone(), config).unwrap();
     let snap = snapshotter.capture(&store, &IdempotencyKey::new("run-1/evidence/fwd")).await.unwrap();
@@ -457,7 +458,41 @@ async fn snapshot_keeps_evidence_and_restores_config_with_the_workload() {
     tc.rolled_out("web").await;
     let d: Deployment = tc.get("web").await;
     assert_eq!(d.spec.template.spec.as_ref().unwrap().containers[0].image.as_deref(), Some(IMAGES[0]));
+
+    // Retention: a capture deletes this Deployment's copies whose time is up, and a
+    // restore from an expired snapshot says so.
+    let short = DeploymentSnapshotConfig { retention: std::time::Duration::from_secs(1), ..snapshotter_config(&tc) };
+    let brief = DeploymentSnapshot::new("web-snap", tc.cluster.clone(), short).unwrap();
+    let old = brief.capture(&store, &IdempotencyKey::new("run-2/evidence/fwd")).await.unwrap();
+    let copies = || async {
+        let listed = secrets.list(&ListParams::default().labels("rollback.dev/copy-of=web-secret")).await.unwrap();
+        let mut names: Vec<String> = listed.items.into_iter().filter_map(|s| s.metadata.name).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(copies().await.len(), 2, "run-1's copy (7 days) and run-2's (1 s)");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    brief.capture(&store, &IdempotencyKey::new("run-3/evidence/fwd")).await.unwrap();
+    let kept = copies().await;
+    assert_eq!(kept.len(), 2, "run-2's copy expired: {kept:?}");
+    let run2 = serde_json::from_value::<Vec<rollback_k8s::SecretCopy>>(old.metadata["secrets"].clone()).unwrap();
+    assert!(!kept.contains(&run2[0].copy), "{kept:?}");
+    let err = brief.restore(&old, &store).await.unwrap_err();
+    assert_eq!(err.kind(), rollback_core::ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("retention ended"), "{err}");
     tc.cleanup().await;
+}
+
+fn snapshotter_config(tc: &TestCluster) -> DeploymentSnapshotConfig {
+    DeploymentSnapshotConfig {
+        cluster: Default::default(),
+        namespace: tc.namespace.clone(),
+        deployment: "web".into(),
+        tail_lines: 50,
+        max_pods: 5,
+        config: true,
+        retention: std::time::Duration::from_secs(7 * 24 * 3600),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
