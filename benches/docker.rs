@@ -183,6 +183,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+const SERVICES: rollback_benches::Plot = rollback_benches::Plot {
+    id: "docker-services",
+    title: "Docker: roll back N services, v2 -> v1, until every one serves v1",
+    x: "services",
+    y: "ms (median)",
+    per_unit: false,
+};
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--test") || std::env::var_os("ROLLBACK_BENCH_QUICK").is_some();
     let Ok(host) = std::env::var("ROLLBACK_TEST_DOCKER") else {
@@ -193,8 +201,10 @@ fn main() {
     let dir = tmp.path().join(PROJECT);
     std::fs::create_dir_all(&dir).unwrap();
     let images = TestImages::build(&host, "rbbench-app", tmp.path());
+    let sizes: &[usize] = if quick { &[1, 2] } else { &[1, 5, 10, 20] };
+    let most = sizes.iter().copied().max().unwrap_or(1);
     let ports: Vec<u16> =
-        (0..5).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+        (0..most).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
     let bench = Bench { host: host.clone(), dir, images, ports };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let rounds = if quick { 1 } else { 7 };
@@ -206,7 +216,9 @@ fn main() {
     let api = bollard::Docker::connect_with_host(&host).unwrap();
 
     let mut rows: HashMap<(usize, &str), Vec<Duration>> = HashMap::new();
-    for services in [1usize, 5] {
+    for &services in sizes {
+        // The scaling points past the targets' sizes take fewer rounds.
+        let rounds = if services > 5 { rounds.min(3) } else { rounds };
         for _ in 0..rounds {
             bench.reset(services);
             let t = runtime.block_on(bench.library(&engine, services));
@@ -231,10 +243,18 @@ fn main() {
         "| services | this library | bare API (floor) | docker-compose up -d | library / floor | compose / library |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
-    for services in [1usize, 5] {
+    for &services in sizes {
         let ms = |route| median(rows[&(services, route)].clone()).as_secs_f64() * 1000.0;
         let (lib, floor, compose) = (ms("library"), ms("floor"), ms("compose"));
         println!("| {services} | {lib:.0} | {floor:.0} | {compose:.0} | {:.2}× | {:.2}× |", lib / floor, compose / lib);
+        for (curve, value) in
+            [("this library", lib), ("bare Docker API (floor)", floor), ("docker-compose up -d", compose)]
+        {
+            SERVICES.point(curve, services as f64, value);
+        }
+        if services > 5 {
+            continue;
+        }
         rollback_benches::summary(
             "docker",
             &format!("roll back {services} service(s) vs docker-compose up -d + health wait"),

@@ -214,6 +214,36 @@ fn summary(dir: &Path, quick: bool) {
     }
 }
 
+const STEPS: rollback_benches::Plot = rollback_benches::Plot {
+    id: "engine-steps",
+    title: "engine: cost per step as the plan grows (4 parallel per stage)",
+    x: "steps in the plan",
+    y: "µs per step (median)",
+    per_unit: true,
+};
+
+/// How a step's cost grows with the plan: 10 → 10,000 steps, memory and file journal.
+fn series(dir: &Path, quick: bool) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 100, 1000, 10_000] };
+    println!("\nengine cost per step by plan size (parallelism 4; median)");
+    println!("| steps | memory journal µs/step | file journal µs/step |");
+    println!("|---:|---:|---:|");
+    for &steps in sizes {
+        let reps = if quick { 2 } else { (20_000 / steps).clamp(3, 41) };
+        let mut row = Vec::new();
+        for (curve, file) in [("memory journal", false), ("file journal", true)] {
+            let per_step: Vec<f64> = (0..reps)
+                .map(|_| rt.block_on(run_once(steps, 4, file, dir)).0.as_secs_f64() * 1e6 / steps as f64)
+                .collect();
+            let us = median(per_step);
+            STEPS.point(curve, steps as f64, us);
+            row.push(us);
+        }
+        println!("| {steps} | {:.1} | {:.1} |", row[0], row[1]);
+    }
+}
+
 fn main() {
     let quick = std::env::var_os("ROLLBACK_BENCH_QUICK").is_some() || std::env::args().any(|a| a == "--test");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -223,4 +253,5 @@ fn main() {
         c.final_summary();
     }
     summary(dir.path(), quick);
+    series(dir.path(), quick);
 }

@@ -116,10 +116,28 @@ async fn run(n: usize, tick_period: Duration, poll: Duration) -> Row {
     }
 }
 
+const REQUESTS: rollback_benches::Plot = rollback_benches::Plot {
+    id: "k8s-requests",
+    title: "Kubernetes (API double): API requests per undo + wait",
+    x: "Deployments rolled back at once",
+    y: "requests per Deployment",
+    per_unit: true,
+};
+
+const WALL: rollback_benches::Plot = rollback_benches::Plot {
+    id: "k8s-wall",
+    title: "Kubernetes (API double): wall time of N undos + waits in parallel",
+    x: "Deployments rolled back at once",
+    y: "seconds",
+    per_unit: false,
+};
+
 fn main() {
     let quick = std::env::var("ROLLBACK_BENCH_QUICK").is_ok() || std::env::args().any(|a| a == "--test");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let sizes: &[usize] = if quick { &[1, 5] } else { &[1, 50] };
+    // The scaling series, at the 100 ms poll: requests and wall time by Deployments.
+    let series: &[usize] = if quick { &[1, 5] } else { &[1, 10, 50, 100, 200] };
     // One virtual second per 10 ms of real time; pods ready after 2 virtual seconds.
     let tick = Duration::from_millis(10);
     let polls = [Duration::from_millis(20), Duration::from_millis(100)];
@@ -128,8 +146,14 @@ fn main() {
     println!("| Deployments | poll | wall | requests/rollback | GET deploy+rs | LIST rs | PATCH | WATCH |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &poll in &polls {
-        for &n in sizes {
+        let scaling = poll == Duration::from_millis(100);
+        for &n in if scaling { series } else { sizes } {
             let row = rt.block_on(run(n, tick, poll));
+            if scaling {
+                REQUESTS.point("this library (watch)", n as f64, row.per_rollback);
+                REQUESTS.point("kubectl's sequence", n as f64, 6.0);
+                WALL.point("this library, all in parallel", n as f64, row.wall.as_secs_f64());
+            }
             println!(
                 "| {} | {poll:?} | {:.0?} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
                 row.n,
@@ -140,6 +164,9 @@ fn main() {
                 row.patches as f64 / n as f64,
                 row.watches as f64 / n as f64
             );
+            if !sizes.contains(&n) {
+                continue;
+            }
             rollback_benches::summary(
                 "k8s (API double)",
                 &format!("API requests per undo + wait, {n} Deployment(s), poll {poll:?}, vs kubectl's sequence"),

@@ -256,6 +256,22 @@ async fn restore_bench(s3: &S3, endpoint: &str, python: Option<&str>, n: usize, 
     );
 }
 
+const S3_SECONDS: rollback_benches::Plot = rollback_benches::Plot {
+    id: "s3-seconds",
+    title: "S3 point-in-time restore on moto: prepare + apply",
+    x: "objects in the bucket",
+    y: "seconds",
+    per_unit: false,
+};
+
+const S3_RSS: rollback_benches::Plot = rollback_benches::Plot {
+    id: "s3-rss",
+    title: "S3 point-in-time restore: peak RSS growth of prepare + apply",
+    x: "objects in the bucket",
+    y: "peak RSS growth (MB)",
+    per_unit: false,
+};
+
 async fn memory_bench(s3: &S3, endpoint: &str, memory_sizes: &[usize], run: &str) {
     if memory_sizes.is_empty() {
         return;
@@ -297,6 +313,9 @@ async fn memory_bench(s3: &S3, endpoint: &str, memory_sizes: &[usize], run: &str
                     v[2]
                 );
                 growths.push((size, v[3], growth_kb));
+                let curve = if v[3] <= 10.0 { "10 changed keys" } else { "every key changed" };
+                S3_SECONDS.point(curve, size as f64, v[2]);
+                S3_RSS.point(curve, size as f64, growth_kb / 1024.0);
             } else {
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 let why = stderr.lines().skip_while(|l| !l.contains("panicked")).take(3).collect::<Vec<_>>().join(" ");
@@ -390,7 +409,16 @@ async fn pinger(conn: RedisConn, stop: Arc<AtomicBool>) -> (f64, f64, usize) {
     (lat.last().copied().unwrap_or(0.0), p99, lat.len())
 }
 
-async fn redis_bench(url: &str, n: usize) {
+const REDIS_KEYS: rollback_benches::Plot = rollback_benches::Plot {
+    id: "redis-keys",
+    title: "Redis invalidation: worst PING from another client while it runs",
+    x: "keys invalidated",
+    y: "worst PING (ms)",
+    per_unit: false,
+};
+
+/// Invalidation of `n` keys both ways; the summary row for `n` when `summarize`.
+async fn redis_bench(url: &str, n: usize, summarize: bool) {
     let conn = RedisConn::open(url, Duration::from_secs(120)).unwrap();
     let mut c = conn.connect(Some(11)).await.unwrap();
     println!("\n(c) invalidating {n} Redis keys matching bench:sess:* (PING every 10 ms from another connection)");
@@ -431,6 +459,12 @@ async fn redis_bench(url: &str, n: usize) {
     stop.store(true, Ordering::Relaxed);
     let (max, p99, count) = ping.await.unwrap();
     println!("| KEYS + DEL (chunks of 100k) | {secs:.2} | {max:.1} | {p99:.1} | {count} |");
+    REDIS_KEYS.point("SCAN + UNLINK (this library)", n as f64, ours_max);
+    REDIS_KEYS.point("KEYS + DEL (the runbook)", n as f64, max);
+    redis::cmd("FLUSHDB").query_async::<()>(&mut c).await.unwrap();
+    if !summarize {
+        return;
+    }
     rollback_benches::summary(
         "redis",
         &format!("worst PING latency while invalidating {n} keys, SCAN + UNLINK vs KEYS + DEL"),
@@ -439,7 +473,6 @@ async fn redis_bench(url: &str, n: usize) {
         &format!("{:.0}× lower", max / ours_max.max(0.01)),
         "reported (no target)",
     );
-    redis::cmd("FLUSHDB").query_async::<()>(&mut c).await.unwrap();
 }
 
 fn main() {
@@ -456,11 +489,11 @@ fn main() {
             Some(endpoint) => {
                 let python = env("ROLLBACK_TEST_BOTO3_PYTHON");
                 let (n, mut sizes): (usize, Vec<usize>) = if smoke {
-                    (50, vec![50])
+                    (50, vec![50, 150])
                 } else if env("ROLLBACK_BENCH_100K").is_some() {
-                    (10_000, vec![1_000, 10_000, 100_000])
+                    (10_000, vec![1_000, 3_000, 10_000, 100_000])
                 } else {
-                    (10_000, vec![1_000, 10_000])
+                    (10_000, vec![1_000, 3_000, 10_000])
                 };
                 if let Some(list) = env("ROLLBACK_BENCH_MEMORY_SIZES") {
                     sizes = list.split(',').filter_map(|x| x.trim().parse().ok()).collect();
@@ -473,7 +506,16 @@ fn main() {
         }
         match env("ROLLBACK_TEST_REDIS_URL") {
             _ if !parts.contains('c') => {}
-            Some(url) => redis_bench(&url, if smoke { 5_000 } else { 1_000_000 }).await,
+            Some(url) => {
+                let (sizes, summarized): (&[usize], usize) = if smoke {
+                    (&[1_000, 5_000], 5_000)
+                } else {
+                    (&[10_000, 100_000, 1_000_000, 10_000_000], 1_000_000)
+                };
+                for &n in sizes {
+                    redis_bench(&url, n, n == summarized).await;
+                }
+            }
             None => println!("storage bench: ROLLBACK_TEST_REDIS_URL not set, Redis part skipped"),
         }
     });

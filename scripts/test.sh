@@ -39,6 +39,8 @@ setup() {
     # A real browser for the HTML report test, `script` (bsdutils) for the pty test.
     command -v chromium >/dev/null || need+=(chromium)
     command -v script >/dev/null || need+=(bsdutils)
+    # A font for the benchmark plots (rollback-bench-plot).
+    [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
     # pgBackRest, the second point-in-time recovery engine.
     command -v pgbackrest >/dev/null || need+=(pgbackrest)
     if [ ${#need[@]} -gt 0 ]; then
@@ -170,6 +172,20 @@ check_host_state() {
   fi
 }
 
+# Every bench once at small sizes, then the scaling series they printed drawn as
+# plots (each plot must come out).
+bench_smoke() {
+  local dir
+  dir=$(mktemp -d)
+  cargo test -q -p rollback-benches --benches -- --test | tee "$dir/log" || { rm -rf "$dir"; return 1; }
+  grep -a '^SERIES' "$dir/log" > "$dir/series.tsv"
+  cargo run -q -p rollback-benches --bin rollback-bench-plot -- "$dir/series.tsv" "$dir/plots" || { rm -rf "$dir"; return 1; }
+  for id in engine-steps docker-services k8s-requests k8s-wall s3-seconds s3-rss redis-keys; do
+    [ -s "$dir/plots/$id.png" ] || { echo "bench smoke: plot $id.png was not drawn" >&2; rm -rf "$dir"; return 1; }
+  done
+  rm -rf "$dir"
+}
+
 stage "setup";                 timed setup setup
 host_state_before=$(host_state)
 trap 'check_host_state "(exit)" || true' EXIT
@@ -183,5 +199,5 @@ stage "quickstart";            timed quickstart cargo run -q -p rollback-example
 check_host_state quickstart
 # One quick round of every benchmark, in the debug profile (the numbers are meaningless;
 # this checks they run). Full runs: `cargo bench -p rollback-benches` (see README).
-stage "benchmarks (smoke)";    timed bench-smoke cargo test -q -p rollback-benches --benches -- --test
+stage "benchmarks (smoke)";    timed bench-smoke bench_smoke
 check_host_state bench-smoke
