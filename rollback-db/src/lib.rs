@@ -22,6 +22,8 @@ mod cli;
 mod copies;
 mod django;
 mod error;
+#[cfg(feature = "pg-journal")]
+mod journal;
 mod lock;
 mod loss;
 mod migrations;
@@ -36,6 +38,8 @@ pub use alembic::{Alembic, AlembicConfig, AlembicTool};
 pub use cli::{MigrationTool, Migrations};
 pub use copies::{PgTemplateClone, PgTemplateCloneConfig, SqliteCopy, SqliteCopyConfig};
 pub use django::{Django, DjangoCli, DjangoConfig};
+#[cfg(feature = "pg-journal")]
+pub use journal::{JOURNAL_SCHEMA, PgJournal, PgJournalOptions};
 pub use lock::PgLeaseLock;
 pub use loss::DataLossProbe;
 pub use migrations::{Layout, Migration, SqlxMigrations, SqlxMigrationsConfig};

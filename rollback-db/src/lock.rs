@@ -44,17 +44,24 @@ impl PgLeaseLock {
         Self::connect_with_table(url, "rollback_leases").await
     }
 
-    /// Like [`PgLeaseLock::connect`] with another table name (letters, digits, `_`).
+    /// Like [`PgLeaseLock::connect`] with another table name (letters, digits, `_`,
+    /// optionally `schema.table`).
     pub async fn connect_with_table(url: &str, table: &str) -> Result<Self> {
-        if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(Error::invalid_input(format!("lease table name {table:?} is not a plain identifier")));
-        }
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await
             .map_err(|e| map("connect (lock)", e))?;
+        Self::on_pool(pool, table).await
+    }
+
+    /// The lock on an open pool (the shared journal's, for its lease table).
+    pub(crate) async fn on_pool(pool: PgPool, table: &str) -> Result<Self> {
+        let plain = |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if table.split('.').count() > 2 || !table.split('.').all(plain) {
+            return Err(Error::invalid_input(format!("lease table name {table:?} is not a plain identifier")));
+        }
         let lock = PgLeaseLock { pool, table: table.to_string() };
         let mut tx = lock.pool.begin().await.map_err(|e| map("begin", e))?;
         sqlx::query(SERIALIZE).execute(&mut *tx).await.map_err(|e| map("lock table", e))?;

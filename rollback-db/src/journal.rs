@@ -1,0 +1,226 @@
+//! [`PgJournal`]: the engine's journal in PostgreSQL, shared by every runner host.
+//!
+//! Runs, records, the fencing tokens seen and the lease table live in the schema
+//! `rollback_journal`, created by the journal's own migrations (sqlx's migrator, with
+//! its advisory lock, bookkeeping in `rollback_journal._migrations` — never the
+//! application's `_sqlx_migrations`, which the `sqlx-migrations` target reads).
+//! An append is one call of the SQL function `rollback_journal.append`: one round
+//! trip and one transaction that checks the fence, takes the run's row lock to
+//! number the records, writes them and notifies `rollback_journal` listeners.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rollback_core::journal::{Durability, Entry, Fence, Record, RunIndexEntry};
+use rollback_core::{Error, ErrorKind, Journal, Result, RunId};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Row, SqlSafeStr};
+
+use crate::error::map;
+use crate::lock::PgLeaseLock;
+
+/// The schema the journal owns.
+pub const JOURNAL_SCHEMA: &str = "rollback_journal";
+/// Its lease table, shared with [`PgJournal::lease_lock`].
+const LEASES: &str = "rollback_journal.leases";
+
+/// The journal's migrations, applied by [`PgJournal::connect`].
+fn migrator() -> Migrator {
+    let mut migrator = Migrator::with_migrations(vec![Migration::new(
+        1,
+        "journal".into(),
+        MigrationType::Simple,
+        include_str!("../journal_migrations/0001_journal.sql").into_sql_str(),
+        false,
+    )]);
+    migrator.dangerous_set_table_name(format!("{JOURNAL_SCHEMA}._migrations"));
+    migrator.create_schema(JOURNAL_SCHEMA);
+    migrator
+}
+
+/// How to open a [`PgJournal`].
+#[derive(Debug, Clone)]
+pub struct PgJournalOptions {
+    /// This runner's host id, recorded with the runs it starts (default: the hostname;
+    /// set it to tell apart two runners on one machine).
+    pub host: Option<String>,
+    /// Connections in the pool (default 4).
+    pub max_connections: u32,
+}
+
+impl Default for PgJournalOptions {
+    fn default() -> Self {
+        PgJournalOptions { host: None, max_connections: 4 }
+    }
+}
+
+/// A [`Journal`] in PostgreSQL that several runner hosts share: any of them lists
+/// the runs, reads a report, approves a gate, or resumes a run.
+///
+/// Fencing is checked inside the append's transaction: the writer's token must equal
+/// the lease's token in the journal's lease table (the one [`PgJournal::lease_lock`]
+/// grants) and the lease must be unexpired by the database's clock — a holder that
+/// lost its lease has its next append rejected by the statement that would have
+/// written it — and no newer token may have been seen for any of its resources (the
+/// same rule, and the same error kind, as the file journal's).
+///
+/// ```no_run
+/// # async fn demo() -> rollback_core::Result<()> {
+/// use std::sync::Arc;
+/// let journal = rollback_db::PgJournal::connect("postgres://rollback@db/ops").await?;
+/// let lock = journal.lease_lock().await?;
+/// let engine = rollback_core::Engine::builder(rollback_core::Registry::new())
+///     .journal(Arc::new(journal))
+///     .lock(Arc::new(lock))
+///     .try_build()?;
+/// # Ok(()) }
+/// ```
+pub struct PgJournal {
+    pool: PgPool,
+    host: String,
+}
+
+impl std::fmt::Debug for PgJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgJournal").field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl PgJournal {
+    /// Connects with the default options and applies the journal's migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, PgJournalOptions::default()).await
+    }
+
+    /// Connects and applies the journal's migrations (under sqlx's advisory lock, so
+    /// hosts starting together migrate once).
+    pub async fn connect_with(url: &str, options: PgJournalOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| map("connect (journal)", e))?;
+        migrator().run(&pool).await.map_err(|e| {
+            Error::new(ErrorKind::Backend, format!("journal migrations: {e}")).with_operation("migrate journal")
+        })?;
+        Ok(PgJournal { pool, host: options.host.unwrap_or_else(hostname) })
+    }
+
+    /// This runner's host id.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// A [`PgLeaseLock`] on the journal's own lease table, so the token an append is
+    /// checked against is the one this lock granted.
+    pub async fn lease_lock(&self) -> Result<PgLeaseLock> {
+        PgLeaseLock::on_pool(self.pool.clone(), LEASES).await
+    }
+
+    /// The host that started `run`.
+    pub async fn run_host(&self, run: &RunId) -> Result<String> {
+        sqlx::query_scalar("SELECT host FROM rollback_journal.runs WHERE run = $1")
+            .bind(run.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map("read run", e))?
+            .ok_or_else(|| Error::not_found(format!("run {run} is not in the journal")))
+    }
+}
+
+/// A rejected fence (`RB001`, raised by `rollback_journal.append`) is `Locked`.
+fn map_append(err: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &err
+        && db.code().as_deref() == Some("RB001")
+    {
+        return Error::new(ErrorKind::Locked, db.message().to_owned()).with_operation("journal append");
+    }
+    map("journal append", err)
+}
+
+#[async_trait]
+impl Journal for PgJournal {
+    async fn append(&self, run: &RunId, fence: Option<&Fence>, entry: Entry, durability: Durability) -> Result<u64> {
+        self.append_batch(run, fence, vec![entry], durability).await
+    }
+
+    async fn append_batch(
+        &self,
+        run: &RunId,
+        fence: Option<&Fence>,
+        entries: Vec<Entry>,
+        durability: Durability,
+    ) -> Result<u64> {
+        if entries.is_empty() {
+            return Err(Error::invalid_input("an append needs at least one entry"));
+        }
+        let entries = serde_json::to_string(&entries).map_err(|e| Error::internal(format!("journal entry: {e}")))?;
+        let seq: i64 = sqlx::query_scalar("SELECT rollback_journal.append($1, $2, $3, $4, $5::jsonb, $6)")
+            .bind(run.as_str())
+            .bind(&self.host)
+            .bind(fence.map(|f| f.resources().to_vec()))
+            .bind(fence.map(|f| f.token() as i64))
+            .bind(entries)
+            .bind(durability == Durability::Sync)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_append)?;
+        Ok(seq as u64)
+    }
+
+    async fn read(&self, run: &RunId) -> Result<Vec<Record>> {
+        let rows = sqlx::query(
+            "SELECT seq, token, at, entry::text AS entry FROM rollback_journal.records WHERE run = $1 ORDER BY seq",
+        )
+        .bind(run.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map("journal read", e))?;
+        if rows.is_empty() {
+            return Err(Error::not_found(format!("run {run} is not in the journal")));
+        }
+        rows.into_iter()
+            .map(|row| {
+                let seq: i64 = row.get("seq");
+                let entry: String = row.get("entry");
+                let entry: Entry = serde_json::from_str(&entry)
+                    .map_err(|e| Error::new(ErrorKind::Corrupt, format!("run {run} record {seq}: {e}")))?;
+                Ok(Record {
+                    seq: seq as u64,
+                    run: run.clone(),
+                    token: row.get::<i64, _>("token") as u64,
+                    at: row.get::<DateTime<Utc>, _>("at"),
+                    entry,
+                })
+            })
+            .collect()
+    }
+
+    async fn runs(&self) -> Result<Vec<RunIndexEntry>> {
+        let rows = sqlx::query("SELECT run, plan, started_at FROM rollback_journal.runs ORDER BY started_at, run")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map("journal runs", e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let run: String = row.get("run");
+            let Ok(id) = run.parse::<RunId>() else {
+                tracing::warn!(run, "skipping a journal run with an unreadable id");
+                continue;
+            };
+            out.push(RunIndexEntry { run: id, plan: row.get("plan"), started_at: row.get("started_at") });
+        }
+        Ok(out)
+    }
+}

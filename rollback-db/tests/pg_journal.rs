@@ -1,0 +1,202 @@
+//! The shared journal on a real PostgreSQL server: the core journal suite; the
+//! journal's own schema and migration bookkeeping; two writers on one run never
+//! interleaving or repeating a sequence number; a holder that lost its lease (expired,
+//! or taken over) rejected by the append itself; and a run started by one "host"
+//! seen, approved and resumed by another (two PgJournals with different host ids).
+//!
+//! Needs `ROLLBACK_TEST_POSTGRES_URL` (a superuser URL; `scripts/test.sh` sets it).
+//! Each test works in a database of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollback_core::journal::{Durability, Entry, Fence};
+use rollback_core::testkit::{MemoryTarget, conformance};
+use rollback_core::{
+    Engine, ErrorKind, Holder, Journal, Lock, Plan, Registry, RunId, RunOptions, RunState, Selector, Severity, Step,
+    StepOp,
+};
+use rollback_db::{PgJournal, PgJournalOptions};
+
+fn admin_url() -> Option<String> {
+    rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL")
+}
+
+/// A database of this test's own.
+async fn database(admin: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let name = format!("rb_journal_{}_{nanos}", std::process::id());
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.unwrap();
+    pool.close().await;
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+async fn host(url: &str, id: &str) -> PgJournal {
+    let options = PgJournalOptions { host: Some(id.into()), ..Default::default() };
+    PgJournal::connect_with(url, options).await.unwrap()
+}
+
+fn note(n: usize) -> Entry {
+    Entry::Escalated { severity: Severity::S3, reason: format!("n{n}") }
+}
+
+#[tokio::test]
+async fn passes_the_core_journal_suite() {
+    let Some(admin) = admin_url() else { return };
+    let url = database(&admin).await;
+    conformance::journal_suite(|| {
+        let url = url.clone();
+        async move { Arc::new(PgJournal::connect(&url).await.unwrap()) as Arc<dyn Journal> }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keeps_its_tables_and_migrations_in_its_own_schema() {
+    let Some(admin) = admin_url() else { return };
+    let url = database(&admin).await;
+    // Two hosts starting together: the migrator's advisory lock lets one migrate.
+    let (a, b) = tokio::join!(host(&url, "a"), host(&url, "b"));
+    assert_eq!((a.host(), b.host()), ("a", "b"));
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+         WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "rollback_journal._migrations",
+            "rollback_journal.fences",
+            "rollback_journal.leases",
+            "rollback_journal.records",
+            "rollback_journal.runs"
+        ],
+        "nothing in the application's schema, no _sqlx_migrations of its own there"
+    );
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM rollback_journal._migrations").fetch_all(&pool).await.unwrap();
+    assert_eq!(versions, [1]);
+}
+
+#[tokio::test]
+async fn two_writers_never_interleave_or_repeat_a_sequence_number() {
+    let Some(admin) = admin_url() else { return };
+    let url = database(&admin).await;
+    let (a, b) = (Arc::new(host(&url, "a").await), Arc::new(host(&url, "b").await));
+    let run = RunId::generate();
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..8usize {
+        let journal = if writer % 2 == 0 { a.clone() } else { b.clone() };
+        let run = run.clone();
+        tasks.spawn(async move {
+            for i in 0..25usize {
+                let n = writer * 1000 + i * 2;
+                journal.append_batch(&run, None, vec![note(n), note(n + 1)], Durability::Sync).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let records = a.read(&run).await.unwrap();
+    assert_eq!(records.len(), 8 * 25 * 2);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.seq, i as u64 + 1, "gapless and unique");
+    }
+    for pair in records.chunks(2) {
+        let reason = |r: &rollback_core::journal::Record| match &r.entry {
+            Entry::Escalated { reason, .. } => reason[1..].parse::<usize>().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reason(&pair[0]) + 1, reason(&pair[1]), "a batch's records are adjacent");
+    }
+}
+
+#[tokio::test]
+async fn a_holder_that_lost_its_lease_is_rejected_by_the_append_itself() {
+    let Some(admin) = admin_url() else { return };
+    let url = database(&admin).await;
+    let journal = host(&url, "a").await;
+    let lock = journal.lease_lock().await.unwrap();
+    let run = RunId::generate();
+    let holder = |pid: u32| Holder { run: run.clone(), pid, host: "a".into() };
+    let resources = vec!["shop/web".to_string()];
+    let first = lock.acquire(&resources, &holder(1), Duration::from_secs(1)).await.unwrap();
+    let fence = Fence::new(first.resources.clone(), first.token);
+    journal.append(&run, Some(&fence), note(1), Durability::Sync).await.unwrap();
+
+    // Expired by the database's clock, nobody took over yet: rejected.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let err = journal.append(&run, Some(&fence), note(2), Durability::Sync).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+
+    // Taken over: the old token is rejected naming the new holder, the new one writes.
+    let second = lock.acquire(&resources, &holder(2), Duration::from_secs(30)).await.unwrap();
+    assert!(second.token > first.token);
+    let err = journal.append(&run, Some(&fence), note(3), Durability::Sync).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
+    assert!(err.to_string().contains(&format!("held with token {}", second.token)), "{err}");
+    let fresh = Fence::new(second.resources.clone(), second.token);
+    assert_eq!(journal.append(&run, Some(&fresh), note(4), Durability::Buffered).await.unwrap(), 2);
+    assert_eq!(journal.read(&run).await.unwrap().len(), 2, "the rejected appends wrote nothing");
+
+    // Resources no lease row covers (another lock): the newest token seen wins.
+    let other = vec!["elsewhere".to_string()];
+    journal.append(&run, Some(&Fence::new(other.clone(), 7)), note(5), Durability::Sync).await.unwrap();
+    let err = journal.append(&run, Some(&Fence::new(other, 6)), note(6), Durability::Sync).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Locked);
+    assert!(err.to_string().contains("stale fencing token 6"), "{err}");
+}
+
+fn gated_plan() -> Plan {
+    Plan::new("shared journal")
+        .stage(
+            "gate",
+            1,
+            vec![Step::new("ok", StepOp::Approval { prompt: "go on?".into(), timeout: None, approvers: vec![] })],
+        )
+        .stage("undo", 1, vec![Step::new("web", StepOp::Rollback { target: "web".into(), to: Selector::Previous })])
+}
+
+#[tokio::test]
+async fn a_run_started_on_one_host_is_approved_and_resumed_on_another() {
+    let Some(admin) = admin_url() else { return };
+    let url = database(&admin).await;
+    let target = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
+    let engine = |journal: PgJournal, lock: rollback_db::PgLeaseLock, dir: &std::path::Path| {
+        let mut registry = Registry::new();
+        registry.register_target(target.clone());
+        Engine::builder(registry)
+            .journal(Arc::new(journal))
+            .lock(Arc::new(lock))
+            .artifacts_dir(dir.join("artifacts"))
+            .build()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = host(&url, "host-a").await;
+    let a_lock = a.lease_lock().await.unwrap();
+    let engine_a = engine(a, a_lock, dir.path());
+    let options = RunOptions { no_wait: true, ..Default::default() };
+    let waiting = engine_a.run(gated_plan(), options).await.unwrap();
+    // no_wait: stopped at the gate (journaled cancelled, resumable), its lease released.
+    assert_eq!(waiting.state, RunState::Cancelled, "{waiting}");
+
+    let b = host(&url, "host-b").await;
+    assert_eq!(b.run_host(&waiting.run).await.unwrap(), "host-a");
+    let b_lock = b.lease_lock().await.unwrap();
+    let engine_b = engine(b, b_lock, dir.path());
+    let listed = engine_b.runs().await.unwrap();
+    assert!(listed.iter().any(|r| r.run == waiting.run && r.plan == "shared journal"), "{listed:?}");
+    assert_eq!(engine_b.report(&waiting.run).await.unwrap().state, RunState::Cancelled);
+    engine_b.approve(&waiting.run, &"ok".into(), true, "oncall").await.unwrap();
+    let done = engine_b.resume(&waiting.run).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{done}");
+    assert_eq!(rollback_core::Target::current(target.as_ref()).await.unwrap().id, "v1");
+    assert_eq!(engine_a.report(&waiting.run).await.unwrap().state, RunState::Succeeded, "host a sees it finished");
+}
