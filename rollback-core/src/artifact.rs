@@ -19,6 +19,12 @@ pub trait ArtifactStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<()>;
     /// Where a key lives, for people (`/var/lib/rollback/artifacts/…`, `s3://…`).
     fn location(&self, key: &str) -> String;
+
+    /// Whether the artifacts are on this machine only (a directory), so another host
+    /// resuming a run could not read its snapshots.
+    fn host_local(&self) -> bool {
+        false
+    }
 }
 
 /// Checks an artifact key: relative, `/`-separated, no `..`, no empty parts.
@@ -104,6 +110,10 @@ impl ArtifactStore for LocalDirStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::from(e).with_operation("artifact delete")),
         }
+    }
+
+    fn host_local(&self) -> bool {
+        true
     }
 
     fn location(&self, key: &str) -> String {

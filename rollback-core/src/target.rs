@@ -112,6 +112,12 @@ pub trait Target: Send + Sync + 'static {
     /// What it is beyond its name; journaled and checked on resume.
     async fn identity(&self) -> Result<Identity>;
 
+    /// Whether it exists on one machine only (a path, a local daemon): a run that
+    /// changes it can be resumed only by a runner on the host that started it.
+    fn host_local(&self) -> bool {
+        false
+    }
+
     /// The current version (versioned targets).
     async fn current(&self) -> Result<Version> {
         Err(Error::unsupported("current"))

@@ -15,6 +15,7 @@ CREATE SEQUENCE rollback_journal.leases_token;
 CREATE TABLE rollback_journal.runs (
     run        TEXT PRIMARY KEY,
     plan       TEXT NOT NULL,
+    -- The host id of the runner that started it (its run_started record's).
     host       TEXT NOT NULL,
     started_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
     -- The next record's sequence number; its row lock orders a run's writers.
@@ -45,7 +46,7 @@ CREATE TABLE rollback_journal.fences (
 -- repeat a sequence number. Buffered appends commit without waiting for the WAL flush
 -- (made durable by the next synchronous commit, as the file journal's next fsync).
 CREATE FUNCTION rollback_journal.append(
-    p_run TEXT, p_host TEXT, p_resources TEXT[], p_token BIGINT, p_entries JSONB, p_sync BOOLEAN
+    p_run TEXT, p_resources TEXT[], p_token BIGINT, p_entries JSONB, p_sync BOOLEAN
 ) RETURNS BIGINT LANGUAGE plpgsql AS $$
 DECLARE
     n        INT := jsonb_array_length(p_entries);
@@ -81,7 +82,7 @@ BEGIN
         END LOOP;
     END IF;
     INSERT INTO rollback_journal.runs AS r (run, plan, host, next_seq)
-        VALUES (p_run, COALESCE(p_entries -> 0 -> 'plan' ->> 'name', ''), p_host, 1 + n)
+        VALUES (p_run, COALESCE(p_entries -> 0 -> 'plan' ->> 'name', ''), COALESCE(p_entries -> 0 ->> 'host', ''), 1 + n)
         ON CONFLICT ON CONSTRAINT runs_pkey DO UPDATE SET next_seq = r.next_seq + n
         RETURNING r.next_seq - n INTO first_seq;
     INSERT INTO rollback_journal.records (run, seq, token, at, entry)

@@ -40,19 +40,17 @@ fn migrator() -> Migrator {
     migrator
 }
 
-/// How to open a [`PgJournal`].
+/// How to open a [`PgJournal`]. (The host id of a runner is the engine's
+/// `Settings::host`, recorded with the runs it starts.)
 #[derive(Debug, Clone)]
 pub struct PgJournalOptions {
-    /// This runner's host id, recorded with the runs it starts (default: the hostname;
-    /// set it to tell apart two runners on one machine).
-    pub host: Option<String>,
     /// Connections in the pool (default 4).
     pub max_connections: u32,
 }
 
 impl Default for PgJournalOptions {
     fn default() -> Self {
-        PgJournalOptions { host: None, max_connections: 4 }
+        PgJournalOptions { max_connections: 4 }
     }
 }
 
@@ -79,21 +77,12 @@ impl Default for PgJournalOptions {
 /// ```
 pub struct PgJournal {
     pool: PgPool,
-    host: String,
 }
 
 impl std::fmt::Debug for PgJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgJournal").field("host", &self.host).finish_non_exhaustive()
+        f.debug_struct("PgJournal").finish_non_exhaustive()
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 impl PgJournal {
@@ -114,12 +103,7 @@ impl PgJournal {
         migrator().run(&pool).await.map_err(|e| {
             Error::new(ErrorKind::Backend, format!("journal migrations: {e}")).with_operation("migrate journal")
         })?;
-        Ok(PgJournal { pool, host: options.host.unwrap_or_else(hostname) })
-    }
-
-    /// This runner's host id.
-    pub fn host(&self) -> &str {
-        &self.host
+        Ok(PgJournal { pool })
     }
 
     /// A [`PgLeaseLock`] on the journal's own lease table, so the token an append is
@@ -128,7 +112,7 @@ impl PgJournal {
         PgLeaseLock::on_pool(self.pool.clone(), LEASES).await
     }
 
-    /// The host that started `run`.
+    /// The host id of the runner that started `run`.
     pub async fn run_host(&self, run: &RunId) -> Result<String> {
         sqlx::query_scalar("SELECT host FROM rollback_journal.runs WHERE run = $1")
             .bind(run.as_str())
@@ -166,9 +150,8 @@ impl Journal for PgJournal {
             return Err(Error::invalid_input("an append needs at least one entry"));
         }
         let entries = serde_json::to_string(&entries).map_err(|e| Error::internal(format!("journal entry: {e}")))?;
-        let seq: i64 = sqlx::query_scalar("SELECT rollback_journal.append($1, $2, $3, $4, $5::jsonb, $6)")
+        let seq: i64 = sqlx::query_scalar("SELECT rollback_journal.append($1, $2, $3, $4::jsonb, $5)")
             .bind(run.as_str())
-            .bind(&self.host)
             .bind(fence.map(|f| f.resources().to_vec()))
             .bind(fence.map(|f| f.token() as i64))
             .bind(entries)

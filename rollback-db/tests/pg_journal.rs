@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollback_core::journal::{Durability, Entry, Fence};
-use rollback_core::testkit::{MemoryTarget, conformance};
+use rollback_core::testkit::{FileTarget, MemoryTarget, conformance};
 use rollback_core::{
-    Engine, ErrorKind, Holder, Journal, Lock, Plan, Registry, RunId, RunOptions, RunState, Selector, Severity, Step,
-    StepOp,
+    Engine, ErrorKind, Holder, Journal, Lock, Plan, Registry, RunId, RunOptions, RunState, Selector, Settings,
+    Severity, Step, StepOp,
 };
 use rollback_db::{PgJournal, PgJournalOptions};
 
@@ -32,9 +32,26 @@ async fn database(admin: &str) -> String {
     format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
 
-async fn host(url: &str, id: &str) -> PgJournal {
-    let options = PgJournalOptions { host: Some(id.into()), ..Default::default() };
-    PgJournal::connect_with(url, options).await.unwrap()
+async fn journal(url: &str) -> PgJournal {
+    PgJournal::connect_with(url, PgJournalOptions { max_connections: 4 }).await.unwrap()
+}
+
+/// A runner with host id `host` on the shared journal and its lease lock.
+async fn runner(url: &str, host: &str, registry: Registry, dir: &std::path::Path) -> Engine {
+    let journal = journal(url).await;
+    let lock = journal.lease_lock().await.unwrap();
+    let settings = Settings {
+        host: Some(host.into()),
+        approval_poll: Duration::from_millis(50),
+        lease_ttl: Duration::from_secs(3),
+        ..Settings::default()
+    };
+    Engine::builder(registry)
+        .journal(Arc::new(journal))
+        .lock(Arc::new(lock))
+        .artifacts_dir(dir.join("artifacts"))
+        .settings(settings)
+        .build()
 }
 
 fn note(n: usize) -> Entry {
@@ -57,8 +74,7 @@ async fn keeps_its_tables_and_migrations_in_its_own_schema() {
     let Some(admin) = admin_url() else { return };
     let url = database(&admin).await;
     // Two hosts starting together: the migrator's advisory lock lets one migrate.
-    let (a, b) = tokio::join!(host(&url, "a"), host(&url, "b"));
-    assert_eq!((a.host(), b.host()), ("a", "b"));
+    let _both = tokio::join!(journal(&url), journal(&url));
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_schema || '.' || table_name FROM information_schema.tables \
@@ -87,7 +103,7 @@ async fn keeps_its_tables_and_migrations_in_its_own_schema() {
 async fn two_writers_never_interleave_or_repeat_a_sequence_number() {
     let Some(admin) = admin_url() else { return };
     let url = database(&admin).await;
-    let (a, b) = (Arc::new(host(&url, "a").await), Arc::new(host(&url, "b").await));
+    let (a, b) = (Arc::new(journal(&url).await), Arc::new(journal(&url).await));
     let run = RunId::generate();
     let mut tasks = tokio::task::JoinSet::new();
     for writer in 0..8usize {
@@ -121,7 +137,7 @@ async fn two_writers_never_interleave_or_repeat_a_sequence_number() {
 async fn a_holder_that_lost_its_lease_is_rejected_by_the_append_itself() {
     let Some(admin) = admin_url() else { return };
     let url = database(&admin).await;
-    let journal = host(&url, "a").await;
+    let journal = journal(&url).await;
     let lock = journal.lease_lock().await.unwrap();
     let run = RunId::generate();
     let holder = |pid: u32| Holder { run: run.clone(), pid, host: "a".into() };
@@ -164,39 +180,98 @@ fn gated_plan() -> Plan {
         .stage("undo", 1, vec![Step::new("web", StepOp::Rollback { target: "web".into(), to: Selector::Previous })])
 }
 
+fn registry_with(target: Arc<dyn rollback_core::Target>) -> Registry {
+    let mut registry = Registry::new();
+    registry.register_target(target);
+    registry
+}
+
 #[tokio::test]
 async fn a_run_started_on_one_host_is_approved_and_resumed_on_another() {
     let Some(admin) = admin_url() else { return };
     let url = database(&admin).await;
-    let target = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
-    let engine = |journal: PgJournal, lock: rollback_db::PgLeaseLock, dir: &std::path::Path| {
-        let mut registry = Registry::new();
-        registry.register_target(target.clone());
-        Engine::builder(registry)
-            .journal(Arc::new(journal))
-            .lock(Arc::new(lock))
-            .artifacts_dir(dir.join("artifacts"))
-            .build()
-    };
     let dir = tempfile::tempdir().unwrap();
-    let a = host(&url, "host-a").await;
-    let a_lock = a.lease_lock().await.unwrap();
-    let engine_a = engine(a, a_lock, dir.path());
-    let options = RunOptions { no_wait: true, ..Default::default() };
-    let waiting = engine_a.run(gated_plan(), options).await.unwrap();
+    let target = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
+    let a = runner(&url, "host-a", registry_with(target.clone()), dir.path()).await;
+    let waiting = a.run(gated_plan(), RunOptions { no_wait: true, ..Default::default() }).await.unwrap();
     // no_wait: stopped at the gate (journaled cancelled, resumable), its lease released.
     assert_eq!(waiting.state, RunState::Cancelled, "{waiting}");
 
-    let b = host(&url, "host-b").await;
-    assert_eq!(b.run_host(&waiting.run).await.unwrap(), "host-a");
-    let b_lock = b.lease_lock().await.unwrap();
-    let engine_b = engine(b, b_lock, dir.path());
-    let listed = engine_b.runs().await.unwrap();
+    let b = runner(&url, "host-b", registry_with(target.clone()), dir.path()).await;
+    assert_eq!(journal(&url).await.run_host(&waiting.run).await.unwrap(), "host-a");
+    let listed = b.runs().await.unwrap();
     assert!(listed.iter().any(|r| r.run == waiting.run && r.plan == "shared journal"), "{listed:?}");
-    assert_eq!(engine_b.report(&waiting.run).await.unwrap().state, RunState::Cancelled);
-    engine_b.approve(&waiting.run, &"ok".into(), true, "oncall").await.unwrap();
-    let done = engine_b.resume(&waiting.run).await.unwrap();
+    assert_eq!(b.report(&waiting.run).await.unwrap().state, RunState::Cancelled);
+    b.approve(&waiting.run, &"ok".into(), true, "oncall").await.unwrap();
+    let done = b.resume(&waiting.run).await.unwrap();
     assert_eq!(done.state, RunState::Succeeded, "{done}");
     assert_eq!(rollback_core::Target::current(target.as_ref()).await.unwrap().id, "v1");
-    assert_eq!(engine_a.report(&waiting.run).await.unwrap().state, RunState::Succeeded, "host a sees it finished");
+    assert_eq!(a.report(&waiting.run).await.unwrap().state, RunState::Succeeded, "host a sees it finished");
+}
+
+/// While host a's run holds its lease (waiting at a gate), host b cannot resume it:
+/// the error names the holder's host and pid. An approval from b reaches a's waiting
+/// run through the shared journal, which then finishes on a.
+#[tokio::test]
+async fn a_live_lease_is_not_resumed_elsewhere_and_an_approval_from_there_reaches_it() {
+    let Some(admin) = admin_url() else { return };
+    let url = database(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
+    let a = runner(&url, "host-a", registry_with(target.clone()), dir.path()).await;
+    let b = runner(&url, "host-b", registry_with(target.clone()), dir.path()).await;
+    let run = RunId::generate();
+    let options = RunOptions { run_id: Some(run.clone()), ..Default::default() };
+    let waiting = tokio::spawn(async move { a.run(gated_plan(), options).await });
+    let shared = journal(&url).await;
+    let started = std::time::Instant::now();
+    loop {
+        let records = shared.read(&run).await.unwrap_or_default();
+        if records.iter().any(|r| matches!(r.entry, Entry::ApprovalRequested { .. })) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "host a never reached the gate");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = b.resume(&run).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("host-a") && text.contains(&format!("pid {}", std::process::id())), "{text}");
+    b.approve(&run, &"ok".into(), true, "oncall").await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap().unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{done}");
+}
+
+/// A run whose target is local to the host that started it (a file there) is not
+/// resumed on another host: refused naming both hosts and the target. The host that
+/// started it resumes it.
+#[tokio::test]
+async fn a_host_local_target_is_resumed_only_where_the_run_started() {
+    let Some(admin) = admin_url() else { return };
+    let url = database(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = Arc::new(
+        FileTarget::open("config", dir.path().join("config"), &["v1", "v2"], rollback_core::Category::Config).unwrap(),
+    );
+    let plan = Plan::new("local file")
+        .stage(
+            "gate",
+            1,
+            vec![Step::new("ok", StepOp::Approval { prompt: "go on?".into(), timeout: None, approvers: vec![] })],
+        )
+        .stage(
+            "undo",
+            1,
+            vec![Step::new("config", StepOp::Rollback { target: "config".into(), to: Selector::Previous })],
+        );
+    let a = runner(&url, "host-a", registry_with(file.clone()), dir.path()).await;
+    let waiting = a.run(plan, RunOptions { no_wait: true, ..Default::default() }).await.unwrap();
+    let b = runner(&url, "host-b", registry_with(file.clone()), dir.path()).await;
+    b.approve(&waiting.run, &"ok".into(), true, "oncall").await.unwrap();
+    let err = b.resume(&waiting.run).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("\"host-a\"") && text.contains("\"host-b\"") && text.contains("config"), "{text}");
+    let again = runner(&url, "host-a", registry_with(file.clone()), dir.path()).await;
+    assert_eq!(again.resume(&waiting.run).await.unwrap().state, RunState::Succeeded);
 }

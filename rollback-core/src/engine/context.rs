@@ -47,12 +47,16 @@ impl RunCtx {
         if engine.journal.read(&run).await.is_ok() {
             return Err(Error::invalid_input(format!("run {run} already exists; resume it instead")));
         }
-        let holder = crate::Holder::this_process(&run);
+        let holder = engine.holder(&run);
         let resources = lock_resources(&run, identities);
         let lease = engine.lock.acquire(&resources, &holder, engine.settings.lease_ttl).await?;
         let lease = LeaseGuard::start(engine.lock.clone(), lease, engine.settings.lease_ttl);
-        let entry =
-            Entry::RunStarted { plan: Box::new(plan.clone()), holder: holder.to_string(), reason: options.reason };
+        let entry = Entry::RunStarted {
+            plan: Box::new(plan.clone()),
+            holder: holder.to_string(),
+            reason: options.reason,
+            host: Some(holder.host.clone()),
+        };
         let seq = engine.journal.append(&run, Some(lease.fence()), entry.clone(), Durability::Buffered).await?;
         let first = Record { seq, run: run.clone(), token: lease.fence().token(), at: chrono::Utc::now(), entry };
         let log = RunLog::from_records(&[first])?;
@@ -113,7 +117,8 @@ impl RunCtx {
                 }
             }
         }
-        let holder = crate::Holder::this_process(&run);
+        let holder = engine.holder(&run);
+        refuse_host_local(&engine, &log, &components, &holder.host)?;
         let resources = lock_resources(&run, if log.identities.is_empty() { &identities } else { &log.identities });
         let lease = engine.lock.acquire(&resources, &holder, engine.settings.lease_ttl).await?;
         let lease = LeaseGuard::start(engine.lock.clone(), lease, engine.settings.lease_ttl);
@@ -354,6 +359,35 @@ impl RunCtx {
     pub(crate) fn approval_poll(&self) -> Duration {
         self.engine.settings.approval_poll
     }
+}
+
+/// A resume on another host than the one that started the run needs everything the
+/// run touches to be reachable from here: refused, naming why, when a target or the
+/// artifact store (with snapshots in the plan) is local to the starting host.
+fn refuse_host_local(engine: &Inner, log: &RunLog, components: &Components, here: &str) -> Result<()> {
+    let Some(started_on) = log.host.as_deref().filter(|host| *host != here) else { return Ok(()) };
+    let refuse = |what: String| {
+        Err(Error::new(
+            ErrorKind::InvalidState,
+            format!(
+                "run {} started on host {started_on:?}, this is {here:?}: {what}; resume it on {started_on:?}",
+                log.run
+            ),
+        )
+        .with_operation("resume")
+        .with_context("run", &log.run))
+    };
+    if let Some((name, _)) = components.targets.iter().find(|(_, t)| t.host_local()) {
+        return refuse(format!("target {name} is local to that host (its identity is a path or daemon there)"));
+    }
+    let snapshots = log.plan.steps().any(|s| matches!(s.op, crate::StepOp::Snapshot { .. }));
+    if snapshots && engine.store.host_local() {
+        return refuse(format!(
+            "its snapshots are in a directory on that host ({}); use a shared artifact store (S3)",
+            engine.store.location("")
+        ));
+    }
+    Ok(())
 }
 
 fn lock_resources(run: &RunId, identities: &BTreeMap<TargetId, Identity>) -> Vec<String> {

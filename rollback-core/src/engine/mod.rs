@@ -35,6 +35,9 @@ pub struct Settings {
     /// Offsets from the start at which to send status updates (runbook 001:
     /// 5, 15, 30 and 60 minutes); none by default.
     pub status_updates: Vec<Duration>,
+    /// This runner's host id, in its leases and the runs it starts (default: the
+    /// hostname). Two runners on one machine with a shared journal can be told apart.
+    pub host: Option<String>,
 }
 
 impl Settings {
@@ -55,6 +58,7 @@ impl Default for Settings {
             #[cfg(feature = "testkit")]
             crash_at: None,
             status_updates: Vec::new(),
+            host: None,
         }
     }
 }
@@ -67,6 +71,17 @@ pub(crate) struct Inner {
     pub(crate) notifiers: Vec<Arc<dyn Notifier>>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) settings: Settings,
+}
+
+impl Inner {
+    /// This process as the holder of `run`'s lease, under the configured host id.
+    pub(crate) fn holder(&self, run: &RunId) -> crate::Holder {
+        let mut holder = crate::Holder::this_process(run);
+        if let Some(host) = &self.settings.host {
+            holder.host = host.clone();
+        }
+        holder
+    }
 }
 
 /// Runs plans: locks the targets, prepares every step, journals intents before

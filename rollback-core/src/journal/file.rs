@@ -413,7 +413,7 @@ mod tests {
         let journal = FileJournal::open(&root).unwrap();
         let run = RunId::generate();
         let plan = Box::new(crate::Plan::new("p"));
-        let started = Entry::RunStarted { plan, holder: "h".into(), reason: None };
+        let started = Entry::RunStarted { plan, holder: "h".into(), reason: None, host: None };
         journal.append(&run, None, started, Durability::Sync).await.unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&root), 0o700);
@@ -430,8 +430,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = FileJournal::open(dir.path()).unwrap();
         let run = RunId::generate();
-        let started =
-            Entry::RunStarted { plan: Box::new(crate::Plan::new("web back")), holder: "h".into(), reason: None };
+        let started = Entry::RunStarted {
+            plan: Box::new(crate::Plan::new("web back")),
+            holder: "h".into(),
+            reason: None,
+            host: None,
+        };
         let fence = Fence::new(vec!["web".into()], 3);
         journal.append(&run, Some(&fence), started, Durability::Sync).await.unwrap();
         std::fs::write(dir.path().join("index.jsonl"), "").unwrap();

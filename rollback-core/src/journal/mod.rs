@@ -85,6 +85,9 @@ pub enum Entry {
         holder: String,
         /// Why, if given.
         reason: Option<String>,
+        /// The host id of the runner that started it (absent in older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
     },
     /// The run changed state.
     StateChanged {

@@ -20,6 +20,8 @@ pub struct RunLog {
     pub reason: Option<String>,
     /// Who started it.
     pub holder: String,
+    /// The host id of the runner that started it, when journaled.
+    pub host: Option<String>,
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// When the last record was written.
@@ -86,7 +88,7 @@ impl RunLog {
     pub fn from_records(records: &[Record]) -> Result<RunLog> {
         let first =
             records.first().ok_or_else(|| Error::new(ErrorKind::Corrupt, "the journal of this run is empty"))?;
-        let Entry::RunStarted { plan, holder, reason } = &first.entry else {
+        let Entry::RunStarted { plan, holder, reason, host } = &first.entry else {
             return Err(Error::new(ErrorKind::Corrupt, "the journal does not start with run_started"));
         };
         let mut log = RunLog {
@@ -94,6 +96,7 @@ impl RunLog {
             plan: (**plan).clone(),
             reason: reason.clone(),
             holder: holder.clone(),
+            host: host.clone(),
             started_at: first.at,
             last_at: first.at,
             state: RunState::Pending,

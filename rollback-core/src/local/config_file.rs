@@ -133,6 +133,10 @@ impl Target for ConfigFile {
         &self.name
     }
 
+    fn host_local(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &str {
         <Self as crate::kind::Kind>::KIND
     }

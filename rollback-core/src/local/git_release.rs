@@ -102,6 +102,10 @@ impl Target for GitRelease {
         &self.name
     }
 
+    fn host_local(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &str {
         <Self as crate::kind::Kind>::KIND
     }

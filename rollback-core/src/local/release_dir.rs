@@ -106,6 +106,10 @@ impl Target for ReleaseDir {
         &self.name
     }
 
+    fn host_local(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &str {
         <Self as crate::kind::Kind>::KIND
     }

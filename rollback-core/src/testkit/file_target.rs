@@ -119,6 +119,10 @@ impl Target for FileTarget {
         &self.name
     }
 
+    fn host_local(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &str {
         <Self as crate::kind::Kind>::KIND
     }

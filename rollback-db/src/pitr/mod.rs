@@ -261,6 +261,10 @@ impl Target for PgPitr {
         &self.name
     }
 
+    fn host_local(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &str {
         "pg-pitr"
     }
