@@ -8,6 +8,7 @@
 //! trip and one transaction that checks the fence, takes the run's row lock to
 //! number the records, writes them and notifies `rollback_journal` listeners.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -77,6 +78,9 @@ impl Default for PgJournalOptions {
 /// ```
 pub struct PgJournal {
     pool: PgPool,
+    /// Runs named by `NOTIFY rollback_journal`, from one listening connection
+    /// started on the first wait.
+    appended: tokio::sync::OnceCell<Arc<tokio::sync::broadcast::Sender<String>>>,
 }
 
 impl std::fmt::Debug for PgJournal {
@@ -103,7 +107,48 @@ impl PgJournal {
         migrator().run(&pool).await.map_err(|e| {
             Error::new(ErrorKind::Backend, format!("journal migrations: {e}")).with_operation("migrate journal")
         })?;
-        Ok(PgJournal { pool })
+        Ok(PgJournal { pool, appended: tokio::sync::OnceCell::new() })
+    }
+
+    /// The channel of appended runs, listening from the first call on. The listener
+    /// reconnects by itself; what is notified while it is away is lost, which the
+    /// waiters' timeouts cover (they read the journal after every wait).
+    async fn appended(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        let sender = self
+            .appended
+            .get_or_try_init(|| async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+                listener.listen("rollback_journal").await?;
+                let sender = Arc::new(tokio::sync::broadcast::channel(256).0);
+                let forward = Arc::downgrade(&sender);
+                // Ends (closing its connection) once the journal is dropped.
+                tokio::spawn(async move {
+                    loop {
+                        let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+                        let Some(forward) = forward.upgrade() else { break };
+                        match heard {
+                            Ok(Ok(note)) => {
+                                // No receiver now is fine: nobody waits.
+                                let _ = forward.send(note.payload().to_owned());
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "journal listener: reconnecting");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                });
+                Ok::<_, sqlx::Error>(sender)
+            })
+            .await;
+        match sender {
+            Ok(sender) => Some(sender.subscribe()),
+            Err(e) => {
+                tracing::warn!(error = %e, "journal listener unavailable; gates poll");
+                None
+            }
+        }
     }
 
     /// A [`PgLeaseLock`] on the journal's own lease table, so the token an append is
@@ -188,6 +233,24 @@ impl Journal for PgJournal {
                 })
             })
             .collect()
+    }
+
+    async fn wait_for_records(&self, run: &RunId, timeout: Duration) {
+        let Some(mut appended) = self.appended().await else {
+            tokio::time::sleep(timeout).await;
+            return;
+        };
+        let wanted = run.as_str();
+        let _ = tokio::time::timeout(timeout, async {
+            loop {
+                match appended.recv().await {
+                    Ok(named) if named == wanted => return,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+        .await;
     }
 
     async fn runs(&self) -> Result<Vec<RunIndexEntry>> {

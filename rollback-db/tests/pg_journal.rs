@@ -275,3 +275,44 @@ async fn a_host_local_target_is_resumed_only_where_the_run_started() {
     let again = runner(&url, "host-a", registry_with(file.clone()), dir.path()).await;
     assert_eq!(again.resume(&waiting.run).await.unwrap().state, RunState::Succeeded);
 }
+
+/// A gate waiting on the shared journal wakes on the approval's NOTIFY, not on its
+/// poll timer (here 10 s).
+#[tokio::test]
+async fn a_waiting_gate_wakes_on_the_approvals_notify() {
+    let Some(admin) = admin_url() else { return };
+    let url = database(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
+    let journal_a = journal(&url).await;
+    let lock = journal_a.lease_lock().await.unwrap();
+    let settings = Settings { approval_poll: Duration::from_secs(10), ..Settings::default() };
+    let a = Engine::builder(registry_with(target.clone()))
+        .journal(Arc::new(journal_a))
+        .lock(Arc::new(lock))
+        .artifacts_dir(dir.path().join("artifacts"))
+        .settings(settings)
+        .build();
+    let run = RunId::generate();
+    let options = RunOptions { run_id: Some(run.clone()), ..Default::default() };
+    let waiting = tokio::spawn(async move { a.run(gated_plan(), options).await });
+    let shared = journal(&url).await;
+    let started = std::time::Instant::now();
+    loop {
+        let records = shared.read(&run).await.unwrap_or_default();
+        if records.iter().any(|r| matches!(r.entry, Entry::ApprovalRequested { .. })) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never reached the gate");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the gate settle into its wait, then approve from another journal.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = runner(&url, "host-b", registry_with(target.clone()), dir.path()).await;
+    let approved = std::time::Instant::now();
+    b.approve(&run, &"ok".into(), true, "oncall").await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(30), waiting).await.unwrap().unwrap().unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{done}");
+    let woke = approved.elapsed();
+    assert!(woke < Duration::from_secs(3), "woke after {woke:?}: the poll timer, not the NOTIFY");
+}

@@ -575,7 +575,7 @@ impl RunCtx {
                 }
             }
             self.lease.check()?;
-            tokio::time::sleep(self.approval_poll()).await;
+            self.engine.journal.wait_for_records(&self.run, self.approval_poll()).await;
             let records = self.engine.journal.read(&self.run).await?;
             if let Some(found) =
                 records.iter().find(|r| matches!(&r.entry, Entry::Approval { step: s, .. } if s == step))

@@ -262,4 +262,13 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Runs known to the journal, oldest first.
     async fn runs(&self) -> Result<Vec<RunIndexEntry>>;
+
+    /// Waits until `run` may have new records (another process appended), at most
+    /// `timeout`. A waiting gate calls it between reads. The default waits out the
+    /// timeout; a journal that hears of appends (PostgreSQL's `LISTEN`) returns early.
+    /// Returning is only a hint: the caller reads the journal to see what changed.
+    async fn wait_for_records(&self, run: &RunId, timeout: Duration) {
+        let _ = run;
+        tokio::time::sleep(timeout).await;
+    }
 }
