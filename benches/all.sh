@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 failed=()
-for bench in engine verify docker db pitr storage k8s; do
+for bench in engine verify docker db pitr storage k8s journal; do
   echo "==> $bench" >&2
   cargo "${mode[@]}" -q -p rollback-benches --bench "$bench" -- ${test_flag:+"$test_flag"} 2>&1 | tee -a "$log" >&2 ||
     failed+=("$bench")

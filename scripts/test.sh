@@ -180,7 +180,7 @@ bench_smoke() {
   cargo test -q -p rollback-benches --benches -- --test | tee "$dir/log" || { rm -rf "$dir"; return 1; }
   grep -a '^SERIES' "$dir/log" > "$dir/series.tsv"
   cargo run -q -p rollback-benches --bin rollback-bench-plot -- "$dir/series.tsv" "$dir/plots" || { rm -rf "$dir"; return 1; }
-  for id in engine-steps docker-services k8s-requests k8s-wall s3-seconds s3-rss redis-keys; do
+  for id in engine-steps docker-services k8s-requests k8s-wall s3-seconds s3-rss redis-keys journal-writers; do
     [ -s "$dir/plots/$id.png" ] || { echo "bench smoke: plot $id.png was not drawn" >&2; rm -rf "$dir"; return 1; }
   done
   rm -rf "$dir"

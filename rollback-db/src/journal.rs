@@ -6,7 +6,8 @@
 //! application's `_sqlx_migrations`, which the `sqlx-migrations` target reads).
 //! An append is one call of the SQL function `rollback_journal.append`: one round
 //! trip and one transaction that checks the fence, takes the run's row lock to
-//! number the records, writes them and notifies `rollback_journal` listeners.
+//! number the records and writes them; an unfenced append (an approval from another
+//! process) also notifies `rollback_journal` listeners, which waiting gates are.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,9 @@ pub struct PgJournal {
     /// Runs named by `NOTIFY rollback_journal`, from one listening connection
     /// started on the first wait.
     appended: tokio::sync::OnceCell<Arc<tokio::sync::broadcast::Sender<String>>>,
+    /// Per run, the token whose fence resources the server already has (sent once
+    /// per lease, not with every append).
+    sent: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for PgJournal {
@@ -107,7 +111,7 @@ impl PgJournal {
         migrator().run(&pool).await.map_err(|e| {
             Error::new(ErrorKind::Backend, format!("journal migrations: {e}")).with_operation("migrate journal")
         })?;
-        Ok(PgJournal { pool, appended: tokio::sync::OnceCell::new() })
+        Ok(PgJournal { pool, appended: tokio::sync::OnceCell::new(), sent: Default::default() })
     }
 
     /// The channel of appended runs, listening from the first call on. The listener
@@ -195,16 +199,31 @@ impl Journal for PgJournal {
             return Err(Error::invalid_input("an append needs at least one entry"));
         }
         let entries = serde_json::to_string(&entries).map_err(|e| Error::internal(format!("journal entry: {e}")))?;
-        let seq: i64 = sqlx::query_scalar("SELECT rollback_journal.append($1, $2, $3, $4::jsonb, $5)")
-            .bind(run.as_str())
-            .bind(fence.map(|f| f.resources().to_vec()))
-            .bind(fence.map(|f| f.token() as i64))
-            .bind(entries)
-            .bind(durability == Durability::Sync)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_append)?;
-        Ok(seq as u64)
+        let known = |token: u64| self.sent.lock().is_ok_and(|sent| sent.get(run.as_str()) == Some(&token));
+        let mut resend = false;
+        loop {
+            let resources = fence.filter(|f| resend || !known(f.token())).map(|f| f.resources().to_vec());
+            let seq = sqlx::query_scalar::<_, i64>("SELECT rollback_journal.append($1, $2, $3, $4::jsonb, $5)")
+                .bind(run.as_str())
+                .bind(&resources)
+                .bind(fence.map(|f| f.token() as i64))
+                .bind(&entries)
+                .bind(durability == Durability::Sync)
+                .fetch_one(&self.pool)
+                .await;
+            match seq {
+                Ok(seq) => {
+                    if let (Some(f), Ok(mut sent)) = (fence, self.sent.lock()) {
+                        sent.insert(run.as_str().to_owned(), f.token());
+                    }
+                    return Ok(seq as u64);
+                }
+                // The server has no resources for this token (another writer's fence
+                // since): send them.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("RB002") && !resend => resend = true,
+                Err(e) => return Err(map_append(e)),
+            }
+        }
     }
 
     async fn read(&self, run: &RunId) -> Result<Vec<Record>> {

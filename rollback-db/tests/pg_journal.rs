@@ -88,6 +88,7 @@ async fn keeps_its_tables_and_migrations_in_its_own_schema() {
         [
             "rollback_journal._migrations",
             "rollback_journal.fences",
+            "rollback_journal.lease_generation",
             "rollback_journal.leases",
             "rollback_journal.records",
             "rollback_journal.runs"
