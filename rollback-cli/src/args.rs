@@ -32,6 +32,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "ROLLBACK_HOME", default_value = ".rollback", value_name = "DIR")]
     pub home: PathBuf,
 
+    /// The journal, shared by every runner host: a PostgreSQL URL
+    /// (`postgres://user@db/ops`; the password from PGPASSWORD or ~/.pgpass, or in the
+    /// URL through the environment). Default: the file journal in the home. Artifacts
+    /// stay in the home.
+    #[arg(long, global = true, env = "ROLLBACK_JOURNAL", hide_env_values = true, value_name = "URL")]
+    pub journal: Option<String>,
+
     /// Less output: errors only.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,

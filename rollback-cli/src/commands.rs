@@ -19,7 +19,7 @@ use crate::show;
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<i32> {
-    let home = Home::new(cli.home.clone());
+    let home = Home::new(cli.home.clone(), cli.journal.clone());
     let mode = Mode::detect(cli.quiet);
     match cli.command {
         Command::Validate(arg) => validate(&arg.plan),
@@ -153,7 +153,7 @@ async fn confirm(engine: &Engine, plan: &Plan) -> Result<bool> {
 
 async fn run_plan(home: &Home, args: RunArgs, drill: bool, mode: Mode) -> Result<i32> {
     let mut plan = load(&kinds::registry(), &args.plan.plan)?;
-    let engine = home.engine(kinds::registry(), Vec::new())?;
+    let engine = home.engine(kinds::registry(), Vec::new()).await?;
     if drill {
         plan.name = format!("drill: {}", plan.name);
     }
@@ -199,7 +199,7 @@ fn print_report(report: &Report, output: Output) -> Result<()> {
 
 async fn resume(home: &Home, run: &str, no_wait: bool, output: Output, mode: Mode) -> Result<i32> {
     let run: RunId = run.parse()?;
-    let engine = home.require(kinds::registry(), run.as_str())?;
+    let engine = home.require(kinds::registry(), run.as_str()).await?;
     let cancel = CancelHandle::new();
     let interrupted = on_interrupt(cancel.clone());
     let live = Live::start(&engine, mode);
@@ -212,7 +212,7 @@ async fn resume(home: &Home, run: &str, no_wait: bool, output: Output, mode: Mod
 
 async fn approve(home: &Home, run: &str, step: &str, by: &str, reject: bool) -> Result<i32> {
     let run: RunId = run.parse()?;
-    let engine = home.require(kinds::registry(), run.as_str())?;
+    let engine = home.require(kinds::registry(), run.as_str()).await?;
     engine.approve(&run, &step.into(), !reject, by).await?;
     println!("{} {step} of {run} as {by}", if reject { "rejected" } else { "approved" });
     Ok(exit::OK)
@@ -220,7 +220,7 @@ async fn approve(home: &Home, run: &str, step: &str, by: &str, reject: bool) -> 
 
 async fn report(home: &Home, run: &str, output: Output, html: Option<&Path>) -> Result<i32> {
     let run: RunId = run.parse()?;
-    let engine = home.require(Registry::new(), run.as_str())?;
+    let engine = home.require(Registry::new(), run.as_str()).await?;
     let report = engine.report(&run).await?;
     print_report(&report, output)?;
     if let Some(path) = html {
@@ -246,7 +246,7 @@ fn since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
 
 async fn history(home: &Home, target: Option<String>, since_text: Option<&str>, output: Output) -> Result<i32> {
     let query = HistoryQuery { target: target.map(Into::into), since: since_text.map(since).transpose()?, until: None };
-    let records = match home.existing(Registry::new())? {
+    let records = match home.existing(Registry::new()).await? {
         Some(engine) => engine.history(&query).await?,
         None => Vec::new(),
     };
@@ -259,7 +259,7 @@ async fn history(home: &Home, target: Option<String>, since_text: Option<&str>, 
 
 async fn runs(home: &Home, limit: usize, output: Output) -> Result<i32> {
     let mut reports = Vec::new();
-    if let Some(engine) = home.existing(Registry::new())? {
+    if let Some(engine) = home.existing(Registry::new()).await? {
         let mut entries = engine.runs().await?;
         entries.sort_by_key(|e| std::cmp::Reverse(e.started_at));
         for entry in entries.into_iter().take(limit) {

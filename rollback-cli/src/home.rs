@@ -9,27 +9,32 @@ use rollback_core::{Engine, Error, MemoryJournal, MemoryLock, Notifier, Registry
 /// Where a run's state lives (`--home`, `$ROLLBACK_HOME`, `./.rollback`).
 pub struct Home {
     dir: PathBuf,
+    /// A shared journal's URL (`--journal`, `$ROLLBACK_JOURNAL`); never printed.
+    journal: Option<String>,
 }
 
 impl Home {
-    /// The home at `dir` (not created yet).
-    pub fn new(dir: PathBuf) -> Self {
-        Home { dir }
+    /// The home at `dir` (not created yet), with a shared journal when `journal` names one.
+    pub fn new(dir: PathBuf, journal: Option<String>) -> Self {
+        Home { dir, journal: journal.filter(|j| !j.is_empty()) }
     }
 
     fn journal_dir(&self) -> PathBuf {
         self.dir.join("journal")
     }
 
-    /// Whether anything ever ran here.
+    /// Whether anything ever ran here (a shared journal always counts).
     pub fn exists(&self) -> bool {
-        self.journal_dir().is_dir()
+        self.journal.is_some() || self.journal_dir().is_dir()
     }
 
     /// The engine of commands that change things (run, drill, resume, approve): the
     /// home is created, private to its owner.
-    pub fn engine(&self, registry: Registry, notifiers: Vec<Arc<dyn Notifier>>) -> Result<Engine> {
+    pub async fn engine(&self, registry: Registry, notifiers: Vec<Arc<dyn Notifier>>) -> Result<Engine> {
         let mut builder = Engine::builder(registry).home(&self.dir);
+        if let Some(url) = &self.journal {
+            builder = shared_journal(builder, url).await?;
+        }
         for notifier in notifiers {
             builder = builder.notifier(notifier);
         }
@@ -38,16 +43,16 @@ impl Home {
 
     /// The engine of commands that read runs (report, history, runs, approve,
     /// resume): `None` when nothing ever ran here — and nothing is created.
-    pub fn existing(&self, registry: Registry) -> Result<Option<Engine>> {
+    pub async fn existing(&self, registry: Registry) -> Result<Option<Engine>> {
         if !self.exists() {
             return Ok(None);
         }
-        self.engine(registry, Vec::new()).map(Some)
+        self.engine(registry, Vec::new()).await.map(Some)
     }
 
     /// Like [`Home::existing`], but a missing home is an error naming it.
-    pub fn require(&self, registry: Registry, run: &str) -> Result<Engine> {
-        self.existing(registry)?.ok_or_else(|| self.no_runs(Some(run)))
+    pub async fn require(&self, registry: Registry, run: &str) -> Result<Engine> {
+        self.existing(registry).await?.ok_or_else(|| self.no_runs(Some(run)))
     }
 
     /// An engine that journals nothing to disk, for validate and dry-run.
@@ -67,4 +72,23 @@ impl Home {
             self.dir.display()
         ))
     }
+}
+
+/// The engine on a shared PostgreSQL journal and its lease lock (artifacts stay in
+/// the home). The URL is never part of an error.
+#[cfg(feature = "db")]
+async fn shared_journal(builder: rollback_core::EngineBuilder, url: &str) -> Result<rollback_core::EngineBuilder> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(Error::invalid_input(
+            "--journal / ROLLBACK_JOURNAL must be a postgres:// URL (the file journal is the default)",
+        ));
+    }
+    let journal = rollback_db::PgJournal::connect(url).await.map_err(|e| e.with_context("journal", "postgres"))?;
+    let lock = journal.lease_lock().await?;
+    Ok(builder.journal(Arc::new(journal)).lock(Arc::new(lock)))
+}
+
+#[cfg(not(feature = "db"))]
+async fn shared_journal(_: rollback_core::EngineBuilder, _: &str) -> Result<rollback_core::EngineBuilder> {
+    Err(Error::unsupported("a shared journal").with_context("reason", "this rollback was built without the db feature"))
 }

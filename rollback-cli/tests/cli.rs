@@ -586,3 +586,53 @@ fn verify_serve_follows_its_schedule_and_control_requests() {
     assert_eq!(bad.status.code(), Some(2), "bad input: {}", String::from_utf8_lossy(&bad.stderr));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("AT=MODE"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
+
+/// `--journal` / `ROLLBACK_JOURNAL`: a run journaled in PostgreSQL from one home is
+/// listed and reported from another (a second runner host), and the URL's password
+/// appears in no output, not even in `--help` or an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_journal_is_seen_from_another_home_and_its_password_from_nowhere() {
+    let Some(url) = rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL") else { return };
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(auth, _)| auth.split_once(':').map(|(_, p)| p.to_owned()));
+    let env = Env::new().await;
+    let plan = env.plan("exact.toml", &exact_plan("20251015-120000"));
+    let plan = plan.to_str().unwrap();
+    let mut outputs = Vec::new();
+    let o = run(env.cmd(&["run", plan, "--output", "json"]).env("ROLLBACK_JOURNAL", &url));
+    assert_eq!(o.code, 0, "{o}");
+    let report: Report = serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {o}"));
+    outputs.push(o.to_string());
+    assert!(!env.home().join("journal").exists(), "the file journal was not used");
+
+    let other = env.dir.path().join("other-home");
+    let elsewhere = |args: &[&str]| {
+        let mut cmd = env.cmd(args);
+        cmd.env("ROLLBACK_HOME", &other).env("ROLLBACK_JOURNAL", &url);
+        run(&mut cmd)
+    };
+    let o = elsewhere(&["runs"]);
+    assert_eq!(o.code, 0, "{o}");
+    assert!(o.stdout.contains(report.run.as_str()), "{o}");
+    outputs.push(o.to_string());
+    let o = elsewhere(&["report", report.run.as_str()]);
+    assert_eq!(o.code, 0, "{o}");
+    assert!(o.stdout.contains("succeeded"), "{o}");
+    outputs.push(o.to_string());
+    outputs.push(elsewhere(&["--help"]).to_string());
+
+    let wrong = url.replacen("://", "://nobody-rb:", 1).replacen("@", "x@", 1);
+    let o = run(env.cmd(&["runs"]).env("ROLLBACK_JOURNAL", &wrong));
+    assert_ne!(o.code, 0, "{o}");
+    outputs.push(o.to_string());
+    let o = run(env.cmd(&["runs"]).env("ROLLBACK_JOURNAL", "mysql://x/y"));
+    assert_eq!(o.code, 2, "not a postgres URL is bad input: {o}");
+    assert!(o.stderr.contains("postgres://"), "{o}");
+    if let Some(password) = password {
+        for text in &outputs {
+            assert!(!text.contains(&password), "the journal's password in: {text}");
+        }
+    }
+}
