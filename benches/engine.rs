@@ -248,7 +248,9 @@ fn main() {
     let quick = std::env::var_os("ROLLBACK_BENCH_QUICK").is_some() || std::env::args().any(|a| a == "--test");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     if !quick {
-        let mut c = Criterion::default().configure_from_args();
+        // No criterion plots: its SVG charts need a registered font once plotters is
+        // built with ab_glyph (for rollback-bench-plot).
+        let mut c = Criterion::default().without_plots().configure_from_args();
         criterion_benches(&mut c, dir.path());
         c.final_summary();
     }

@@ -37,6 +37,14 @@ fn parse(text: &str) -> BTreeMap<String, PlotData> {
     for plot in plots.values_mut() {
         for points in plot.curves.values_mut() {
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // One point per x (a repeated measurement keeps the last).
+            points.dedup_by(|later, earlier| {
+                let same = later.0 == earlier.0;
+                if same {
+                    earlier.1 = later.1;
+                }
+                same
+            });
         }
     }
     plots
@@ -77,7 +85,7 @@ fn draw(path: &Path, plot: &PlotData) -> Result<(), Box<dyn std::error::Error>> 
     let points = plot.curves.values().flatten();
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y.max(1e-3)), y1.max(y));
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y.max(1e-3)), y1.max(y.max(1e-3)));
     }
     let root = BitMapBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE)?;

@@ -55,11 +55,22 @@ CREATE TABLE rollback_journal.records (
     PRIMARY KEY (run, seq)
 );
 
--- The newest fencing token seen per resource (for locks other than the lease table).
+-- The newest fencing token seen per resource: by appends under other locks, and every
+-- token the lease table granted (so a writer whose lease was taken over, then released
+-- by its new holder, still finds a newer token there).
 CREATE TABLE rollback_journal.fences (
     resource TEXT PRIMARY KEY,
     token    BIGINT NOT NULL
 );
+CREATE FUNCTION rollback_journal.record_lease_token() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO rollback_journal.fences AS f (resource, token) VALUES (NEW.resource, NEW.token)
+        ON CONFLICT ON CONSTRAINT fences_pkey DO UPDATE SET token = EXCLUDED.token WHERE f.token < EXCLUDED.token;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER lease_tokens AFTER INSERT OR UPDATE OF token ON rollback_journal.leases
+    FOR EACH ROW EXECUTE FUNCTION rollback_journal.record_lease_token();
 
 -- One append of one or more entries, in one round trip. Fencing first: every
 -- resource of the writer's fence must have a lease row (the lock is the lease table)
@@ -103,10 +114,10 @@ BEGIN
     IF p_resources IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock_shared(hashtextextended('rollback-leases', 0));
         SELECT generation INTO gen FROM rollback_journal.lease_generation WHERE id = 1;
-        SELECT r.checked_token, r.checked_generation, r.checked_until INTO cached
+        SELECT r.checked_token, r.checked_generation, r.checked_until, r.fence_resources INTO cached
           FROM rollback_journal.runs r WHERE r.run = p_run;
         IF FOUND AND cached.checked_token = p_token AND cached.checked_generation = gen
-           AND cached.checked_until > now() THEN
+           AND cached.checked_until > now() AND cached.fence_resources = p_resources THEN
             until := cached.checked_until;
         ELSE
         SELECT count(*), min(l.expires_at) INTO held, until FROM rollback_journal.leases l

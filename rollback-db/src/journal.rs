@@ -81,7 +81,7 @@ pub struct PgJournal {
     pool: PgPool,
     /// Runs named by `NOTIFY rollback_journal`, from one listening connection
     /// started on the first wait.
-    appended: tokio::sync::OnceCell<Arc<tokio::sync::broadcast::Sender<String>>>,
+    heard: tokio::sync::OnceCell<Arc<Heard>>,
     /// Per run, the token whose fence resources the server already has (sent once
     /// per lease, not with every append).
     sent: std::sync::Mutex<std::collections::HashMap<String, u64>>,
@@ -111,30 +111,31 @@ impl PgJournal {
         migrator().run(&pool).await.map_err(|e| {
             Error::new(ErrorKind::Backend, format!("journal migrations: {e}")).with_operation("migrate journal")
         })?;
-        Ok(PgJournal { pool, appended: tokio::sync::OnceCell::new(), sent: Default::default() })
+        Ok(PgJournal { pool, heard: tokio::sync::OnceCell::new(), sent: Default::default() })
     }
 
-    /// The channel of appended runs, listening from the first call on. The listener
+    /// What the journal's listener heard, started on the first wait: a connection of
+    /// its own (outside the pool, which the appends and the lease lock use). It
     /// reconnects by itself; what is notified while it is away is lost, which the
     /// waiters' timeouts cover (they read the journal after every wait).
-    async fn appended(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
-        let sender = self
-            .appended
+    async fn heard(&self) -> Option<Arc<Heard>> {
+        let heard = self
+            .heard
             .get_or_try_init(|| async {
-                let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+                let options = self.pool.connect_options().as_ref().clone();
+                let own = PgPoolOptions::new().max_connections(1).connect_with(options).await?;
+                let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
                 listener.listen("rollback_journal").await?;
-                let sender = Arc::new(tokio::sync::broadcast::channel(256).0);
-                let forward = Arc::downgrade(&sender);
+                let heard = Arc::new(Heard::default());
+                let weak = Arc::downgrade(&heard);
                 // Ends (closing its connection) once the journal is dropped.
                 tokio::spawn(async move {
+                    let _own = own;
                     loop {
-                        let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
-                        let Some(forward) = forward.upgrade() else { break };
-                        match heard {
-                            Ok(Ok(note)) => {
-                                // No receiver now is fine: nobody waits.
-                                let _ = forward.send(note.payload().to_owned());
-                            }
+                        let got = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+                        let Some(heard) = weak.upgrade() else { break };
+                        match got {
+                            Ok(Ok(note)) => heard.bump(note.payload()),
                             Ok(Err(e)) => {
                                 tracing::warn!(error = %e, "journal listener: reconnecting");
                                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -143,11 +144,11 @@ impl PgJournal {
                         }
                     }
                 });
-                Ok::<_, sqlx::Error>(sender)
+                Ok::<_, sqlx::Error>(heard)
             })
             .await;
-        match sender {
-            Ok(sender) => Some(sender.subscribe()),
+        match heard {
+            Ok(heard) => Some(heard.clone()),
             Err(e) => {
                 tracing::warn!(error = %e, "journal listener unavailable; gates poll");
                 None
@@ -169,6 +170,43 @@ impl PgJournal {
             .await
             .map_err(|e| map("read run", e))?
             .ok_or_else(|| Error::not_found(format!("run {run} is not in the journal")))
+    }
+}
+
+/// Notifications per run, and what each waiter last read: a wait returns at once
+/// when a notification for its run came after its last read, so one that arrives
+/// between a gate's read and its wait is not lost.
+#[derive(Default)]
+struct Heard {
+    /// Notifications heard per run.
+    counts: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// The count when the run was last read.
+    seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Heard {
+    fn bump(&self, run: &str) {
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry(run.to_owned()).or_default() += 1;
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn count(&self, run: &str) -> u64 {
+        self.counts.lock().map(|c| c.get(run).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    fn mark_read(&self, run: &str) {
+        let count = self.count(run);
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(run.to_owned(), count);
+        }
+    }
+
+    fn unread(&self, run: &str) -> bool {
+        let seen = self.seen.lock().map(|s| s.get(run).copied().unwrap_or(0)).unwrap_or(0);
+        self.count(run) > seen
     }
 }
 
@@ -227,6 +265,9 @@ impl Journal for PgJournal {
     }
 
     async fn read(&self, run: &RunId) -> Result<Vec<Record>> {
+        if let Some(heard) = self.heard.get() {
+            heard.mark_read(run.as_str());
+        }
         let rows = sqlx::query(
             "SELECT seq, token, at, entry::text AS entry FROM rollback_journal.records WHERE run = $1 ORDER BY seq",
         )
@@ -255,18 +296,19 @@ impl Journal for PgJournal {
     }
 
     async fn wait_for_records(&self, run: &RunId, timeout: Duration) {
-        let Some(mut appended) = self.appended().await else {
+        let Some(heard) = self.heard().await else {
             tokio::time::sleep(timeout).await;
             return;
         };
-        let wanted = run.as_str();
         let _ = tokio::time::timeout(timeout, async {
             loop {
-                match appended.recv().await {
-                    Ok(named) if named == wanted => return,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                let changed = heard.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if heard.unread(run.as_str()) {
+                    return;
                 }
+                changed.await;
             }
         })
         .await;

@@ -162,6 +162,12 @@ async fn a_holder_that_lost_its_lease_is_rejected_by_the_append_itself() {
     let fresh = Fence::new(second.resources.clone(), second.token);
     assert_eq!(journal.append(&run, Some(&fresh), note(4), Durability::Buffered).await.unwrap(), 2);
     assert_eq!(journal.read(&run).await.unwrap().len(), 2, "the rejected appends wrote nothing");
+    // Released by the new holder: the old token is still stale (the lease table's
+    // tokens are remembered as the newest seen).
+    lock.release(&second).await.unwrap();
+    let err = journal.append(&run, Some(&fence), note(5), Durability::Sync).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
+    assert!(err.to_string().contains(&format!("a newer holder has token {}", second.token)), "{err}");
 
     // Resources no lease row covers (another lock): the newest token seen wins.
     let other = vec!["elsewhere".to_string()];

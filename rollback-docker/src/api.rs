@@ -34,6 +34,15 @@ pub struct DockerEndpoint {
     pub timeout: Duration,
 }
 
+impl DockerEndpoint {
+    /// Whether it is this machine's engine: a unix socket, or the default (`DOCKER_HOST`
+    /// unset or a unix socket).
+    pub fn is_local(&self) -> bool {
+        let host = self.host.clone().or_else(|| std::env::var("DOCKER_HOST").ok()).unwrap_or_default();
+        host.is_empty() || host.starts_with("unix://") || host.starts_with('/')
+    }
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(120)
 }

@@ -211,6 +211,10 @@ impl Target for ComposeFiles {
         &self.name
     }
 
+    fn host_local(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &str {
         <Self as rollback_core::kind::Kind>::KIND
     }

@@ -190,6 +190,11 @@ impl Target for ContainerTarget {
         &self.name
     }
 
+    /// On the local socket (the default), the engine is this machine's.
+    fn host_local(&self) -> bool {
+        self.config.docker.is_local()
+    }
+
     fn kind(&self) -> &str {
         <Self as rollback_core::kind::Kind>::KIND
     }

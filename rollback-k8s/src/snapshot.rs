@@ -63,6 +63,16 @@ fn default_retention() -> std::time::Duration {
     std::time::Duration::from_secs(7 * 24 * 3600)
 }
 
+/// The `copy-for` label value of a Deployment: its name, or a digest when longer than
+/// a label value may be (63 characters).
+fn copy_for(deployment: &str) -> String {
+    if deployment.len() <= 63 {
+        deployment.to_owned()
+    } else {
+        format!("rb-{}", crate::rollout::short_digest(deployment))
+    }
+}
+
 /// Annotation on a Secret copy: when it may be deleted (RFC 3339).
 const EXPIRES_AT: &str = "rollback.dev/expires-at";
 /// Label on a Secret copy: the Secret it copies.
@@ -193,14 +203,16 @@ impl DeploymentSnapshot {
         let Some(secret) = secrets.get_opt(name).await.map_err(err("get secret"))? else { return Ok(None) };
         let copy_name = Self::copy_name(name, key);
         let keys = secret.data.iter().flatten().map(|(k, _)| k.clone()).collect();
-        let expires_at = chrono::Utc::now()
-            + chrono::Duration::from_std(self.config.retention).unwrap_or_else(|_| chrono::Duration::days(7));
+        let expires_at = chrono::Duration::from_std(self.config.retention)
+            .ok()
+            .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
         let copy = Secret {
             metadata: ObjectMeta {
                 name: Some(copy_name.clone()),
                 labels: Some(BTreeMap::from([
                     (COPY_OF.to_string(), name.to_string()),
-                    (COPY_FOR.to_string(), self.config.deployment.clone()),
+                    (COPY_FOR.to_string(), copy_for(&self.config.deployment)),
                 ])),
                 annotations: Some(BTreeMap::from([
                     ("rollback.dev/snapshot-key".to_string(), key.to_string()),
@@ -231,7 +243,7 @@ impl DeploymentSnapshot {
     /// Deletes this Deployment's Secret copies whose retention is up (one list; each
     /// delete with a uid precondition), returning how many.
     async fn expire_copies(&self, secrets: &Api<Secret>) -> Result<usize> {
-        let selector = format!("{COPY_FOR}={}", self.config.deployment);
+        let selector = format!("{COPY_FOR}={}", copy_for(&self.config.deployment));
         let copies =
             secrets.list_metadata(&ListParams::default().labels(&selector)).await.map_err(err("list secret copies"))?;
         let now = chrono::Utc::now();
@@ -360,7 +372,11 @@ impl Snapshot for DeploymentSnapshot {
                 }
             }
             let secrets: Api<Secret> = self.cluster.api(self.ns());
-            self.expire_copies(&secrets).await?;
+            // Cleaning up is not the capture: a failure (no list/delete right on
+            // Secrets) is a warning, and the copies stay until a capture can.
+            if let Err(e) = self.expire_copies(&secrets).await {
+                tracing::warn!(error = %e, "could not delete expired Secret copies");
+            }
             for name in ConfigRefs::names(&refs.secrets) {
                 if let Some(copy) = self.copy_secret(&secrets, &name, key).await? {
                     captured.secrets.push(copy);

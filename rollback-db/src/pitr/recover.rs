@@ -295,6 +295,13 @@ async fn beside_then_switch(target: &PgPitr, recovery: &Recovery, d: &Dirs, key:
         ],
         owner,
     )?;
+    // The compare of the compare-and-swap once more, right before the switch: the
+    // recovery took a while, and a resume comes here without passing the first one.
+    if target.tools.running(&d.live).await
+        && let Some(moved) = timeline_moved(target, recovery).await?
+    {
+        return Err(Error::new(ErrorKind::Conflict, moved));
+    }
     target.source.publish(&target.tools, &d.staging, owner).await?;
     target.tools.stop(&d.live).await?;
     target.reached(PitrPhase::LiveStopped);

@@ -234,7 +234,8 @@ impl DeploymentTarget {
         if doomed.is_empty() {
             return Err(Error::already_done(format!("{} has no failing pods (of {})", self.what(), pods.len())));
         }
-        if doomed.len() == pods.len() && !params.all {
+        let live = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).count();
+        if doomed.len() == live && !params.all {
             return Err(Error::new(
                 ErrorKind::InvalidState,
                 format!(
