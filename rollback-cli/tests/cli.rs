@@ -592,7 +592,14 @@ fn verify_serve_follows_its_schedule_and_control_requests() {
 /// appears in no output, not even in `--help` or an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_journal_is_seen_from_another_home_and_its_password_from_nowhere() {
-    let Some(url) = rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL") else { return };
+    let Some(admin) = rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL") else { return };
+    // A database of this test's own (the journal's schema is per database).
+    let name = format!("rb_cli_journal_{}", std::process::id());
+    for sql in [format!("DROP DATABASE IF EXISTS {name}"), format!("CREATE DATABASE {name}")] {
+        let made = Command::new("psql").args(["-X", "-q", "-d", &admin, "-c", &sql]).output().unwrap();
+        assert!(made.status.success(), "{sql}: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
     let password = url
         .split_once("://")
         .and_then(|(_, rest)| rest.split_once('@'))

@@ -177,6 +177,20 @@ async fn a_holder_that_lost_its_lease_is_rejected_by_the_append_itself() {
     assert!(err.to_string().contains("stale fencing token 6"), "{err}");
 }
 
+/// Waits until `run` asks for its approval (read through another journal).
+async fn reached_the_gate(url: &str, run: &RunId) {
+    let shared = journal(url).await;
+    let started = std::time::Instant::now();
+    loop {
+        let records = shared.read(run).await.unwrap_or_default();
+        if records.iter().any(|r| matches!(r.entry, Entry::ApprovalRequested { .. })) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the run never reached its gate");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn gated_plan() -> Plan {
     Plan::new("shared journal")
         .stage(
@@ -230,16 +244,7 @@ async fn a_live_lease_is_not_resumed_elsewhere_and_an_approval_from_there_reache
     let run = RunId::generate();
     let options = RunOptions { run_id: Some(run.clone()), ..Default::default() };
     let waiting = tokio::spawn(async move { a.run(gated_plan(), options).await });
-    let shared = journal(&url).await;
-    let started = std::time::Instant::now();
-    loop {
-        let records = shared.read(&run).await.unwrap_or_default();
-        if records.iter().any(|r| matches!(r.entry, Entry::ApprovalRequested { .. })) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "host a never reached the gate");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    reached_the_gate(&url, &run).await;
     let err = b.resume(&run).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
     let text = err.to_string();
@@ -303,16 +308,7 @@ async fn a_waiting_gate_wakes_on_the_approvals_notify() {
     let run = RunId::generate();
     let options = RunOptions { run_id: Some(run.clone()), ..Default::default() };
     let waiting = tokio::spawn(async move { a.run(gated_plan(), options).await });
-    let shared = journal(&url).await;
-    let started = std::time::Instant::now();
-    loop {
-        let records = shared.read(&run).await.unwrap_or_default();
-        if records.iter().any(|r| matches!(r.entry, Entry::ApprovalRequested { .. })) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "never reached the gate");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    reached_the_gate(&url, &run).await;
     // Let the gate settle into its wait, then approve from another journal.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let b = runner(&url, "host-b", registry_with(target.clone()), dir.path()).await;

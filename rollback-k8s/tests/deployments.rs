@@ -417,16 +417,7 @@ async fn snapshot_keeps_evidence_and_restores_config_with_the_workload() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = LocalDirStore::new(dir.path());
-    let config = DeploymentSnapshotConfig {
-        cluster: Default::default(),
-        namespace: tc.namespace.clone(),
-        deployment: "web".into(),
-        tail_lines: 50,
-        max_pods: 5,
-        config: true,
-        retention: std::time::Duration::from_secs(7 * 24 * 3600),
-    };
-    let snapshotter = DeploymentSnapshot::new("web-snap", tc.cluster.clone(), config).unwrap();
+    let snapshotter = DeploymentSnapshot::new("web-snap", tc.cluster.clone(), snapshotter_config(&tc)).unwrap();
     let snap = snapshotter.capture(&store, &IdempotencyKey::new("run-1/evidence/fwd")).await.unwrap();
     for file in ["deployment.json", "replicasets.json", "events.json", "configmaps/web-config.json", "secrets.json"] {
         assert!(snap.artifacts.contains(&format!("run-1/evidence/fwd/{file}")), "{file} in {:?}", snap.artifacts);

@@ -335,7 +335,7 @@ async fn server_stopped_mid_restore_then_resumed() {
     // A private moto_server, stopped with SIGSTOP (past the client timeouts) and
     // continued with SIGCONT: moto keeps its state in memory, so it cannot be killed.
     let moto = std::path::Path::new(&env.python).with_file_name("moto_server");
-    let port = 20000 + (std::process::id() % 20000) as u16;
+    let port = rollback_core::testkit::outage::free_port();
     let mut child = std::process::Command::new(&moto)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
