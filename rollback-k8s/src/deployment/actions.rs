@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Preconditions};
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::DeploymentTarget;
 use crate::cluster::{UNDO_KEY_ANNOTATION, escape_pointer, patch_if_unchanged};
 use crate::error::err;
-use crate::rollout::{RolloutStatus, controlled_by, rollout_status, template_id};
+use crate::rollout::{RolloutStatus, rollout_status, template_id};
 use rollback_core::{Change, Error, ErrorKind, IdempotencyKey, Observed, Result, Reversibility, Version};
 
 /// The annotation `kubectl rollout restart` sets on the pod template.
@@ -111,12 +112,7 @@ impl DeploymentTarget {
         if self.wait.wait { self.wait_from(patched).await } else { Ok(()) }
     }
 
-    fn restart_state(
-        &self,
-        d: &k8s_openapi::api::apps::v1::Deployment,
-        change: &Change,
-        payload: &RestartPayload,
-    ) -> Observed {
+    fn restart_state(&self, d: &Deployment, change: &Change, payload: &RestartPayload) -> Observed {
         if d.metadata.uid.as_deref() != Some(payload.uid.as_str()) {
             return Observed::Diverged(format!("{} was deleted and re-created", self.what()));
         }
@@ -197,12 +193,11 @@ fn failing(pod: &Pod, now: chrono::DateTime<chrono::Utc>, not_ready_for: Duratio
 }
 
 impl DeploymentTarget {
-    /// The pods of this Deployment's ReplicaSets (one list by its selector).
-    async fn pods(&self) -> Result<(Vec<Pod>, Vec<String>)> {
+    /// The Deployment and the pods its ReplicaSets control (one list by its selector;
+    /// `load` keeps only the ReplicaSets the Deployment controls).
+    async fn pods(&self) -> Result<(Deployment, Vec<Pod>)> {
         let (d, rses) = self.load().await?;
-        let uid = d.metadata.uid.clone().unwrap_or_default();
-        let owned: Vec<String> =
-            rses.iter().filter(|rs| controlled_by(rs, &uid)).filter_map(|rs| rs.metadata.uid.clone()).collect();
+        let owned: Vec<String> = rses.iter().filter_map(|rs| rs.metadata.uid.clone()).collect();
         let selector = super::selector_of(&d);
         let api: Api<Pod> = self.cluster.api(&self.namespace);
         let list = api.list(&ListParams::default().labels(&selector)).await.map_err(err("list pods"))?;
@@ -217,12 +212,12 @@ impl DeploymentTarget {
                     .any(|o| o.controller == Some(true) && owned.contains(&o.uid))
             })
             .collect();
-        Ok((pods, owned))
+        Ok((d, pods))
     }
 
     pub(super) async fn prepare_delete_pods(&self, params: &serde_json::Value) -> Result<Change> {
         let params: DeletePodsParams = no_params("delete-failing-pods", params)?;
-        let (pods, _) = self.pods().await?;
+        let (_, pods) = self.pods().await?;
         let now = chrono::Utc::now();
         let doomed: Vec<Doomed> = pods
             .iter()
@@ -286,7 +281,7 @@ impl DeploymentTarget {
 
     pub(super) async fn observe_delete_pods(&self, change: &Change) -> Result<Observed> {
         let payload: DeletePodsPayload = payload_of(change)?;
-        let (pods, _) = self.pods().await?;
+        let (d, pods) = self.pods().await?;
         let live = |uid: &str| {
             pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none())
         };
@@ -295,7 +290,7 @@ impl DeploymentTarget {
             Observed::NotStarted
         } else if left > 0 {
             Observed::Partial(format!("{left} of {} failing pods not deleted yet", payload.pods.len()))
-        } else if self.wait.wait && !matches!(rollout_status(&self.get().await?), RolloutStatus::Complete) {
+        } else if self.wait.wait && !matches!(rollout_status(&d), RolloutStatus::Complete) {
             Observed::Partial("failing pods deleted; replacements not all available yet".into())
         } else {
             Observed::Done
