@@ -64,26 +64,25 @@ pub(crate) const PAGE: usize = 1000;
 /// An `If-Match` value no object has (ETags are hex digests, `-n` for multipart).
 pub(crate) const NO_SUCH_ETAG: &str = "\"rollback-write-guard-probe\"";
 
-/// The current ETag of each of `keys` (in key order), `None` for absent keys, read
-/// with as few listings as the keys allow: each request starts just before the next
-/// key not yet seen, so dense keys cost one request per 1,000 and sparse ones one
-/// each. Returns the ETags and the number of requests sent.
+/// The current ETag of each of `keys` (any order, duplicates allowed), `None` for
+/// absent keys, read with as few listings as the keys allow: each request starts
+/// just before the next key not yet seen, so dense keys cost one request per 1,000
+/// and sparse ones one each. Returns the ETags and the number of requests sent.
 pub(crate) async fn current_etags(
     s3: &S3,
     bucket: &str,
     prefix: &str,
     keys: &[&str],
 ) -> Result<(HashMap<String, Option<String>>, usize)> {
-    let mut out = HashMap::with_capacity(keys.len());
+    let mut pending = Pending::new(keys);
     let mut requests = 0;
-    let mut i = 0;
-    while i < keys.len() {
+    while let Some(next) = pending.next_key() {
         let page = s3
             .client()
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
-            .start_after(just_before(keys[i]))
+            .start_after(just_before(next))
             .max_keys(PAGE as i32)
             .send()
             .await
@@ -91,20 +90,50 @@ pub(crate) async fn current_etags(
         requests += 1;
         let listed: Vec<(&str, Option<String>)> =
             page.contents().iter().map(|o| (o.key().unwrap_or_default(), etag(o.e_tag()))).collect();
-        let complete = page.is_truncated() != Some(true);
-        let last = listed.last().map(|(k, _)| *k);
-        let before = i;
-        while i < keys.len() && (complete || last.is_some_and(|l| keys[i] <= l)) {
-            let found = listed.binary_search_by(|(k, _)| (*k).cmp(keys[i])).ok().and_then(|at| listed[at].1.clone());
-            out.insert(keys[i].to_owned(), found);
-            i += 1;
-        }
-        if i == before {
-            return Err(Error::new(ErrorKind::Backend, "the server's listing made no progress (truncated and empty)")
-                .with_context("bucket", bucket));
-        }
+        pending.answer(&listed, page.is_truncated() != Some(true)).map_err(|e| e.with_context("bucket", bucket))?;
     }
-    Ok((out, requests))
+    Ok((pending.found, requests))
+}
+
+/// The keys a series of listings must answer, walked in key order (a listing starts
+/// after a key, so answering keys out of order would read a listed key as absent).
+struct Pending<'k> {
+    keys: Vec<&'k str>,
+    next: usize,
+    found: HashMap<String, Option<String>>,
+}
+
+impl<'k> Pending<'k> {
+    fn new(keys: &[&'k str]) -> Self {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        Pending { found: HashMap::with_capacity(keys.len()), keys, next: 0 }
+    }
+
+    /// The smallest key not answered yet.
+    fn next_key(&self) -> Option<&'k str> {
+        self.keys.get(self.next).copied()
+    }
+
+    /// Takes one listing page (sorted, as S3 returns it, starting at or before the
+    /// next key): answers every key up to its last listed key, or all of them when
+    /// the listing is complete.
+    fn answer(&mut self, listed: &[(&str, Option<String>)], complete: bool) -> Result<()> {
+        let last = listed.last().map(|(k, _)| *k);
+        let before = self.next;
+        while let Some(key) = self.next_key()
+            && (complete || last.is_some_and(|l| key <= l))
+        {
+            let found = listed.binary_search_by(|(k, _)| (*k).cmp(key)).ok().and_then(|at| listed[at].1.clone());
+            self.found.insert(key.to_owned(), found);
+            self.next += 1;
+        }
+        if self.next == before {
+            return Err(Error::new(ErrorKind::Backend, "the server's listing made no progress (truncated and empty)"));
+        }
+        Ok(())
+    }
 }
 
 /// A string ordered just before `key` with few keys between them: `key` without its
@@ -135,6 +164,33 @@ mod tests {
         for k in ["a", "app/b", "z€"] {
             assert!(just_before(k) < k);
         }
+    }
+
+    #[test]
+    fn keys_in_completion_order_are_answered_like_sorted_ones() {
+        // Writes finish in any order; a first key of `sub/e` once made the listing
+        // start after `sub/` and read `a`, `b`, `c` as absent (a false Conflict).
+        let mut pending = Pending::new(&["p/sub/e", "p/a", "p/c", "p/b", "p/a"]);
+        assert_eq!(pending.next_key(), Some("p/a"));
+        let listed: Vec<(&str, Option<String>)> =
+            ["p/a", "p/b", "p/c", "p/sub/e"].iter().map(|k| (*k, Some(format!("etag-{k}")))).collect();
+        pending.answer(&listed, true).unwrap();
+        assert_eq!(pending.next_key(), None);
+        assert_eq!(pending.found.len(), 4);
+        for (k, etag) in &listed {
+            assert_eq!(&pending.found[*k], etag, "{k}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_page_answers_only_up_to_its_last_key() {
+        let mut pending = Pending::new(&["p/c", "p/a", "p/z"]);
+        pending.answer(&[("p/a", Some("1".into())), ("p/b", Some("2".into()))], false).unwrap();
+        assert_eq!(pending.next_key(), Some("p/c"));
+        pending.answer(&[("p/c", Some("3".into()))], true).unwrap();
+        assert_eq!((pending.found["p/c"].as_deref(), pending.found["p/z"].as_deref()), (Some("3"), None));
+        let mut stuck = Pending::new(&["p/a"]);
+        assert!(stuck.answer(&[], false).is_err(), "a truncated empty page makes no progress");
     }
 
     #[test]

@@ -324,11 +324,10 @@ impl Execution<'_> {
     async fn check_sources(&mut self, page: &[usize]) -> Result<()> {
         let Some(bucket) = self.payload.source_bucket.as_deref() else { return Ok(()) };
         let rows: Vec<&Row> = page.iter().map(|&i| &self.payload.rows[i]).filter(|r| r.3.is_none()).collect();
-        let mut sources: Vec<&str> = rows.iter().filter_map(|r| r.2.as_deref()).collect();
+        let sources: Vec<&str> = rows.iter().filter_map(|r| r.2.as_deref()).collect();
         if sources.is_empty() {
             return Ok(());
         }
-        sources.sort_unstable();
         let (current, requests) = guard::current_etags(self.s3, bucket, "", &sources).await?;
         self.listings += requests;
         let Some(row) = rows.iter().find(|r| r.2.as_ref().is_some_and(|k| current[k] != r.4)) else { return Ok(()) };
