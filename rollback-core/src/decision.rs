@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// What was observed, each signal optional. Rates and shares are fractions (0.05 = 5 %).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Signals {
     /// The window the rates were measured over (and for how long they held).
     #[serde(with = "humantime_serde::option")]
@@ -114,7 +114,7 @@ impl fmt::Display for Decision {
 /// majority, [`DecisionPolicy::runbook_003`] the variant where high error rates and
 /// severe degradation are only "consider".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DecisionPolicy {
     /// Error rate above which [`DecisionPolicy::high_error_rate`] applies (0.05).
     pub error_rate_high: f64,

@@ -86,6 +86,20 @@ impl Mode {
     }
 }
 
+impl std::fmt::Display for Mode {
+    /// The text [`Mode::parse`] reads back: `slow:200ms`, `erroring:0.3`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let human = |d: &Duration| humantime_serde::re::humantime::format_duration(*d).to_string();
+        match self {
+            Mode::Healthy => f.write_str("healthy"),
+            Mode::Unhealthy => f.write_str("unhealthy"),
+            Mode::Slow { delay } => write!(f, "slow:{}", human(delay)),
+            Mode::Flapping { period } => write!(f, "flapping:{}", human(period)),
+            Mode::Erroring { fraction } => write!(f, "erroring:{fraction}"),
+        }
+    }
+}
+
 /// Modes and when each starts, from the service's start: `0s=healthy,5s=unhealthy,20s=healthy`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule(Vec<(Duration, Mode)>);
@@ -368,6 +382,9 @@ mod tests {
         assert!(Mode::parse("erroring:2").unwrap_err().to_string().contains("between 0 and 1"));
         assert!(Mode::parse("sick").unwrap_err().to_string().contains("one of healthy"));
         assert!(Mode::parse("slow").unwrap_err().to_string().contains("slow:200ms"));
+        for text in ["healthy", "unhealthy", "slow:250ms", "flapping:1s", "erroring:0.3"] {
+            assert_eq!(Mode::parse(text).unwrap().to_string(), text, "Display reads back");
+        }
         let s = Schedule::parse("5s=unhealthy, 10s=flapping:1s").unwrap();
         assert_eq!(s.0[0], (Duration::ZERO, Mode::Healthy), "healthy until the first entry");
         assert_eq!(s.0.len(), 3);

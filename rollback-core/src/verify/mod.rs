@@ -2,6 +2,7 @@
 //! [`Verdict`] under an explicit [`ProbePolicy`], combinators, and the built-in
 //! verifiers: HTTP and Prometheus (feature `http`), TCP, command and log scan.
 
+pub mod bench;
 mod builtin;
 mod combinators;
 mod command;
@@ -16,6 +17,7 @@ pub(crate) mod http_support {
 mod logscan;
 #[cfg(feature = "http")]
 mod prometheus;
+pub mod replay;
 mod tcp;
 
 pub use builtin::register_builtin_verifiers;
@@ -196,11 +198,8 @@ pub struct Verdict {
 pub async fn probe(verifier: &dyn Verifier, policy: &ProbePolicy, mut on_check: impl FnMut(&Check)) -> Verdict {
     let started = tokio::time::Instant::now();
     let deadline = started + policy.deadline;
+    let mut tally = Tally::new(policy);
     let mut checks = Vec::new();
-    let (mut streak, mut failures, mut inconclusive) = (0u32, 0u32, 0u32);
-    let mut last_failure: Option<tokio::time::Instant> = None;
-    let mut interval = policy.interval;
-    let required = policy.passes.max(1);
     loop {
         let began = tokio::time::Instant::now();
         let check_deadline = began + policy.timeout.min(deadline.saturating_duration_since(began));
@@ -211,61 +210,107 @@ pub async fn probe(verifier: &dyn Verifier, policy: &ProbePolicy, mut on_check: 
         };
         check.latency = began.elapsed();
         on_check(&check);
-        let now = tokio::time::Instant::now();
-        match check.outcome {
+        let next = tally.record(check.outcome, began - started, started.elapsed(), rand::random::<f64>());
+        checks.push(check);
+        match next {
+            Next::Verdict { passed, reason } => return Verdict { passed, reason, checks },
+            Next::CheckAt(at) => tokio::time::sleep_until(started + at).await,
+        }
+    }
+}
+
+/// What a probe loop does after a check.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Next {
+    /// Stop with this verdict.
+    Verdict {
+        /// Whether it passed.
+        passed: bool,
+        /// Why.
+        reason: String,
+    },
+    /// Take the next check at this offset from the loop's start.
+    CheckAt(Duration),
+}
+
+/// The probe loop's bookkeeping, without clocks or I/O: the live [`probe`] and
+/// [`replay`](crate::verify::replay) feed it the same way, so a replayed policy
+/// decides exactly as a live one would.
+#[derive(Debug, Clone)]
+pub(crate) struct Tally<'p> {
+    policy: &'p ProbePolicy,
+    streak: u32,
+    failures: u32,
+    inconclusive: u32,
+    last_failure: Option<Duration>,
+    interval: Duration,
+}
+
+impl<'p> Tally<'p> {
+    pub(crate) fn new(policy: &'p ProbePolicy) -> Self {
+        Tally { policy, streak: 0, failures: 0, inconclusive: 0, last_failure: None, interval: policy.interval }
+    }
+
+    /// Records a check that began at offset `began` and was counted at `now` (both
+    /// from the loop's start); `random` in 0–1 draws the jitter.
+    pub(crate) fn record(&mut self, outcome: Outcome, began: Duration, now: Duration, random: f64) -> Next {
+        let policy = self.policy;
+        let required = policy.passes.max(1);
+        match outcome {
             Outcome::Pass => {
-                streak += 1;
-                interval = policy.interval;
+                self.streak += 1;
+                self.interval = policy.interval;
             }
             Outcome::Fail => {
-                streak = 0;
-                failures += 1;
-                last_failure = Some(now);
+                self.streak = 0;
+                self.failures += 1;
+                self.last_failure = Some(now);
             }
             Outcome::Inconclusive => {
-                streak = 0;
-                inconclusive += 1;
+                self.streak = 0;
+                self.inconclusive += 1;
             }
         }
-        if check.outcome != Outcome::Pass {
-            interval = interval.mul_f64(policy.backoff.max(1.0)).min(policy.max_interval.max(policy.interval));
+        if outcome != Outcome::Pass {
+            self.interval =
+                self.interval.mul_f64(policy.backoff.max(1.0)).min(policy.max_interval.max(policy.interval));
         }
-        checks.push(check);
-        let verdict = |passed: bool, reason: String, checks: Vec<Check>| Verdict { passed, reason, checks };
-        let quiet = last_failure.is_none_or(|at| now.duration_since(at) >= policy.window);
+        let (streak, failures, inconclusive) = (self.streak, self.failures, self.inconclusive);
+        let quiet = self.last_failure.is_none_or(|at| now.saturating_sub(at) >= policy.window);
         if streak >= required && quiet {
             let window =
                 if policy.window.is_zero() { String::new() } else { format!(", no failure in {:?}", policy.window) };
-            return verdict(true, format!("{streak} consecutive passes{window}"), checks);
+            return Next::Verdict { passed: true, reason: format!("{streak} consecutive passes{window}") };
         }
         if policy.max_failures != u32::MAX && failures > policy.max_failures {
-            return verdict(false, format!("{failures} failures (limit {})", policy.max_failures), checks);
+            return Next::Verdict {
+                passed: false,
+                reason: format!("{failures} failures (limit {})", policy.max_failures),
+            };
         }
         if policy.max_inconclusive != u32::MAX && inconclusive > policy.max_inconclusive {
-            return verdict(
-                false,
-                format!("{inconclusive} inconclusive checks (limit {})", policy.max_inconclusive),
-                checks,
-            );
+            return Next::Verdict {
+                passed: false,
+                reason: format!("{inconclusive} inconclusive checks (limit {})", policy.max_inconclusive),
+            };
         }
         let pause = if policy.jitter > 0.0 {
-            interval.mul_f64(1.0 - rand::random::<f64>() * policy.jitter.clamp(0.0, 1.0))
+            self.interval.mul_f64(1.0 - random.clamp(0.0, 1.0) * policy.jitter.clamp(0.0, 1.0))
         } else {
-            interval
+            self.interval
         };
         // Fixed-rate: the pause counts from the start of the check just taken.
-        let next = (began + pause).max(tokio::time::Instant::now());
-        if next >= deadline {
-            return verdict(
-                false,
-                format!(
+        let next = (began + pause).max(now);
+        if next >= policy.deadline {
+            return Next::Verdict {
+                passed: false,
+                reason: format!(
                     "deadline {:?} reached with {streak}/{required} consecutive passes ({failures} failures, {inconclusive} inconclusive)",
                     policy.deadline
                 ),
-                checks,
-            );
+            };
         }
-        tokio::time::sleep_until(next).await;
+        Next::CheckAt(next)
     }
 }
 
