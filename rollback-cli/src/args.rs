@@ -198,9 +198,20 @@ pub enum Command {
     /// Print the man page (roff): `rollback man | man -l -`.
     Man,
 
-    /// Verification tools: a controllable service to point verifiers at.
+    /// Verification tools: a controllable service, a live probe loop, benchmarks and
+    /// what-if replays of journaled verifications.
     #[command(subcommand)]
     Verify(VerifyCommand),
+}
+
+/// The verifier to use: one of a plan file's `[[verifiers]]`.
+#[derive(Debug, Args)]
+pub struct VerifierArg {
+    /// The plan file declaring the verifier (loaded as strictly as for `rollback run`).
+    pub plan: PathBuf,
+    /// Which of its verifiers (default: its only one).
+    #[arg(long, value_name = "NAME")]
+    pub verifier: Option<String>,
 }
 
 /// `rollback verify …`.
@@ -216,5 +227,84 @@ pub enum VerifyCommand {
         /// Modes over time: `0s=healthy,5s=unhealthy,20s=slow:200ms,30s=erroring:0.3`.
         #[arg(long, default_value = "0s=healthy", value_name = "AT=MODE,…")]
         schedule: String,
+    },
+    /// Run one probe loop against the real endpoint, printing each observation and
+    /// the verdict: what the rollback will see. Exit 0 on a pass, 1 otherwise.
+    Run {
+        #[command(flatten)]
+        spec: VerifierArg,
+        /// Probe policy settings over the defaults: `interval=1s,passes=3,deadline=30s`.
+        #[arg(long, value_delimiter = ',', value_name = "KEY=VALUE")]
+        policy: Vec<String>,
+        /// Output format (json: the verdict with every check).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Benchmark a verifier: check latency p50/p90/p99/max and checks/s; with
+    /// `--lab`, the detection delay and requests per verdict through a state change
+    /// of a `rollback verify serve` service.
+    Bench {
+        #[command(flatten)]
+        spec: VerifierArg,
+        /// Probe policy for the detection trials: `interval=500ms,passes=3`.
+        #[arg(long, value_delimiter = ',', value_name = "KEY=VALUE")]
+        policy: Vec<String>,
+        /// Checks for the latency measurement.
+        #[arg(long, default_value_t = 200)]
+        checks: usize,
+        /// Checks at once for the latency measurement.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// The lab service's URL (`http://127.0.0.1:8080`), switched through /control.
+        #[arg(long, value_name = "URL")]
+        lab: Option<String>,
+        /// The service's mode when a trial starts.
+        #[arg(long, default_value = "unhealthy", value_name = "MODE")]
+        from: String,
+        /// The mode it switches to.
+        #[arg(long, default_value = "healthy", value_name = "MODE")]
+        to: String,
+        /// When it switches, from the trial's start.
+        #[arg(long, default_value = "2s", value_name = "DURATION")]
+        switch_after: String,
+        /// Detection trials.
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Re-decide the journaled verify steps of finished runs under another probe
+    /// policy (default: each step's own): when they would have passed or failed, at
+    /// what cost in checks, where a false alarm or a missed regression would have been.
+    Replay {
+        /// Run ids.
+        #[arg(required = true, value_name = "RUN")]
+        runs: Vec<String>,
+        /// Probe policy settings over the defaults: `interval=5s,passes=2`.
+        #[arg(long, value_delimiter = ',', value_name = "KEY=VALUE")]
+        policy: Vec<String>,
+        /// Take the last observation to hold after the record ends (else a policy
+        /// needing longer is "undecided").
+        #[arg(long)]
+        assume_last_holds: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Replay recorded signals (JSON lines: `{"at": "…", "signals": {"error_rate": 0.02}}`)
+    /// through the decision policy and print when each threshold would have fired.
+    ReplaySignals {
+        /// The JSON-lines file.
+        file: PathBuf,
+        /// Decision thresholds over the defaults: `error_rate_high=0.02`.
+        #[arg(long = "threshold", value_delimiter = ',', value_name = "KEY=VALUE")]
+        thresholds: Vec<String>,
+        /// Start from runbook 003's policy instead of the default.
+        #[arg(long)]
+        runbook_003: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }

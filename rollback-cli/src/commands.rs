@@ -10,7 +10,7 @@ use rollback_core::load::PlanLoader;
 use rollback_core::{CancelHandle, Engine, Error, HistoryQuery, Plan, Registry, Report, Result, RunId, RunOptions};
 use serde::Serialize;
 
-use crate::args::{Cli, Command, Output, RunArgs, VerifyCommand};
+use crate::args::{Cli, Command, Output, RunArgs};
 use crate::exit;
 use crate::home::Home;
 use crate::kinds;
@@ -47,7 +47,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             clap_complete::generate(shell, &mut Cli::command(), "rollback", &mut std::io::stdout());
             Ok(exit::OK)
         }
-        Command::Verify(VerifyCommand::Serve { listen, schedule }) => serve(listen, &schedule).await,
+        Command::Verify(command) => crate::verify::run(&home, command).await,
         Command::Man => {
             clap_mangen::Man::new(Cli::command())
                 .render(&mut std::io::stdout())
@@ -55,15 +55,6 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
     }
-}
-
-/// `rollback verify serve`: the lab service in the foreground, until Ctrl-C.
-async fn serve(listen: std::net::SocketAddr, schedule: &str) -> Result<i32> {
-    use rollback_core::verify::lab::{LabService, Schedule};
-    let lab = LabService::start(listen, Schedule::parse(schedule)?).await?;
-    println!("serving on {} (health: /health, metrics: /metrics, switch: POST /control)", lab.url(""));
-    tokio::signal::ctrl_c().await.map_err(|e| Error::internal(format!("waiting for Ctrl-C: {e}")))?;
-    Ok(exit::OK)
 }
 
 fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {

@@ -22,6 +22,7 @@ mod html;
 mod kinds;
 mod live;
 mod show;
+mod verify;
 
 pub use kinds::registry;
 
