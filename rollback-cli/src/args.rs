@@ -285,7 +285,7 @@ pub enum VerifyCommand {
         #[arg(long, value_delimiter = ',', value_name = "KEY=VALUE")]
         policy: Vec<String>,
         /// Take the last observation to hold after the record ends (else a policy
-        /// needing longer is "undecided").
+        /// needing longer is "undetermined").
         #[arg(long)]
         assume_last_holds: bool,
         /// Output format.

@@ -178,7 +178,7 @@ async fn replay_runs(
                 let verdict = |p: Option<bool>| match p {
                     Some(true) => "pass",
                     Some(false) => "fail",
-                    None => "undecided",
+                    None => "undetermined",
                 };
                 println!("  {} ({}): {}", s.step, s.verifier, s.change);
                 for (label, r) in [("recorded", &s.recorded), ("replayed", &s.replayed)] {

@@ -329,9 +329,14 @@ mod tests {
         let report = detection(&Peek(lab.clone()), &policy, lab.as_ref(), &scenario, 3).await.unwrap();
         assert_eq!(report.early, 0, "{report}");
         assert!(report.trials.iter().all(|t| t.passed), "{report}");
-        let delay = report.max_delay.unwrap();
-        // Three passes 20 ms apart after the switch: at least 40 ms, well under a second.
-        assert!(delay >= Duration::from_millis(40) && delay < Duration::from_secs(1), "{report}");
+        // No verdict before the switch; after it, within passes × (interval + timeout)
+        // plus the window — and at least the two pauses between the three passes.
+        let bound = (policy.interval + policy.timeout) * policy.passes + policy.window;
+        for trial in &report.trials {
+            let delay = trial.delay.expect("decided after the switch");
+            assert!(delay >= policy.interval * (policy.passes - 1) && delay <= bound, "{report}");
+        }
+        assert!(report.max_delay.unwrap() < Duration::from_secs(1), "{report}");
         assert!(report.checks_per_verdict >= 10.0, "about 150 ms of failures at 20 ms, then 3 passes: {report}");
         let table = report.to_string();
         assert!(table.contains("unhealthy -> healthy") && table.contains("requests per verdict"), "{table}");

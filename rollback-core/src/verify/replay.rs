@@ -4,11 +4,13 @@
 //!
 //! A verify step's verdict, with every check it took, is journaled in the step's
 //! outcome. [`replay`] runs the probe loop's own bookkeeping (the code the live
-//! [`probe`](super::probe) uses) over those observations: a replayed check at time
-//! *t* sees what the latest recorded check at or before *t* saw (the service is
-//! assumed to stay as last observed until the next observation). The record says
+//! [`probe`](super::probe) uses) over those observations: a replayed check starting
+//! at time *t* sees what the recorded check that started nearest to *t* saw (the
+//! record's resolution is its interval; under the run's own policy each replayed
+//! check meets the check it replays, so the verdict and its checks are reproduced
+//! exactly). The record says
 //! nothing past its last check plus one recorded interval; a policy that needs
-//! longer ends *undecided*, said so, rather than guessing — unless asked to assume
+//! longer ends *undetermined*, said so, rather than guessing — unless asked to assume
 //! the last observation held ([`Hold::LastObservation`]: a verification that ended
 //! in a pass was followed by a healthy service, as far as anyone knows). Jitter is
 //! not drawn (replays are deterministic).
@@ -44,7 +46,7 @@ use crate::{Error, Result};
 /// What a policy would have decided on a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Replayed {
-    /// Pass or fail; `None` when the record ended before the policy decided.
+    /// Pass or fail; `None` (undetermined) when the record ended before the policy decided.
     pub passed: Option<bool>,
     /// Why, in words.
     pub reason: String,
@@ -62,7 +64,7 @@ pub struct Replayed {
 #[serde(rename_all = "snake_case")]
 pub enum Hold {
     /// Up to the last recorded check and one recorded interval after it; a policy
-    /// needing longer is undecided.
+    /// needing longer is undetermined.
     #[default]
     Record,
     /// The last observation holds until the policy's deadline.
@@ -80,7 +82,9 @@ pub fn replay(record: &[Check], policy: &ProbePolicy, hold: Hold) -> Replayed {
             observations: Vec::new(),
         };
     };
-    let offsets: Vec<Duration> = record.iter().map(|c| (c.at - first.at).to_std().unwrap_or_default()).collect();
+    let began = |c: &Check| c.at - chrono::Duration::from_std(c.latency).unwrap_or_default();
+    let offsets: Vec<Duration> =
+        record.iter().map(|c| (began(c) - began(first)).to_std().unwrap_or_default()).collect();
     let known_until = match hold {
         Hold::Record => offsets.last().copied().unwrap_or_default() + median_gap(&offsets),
         Hold::LastObservation => Duration::MAX,
@@ -93,7 +97,7 @@ pub fn replay(record: &[Check], policy: &ProbePolicy, hold: Hold) -> Replayed {
             return Replayed {
                 passed: None,
                 reason: format!(
-                    "undecided: the record ends at {:?} and this policy would check again at {at:?}",
+                    "undetermined: the record ends at {:?} and this policy would check again at {at:?}",
                     known_until
                 ),
                 after: at,
@@ -101,7 +105,7 @@ pub fn replay(record: &[Check], policy: &ProbePolicy, hold: Hold) -> Replayed {
                 observations,
             };
         }
-        let seen = &record[offsets.partition_point(|o| *o <= at).saturating_sub(1)];
+        let seen = &record[nearest(&offsets, at)];
         observations.push((at.as_secs_f64(), seen.outcome));
         let done = at + seen.latency.min(policy.timeout);
         match tally.record(seen.outcome, at, done, 0.0) {
@@ -116,6 +120,16 @@ pub fn replay(record: &[Check], policy: &ProbePolicy, hold: Hold) -> Replayed {
             }
             Next::CheckAt(next) => at = next,
         }
+    }
+}
+
+/// The index of the offset nearest to `at` (`offsets` sorted, not empty).
+fn nearest(offsets: &[Duration], at: Duration) -> usize {
+    let after = offsets.partition_point(|o| *o <= at);
+    match (after.checked_sub(1), offsets.get(after)) {
+        (Some(before), Some(next)) if next.saturating_sub(at) < at.saturating_sub(offsets[before]) => after,
+        (Some(before), _) => before,
+        (None, _) => 0,
     }
 }
 
@@ -203,7 +217,7 @@ fn as_replayed(verdict: &Verdict) -> Replayed {
 /// what that would have meant.
 fn compare(recorded: &Replayed, replayed: &Replayed) -> String {
     let verdict = match (recorded.passed, replayed.passed) {
-        (_, None) => "undecided within the record".to_owned(),
+        (_, None) => "undetermined within the record".to_owned(),
         (a, b) if a == b => "same verdict".to_owned(),
         (Some(true), Some(false)) => {
             "would have FAILED where the run passed (a false alarm if the run was right)".into()
@@ -313,12 +327,12 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_that_needs_more_than_the_record_is_undecided() {
+    fn a_policy_that_needs_more_than_the_record_is_undetermined() {
         let rec = record(&[Outcome::Pass; 3], Duration::from_secs(1));
         let needy = ProbePolicy { interval: Duration::from_secs(1), passes: 10, ..Default::default() };
         let r = replay(&rec, &needy, Hold::Record);
         assert_eq!(r.passed, None);
-        assert!(r.reason.contains("undecided"), "{}", r.reason);
+        assert!(r.reason.contains("undetermined"), "{}", r.reason);
         assert_eq!(replay(&[], &needy, Hold::Record).reason, "nothing recorded");
         let held = replay(&rec, &needy, Hold::LastObservation);
         assert_eq!((held.passed, held.checks), (Some(true), 10));
@@ -337,6 +351,46 @@ mod tests {
         let strict = ProbePolicy { max_failures: 0, ..windowed };
         let r = replay(&rec, &strict, Hold::Record);
         assert_eq!((r.passed, r.checks), (Some(false), 1));
+    }
+
+    /// Random records: a policy needing more passes never passes sooner, one
+    /// allowing fewer failures never fails later, and the same policy reproduces
+    /// itself on a record it produced.
+    #[test]
+    fn stricter_policies_pass_no_earlier_and_fail_no_later() {
+        let every = Duration::from_millis(100);
+        for seed in 0..200u64 {
+            let outcomes: Vec<Outcome> = (0..60u64)
+                .map(|i| {
+                    let x = (seed.wrapping_mul(6364136223846793005).wrapping_add(i.wrapping_mul(1442695040888963407))
+                        >> 33)
+                        % 10;
+                    if x < 3 {
+                        Outcome::Fail
+                    } else if x < 4 {
+                        Outcome::Inconclusive
+                    } else {
+                        Outcome::Pass
+                    }
+                })
+                .collect();
+            let rec = record(&outcomes, every);
+            let base = ProbePolicy { interval: every, passes: 2, ..Default::default() };
+            let (loose, strict) = (
+                replay(&rec, &base, Hold::Record),
+                replay(&rec, &ProbePolicy { passes: 4, ..base.clone() }, Hold::Record),
+            );
+            if let (Some(true), Some(true)) = (loose.passed, strict.passed) {
+                assert!(strict.after >= loose.after, "seed {seed}: {loose:?} {strict:?}");
+            }
+            let limited = ProbePolicy { max_failures: 5, passes: 100, ..base.clone() };
+            let tighter = ProbePolicy { max_failures: 2, ..limited.clone() };
+            let (a, b) = (replay(&rec, &limited, Hold::Record), replay(&rec, &tighter, Hold::Record));
+            if a.passed == Some(false) {
+                assert_eq!(b.passed, Some(false), "seed {seed}");
+                assert!(b.after <= a.after, "seed {seed}: {a:?} {b:?}");
+            }
+        }
     }
 
     #[test]
