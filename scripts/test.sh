@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on a fresh Debian machine (run as root) and
 # runs every test: installs and starts PostgreSQL, Redis, the Docker engine and an S3
-# server (moto), makes a Python venv with Alembic, Django, moto and boto3, and exports
+# server (moto), installs Prometheus (each test starts a private one), makes a Python venv with Alembic, Django, moto and boto3, and exports
 # the ROLLBACK_TEST_* variables the integration tests read.
 #
 #   ./scripts/test.sh            # set up + all tests
@@ -43,6 +43,8 @@ setup() {
     [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
     # pgBackRest, the second point-in-time recovery engine.
     command -v pgbackrest >/dev/null || need+=(pgbackrest)
+    # Prometheus for the metric-verification tests (each starts its own, on its own port).
+    [ -x /usr/bin/prometheus ] || need+=(prometheus)
     if [ ${#need[@]} -gt 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
     fi
@@ -52,6 +54,17 @@ setup() {
   start_redis
   start_s3
   start_docker
+  prometheus_tool
+}
+
+# The Prometheus binary the tests start privately; exports ROLLBACK_TEST_PROMETHEUS.
+prometheus_tool() {
+  if [ ! -x /usr/bin/prometheus ]; then
+    echo "Prometheus is not installed: the Prometheus tests will fail under CI=true" >&2
+    return 0
+  fi
+  /usr/bin/prometheus --version 2>&1 | head -1
+  export ROLLBACK_TEST_PROMETHEUS=/usr/bin/prometheus
 }
 
 # A throwaway Redis on its own port; exports ROLLBACK_TEST_REDIS_URL.

@@ -57,6 +57,10 @@ pub struct Signals {
     pub workaround_available: bool,
     /// Share of users affected.
     pub users_affected: Option<f64>,
+    /// Signals that were asked for but had no data (a query that returned no series),
+    /// by name (`error_rate`): the decision says so instead of reading them as fine.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub no_data: Vec<String>,
 }
 
 /// What to do.
@@ -279,6 +283,10 @@ impl DecisionPolicy {
         if s.feature_misbehaving {
             add(Action::FeatureFlagOff, "a feature behaves unexpectedly: turn its flag off".into());
         }
+        // A signal without data cannot clear the deploy: look before deciding it is fine.
+        for name in &s.no_data {
+            add(Action::Investigate, format!("{name}: no data (its query returned no series): investigate"));
+        }
         let strongest = found.iter().map(|(a, _)| *a).max_by_key(|a| a.rank()).unwrap_or(Action::Monitor);
         // A workaround turns anything short of an immediate rollback into a hotfix.
         let action = if s.workaround_available
@@ -332,7 +340,8 @@ pub struct SignalQueries {
 #[cfg(feature = "http")]
 impl SignalQueries {
     /// Runs every query (concurrently) and fills [`Signals`]; a query with no data
-    /// leaves its signal empty.
+    /// leaves its signal empty and is named in [`Signals::no_data`], so the decision
+    /// says it could not see that signal.
     pub async fn gather(&self, prometheus: &crate::verify::PrometheusClient) -> crate::Result<Signals> {
         let ask = |q: &Option<String>| {
             let q = q.clone();
@@ -350,6 +359,21 @@ impl SignalQueries {
             ask(&self.unavailable_seconds),
             ask(&self.users_affected),
         )?;
+        let asked = [
+            ("error_rate", &self.error_rate, error_rate),
+            ("p99_ms", &self.p99_ms, p99_ms),
+            ("baseline_p99_ms", &self.baseline_p99_ms, baseline_p99_ms),
+            ("unavailable_seconds", &self.unavailable_seconds, unavailable),
+            ("users_affected", &self.users_affected, users_affected),
+        ];
+        let no_data: Vec<String> = asked
+            .iter()
+            .filter(|(_, query, value)| query.is_some() && value.is_none())
+            .map(|(name, _, _)| name.to_string())
+            .collect();
+        if !no_data.is_empty() {
+            tracing::warn!(signals = ?no_data, "Prometheus returned no data for some signals");
+        }
         Ok(Signals {
             window: self.window,
             error_rate,
@@ -357,6 +381,7 @@ impl SignalQueries {
             baseline_p99_ms,
             unavailable_for: unavailable.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
             users_affected,
+            no_data,
             ..Signals::default()
         })
     }
@@ -646,6 +671,19 @@ mod tests {
         let decision = DecisionPolicy::default().decide(&s);
         assert_eq!(decision.action, Action::RollbackNow, "{decision}");
         assert!(decision.reasons.iter().any(|r| r.contains("88 % slower")), "{decision}");
+    }
+
+    #[test]
+    fn a_signal_without_data_is_named_and_never_reads_as_fine() {
+        let s = Signals { no_data: vec!["error_rate".into()], ..Default::default() };
+        let decision = DecisionPolicy::default().decide(&s);
+        assert_eq!(decision.action, Action::Investigate, "{decision}");
+        assert_eq!(decision.reasons, ["error_rate: no data (its query returned no series): investigate"]);
+        // A trigger that has data still decides.
+        let s = Signals { error_rate: Some(0.2), no_data: vec!["p99_ms".into()], ..Default::default() };
+        let decision = DecisionPolicy::default().decide(&s);
+        assert_eq!(decision.action, Action::RollbackNow, "{decision}");
+        assert!(decision.reasons[1].starts_with("p99_ms: no data"), "{decision}");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   with a PATCH and restored to its previous value.
 //!
 //! - [`FilesEvidence`]: files copied into the artifact store before a rollback, with
-//!   secret-looking `.env` values redacted.
+//!   secret-looking `.env` values redacted;
+//! - [`PrometheusEvidence`] (feature `http`): named Prometheus queries, instant and
+//!   over the incident window, kept as one JSON artifact.
 //!
 //! Register them for plan files with [`register_local_kinds`].
 
@@ -22,6 +24,8 @@ mod git_release;
 #[cfg(feature = "http")]
 mod http_flag;
 mod marker;
+#[cfg(feature = "http")]
+mod metrics_evidence;
 mod release_dir;
 
 use std::path::Path;
@@ -33,17 +37,19 @@ pub use evidence::{FilesEvidence, FilesEvidenceConfig, redact_args, redact_args_
 pub use git_release::{GitHistory, GitRelease, GitReleaseConfig};
 #[cfg(feature = "http")]
 pub use http_flag::{HttpFlag, HttpFlagConfig};
+#[cfg(feature = "http")]
+pub use metrics_evidence::{PrometheusEvidence, PrometheusEvidenceConfig, RangeWindow};
 pub use release_dir::{ReleaseDir, ReleaseDirConfig};
 
 use crate::{Error, Registry, Result};
 
 /// Registers the targets `release-dir`, `git-release`, `config-file` and (feature `http`)
-/// `http-flag`, and the snapshot `files`.
+/// `http-flag`, and the snapshots `files` and (feature `http`) `prometheus`.
 pub fn register_local_kinds(registry: &mut Registry) {
     registry.snapshot_kind::<FilesEvidence>();
     registry.target_kind::<ReleaseDir>().target_kind::<GitRelease>().target_kind::<ConfigFile>();
     #[cfg(feature = "http")]
-    registry.target_kind::<HttpFlag>();
+    registry.target_kind::<HttpFlag>().snapshot_kind::<PrometheusEvidence>();
 }
 
 crate::impl_kind!(FilesEvidence, "files", FilesEvidenceConfig, new);
@@ -52,6 +58,19 @@ crate::impl_kind!(GitRelease, "git-release", GitReleaseConfig, new);
 crate::impl_kind!(ConfigFile, "config-file", ConfigFileConfig, new);
 #[cfg(feature = "http")]
 crate::impl_kind!(HttpFlag, "http-flag", HttpFlagConfig, new);
+
+#[cfg(feature = "http")]
+impl crate::kind::Kind for PrometheusEvidence {
+    const KIND: &'static str = "prometheus";
+    type Config = PrometheusEvidenceConfig;
+    async fn build(spec: crate::Spec, config: PrometheusEvidenceConfig) -> Result<Self> {
+        let client = crate::verify::PrometheusClient::new(spec.url(&config.url)?.expose(), &config.headers_from_env)?;
+        PrometheusEvidence::new(&spec.name, client, config)
+    }
+    fn check(config: &PrometheusEvidenceConfig) -> std::result::Result<(), String> {
+        config.check()
+    }
+}
 
 /// Runs a target's command (`restart`, `validate`, `reload`, `build`) to completion.
 pub(crate) async fn run_command(what: &str, argv: &[String], dir: Option<&Path>, timeout: Duration) -> Result<()> {

@@ -1,6 +1,7 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Check, Outcome, Verifier};
@@ -47,6 +48,13 @@ pub struct HttpCheck {
     /// `HEALTH_TOKEN`); the values are never logged or reported.
     #[serde(default)]
     pub headers_from_env: BTreeMap<String, String>,
+    /// A PEM file of CA certificates to trust **instead of** the system's roots (like
+    /// curl's `--cacert`): an internal CA's endpoint is verified against exactly this
+    /// bundle. Read when the verifier is built; a missing file or one without a PEM
+    /// certificate is refused then.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl HttpCheck {
@@ -60,12 +68,15 @@ impl HttpCheck {
             json: None,
             max_latency: None,
             headers_from_env: BTreeMap::new(),
+            ca_file: None,
         }
     }
 }
 
 /// An HTTP health check — the runbooks' `curl -f /health` — over one reused
-/// connection pool, TLS verified against the system's roots.
+/// connection pool, TLS verified against the system's roots (or only against
+/// [`HttpCheck::ca_file`]). A certificate that does not verify fails the check with
+/// a detail that says so.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -139,10 +150,60 @@ pub(crate) fn env_headers(name: &str, from_env: &BTreeMap<String, String>) -> Re
 
 /// One client per verifier: connections are reused from check to check.
 pub(crate) fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(90))
+    client_builder()
         .build()
         .map_err(|e| Error::new(crate::ErrorKind::Backend, "cannot build an HTTP client").with_source(e))
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90))
+}
+
+/// A client that trusts exactly the CA certificates of the PEM file at `path`
+/// (`field` names the setting in errors), not the system's roots.
+pub(crate) fn client_trusting(name: &str, field: &str, path: &Path) -> Result<reqwest::Client> {
+    let shown = path.display();
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::invalid_input(format!("{name:?}: `{field}` {shown} cannot be read: {e}")).with_source(e))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| Error::invalid_input(format!("{name:?}: `{field}` {shown} is not a PEM bundle: {}", chain(&e))))?;
+    if certs.is_empty() {
+        return Err(Error::invalid_input(format!(
+            "{name:?}: `{field}` {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        )));
+    }
+    client_builder().tls_certs_only(certs).build().map_err(|e| {
+        Error::invalid_input(format!("{name:?}: `{field}` {shown} is not a usable CA bundle: {}", chain(&e)))
+    })
+}
+
+/// A reqwest error and every cause under it (`error sending request: client error
+/// (Connect): invalid peer certificate: UnknownIssuer`): reqwest's own text hides
+/// the cause in `source()`. Without the URL, which may hold credentials.
+pub(crate) fn describe(e: reqwest::Error) -> String {
+    chain(&e.without_url())
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        // Wrappers often repeat their cause's text: say each thing once.
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+/// Whether an error chain from [`describe`] is about a TLS certificate (rustls says
+/// `invalid peer certificate: UnknownIssuer`, `…: NotValidForName`, `…: Expired`).
+/// By text: the rustls error sits inside an `io::Error`, whose `source()` skips it.
+fn is_certificate_error(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("certificate")
 }
 
 impl HttpVerifier {
@@ -158,15 +219,30 @@ impl HttpVerifier {
             return Err(Error::invalid_input(format!("{name:?}: JSON pointer {:?} must start with '/'", json.pointer)));
         }
         let headers = env_headers(name, &check.headers_from_env)?;
-        Ok(HttpVerifier {
-            name: name.to_owned(),
-            shown: redact_url(&url),
-            method,
-            url,
-            headers,
-            check,
-            client: client()?,
-        })
+        let client = match &check.ca_file {
+            Some(path) => client_trusting(name, "ca_file", path)?,
+            None => client()?,
+        };
+        Ok(HttpVerifier { name: name.to_owned(), shown: redact_url(&url), method, url, headers, check, client })
+    }
+
+    /// The check when no response came: a certificate that does not verify and a
+    /// refused connection fail, a timeout or anything else is inconclusive; the
+    /// detail names the cause.
+    fn unanswered(&self, e: reqwest::Error) -> Check {
+        let (connect, timeout) = (e.is_connect(), e.is_timeout());
+        let cause = describe(e);
+        let trust = if self.check.ca_file.is_some() { "the CA file" } else { "the system's roots" };
+        if is_certificate_error(&cause) {
+            let detail = format!("TLS certificate of {} does not verify against {trust}: {cause}", self.shown);
+            Check::new(Outcome::Fail, detail)
+        } else if connect {
+            Check::new(Outcome::Fail, format!("cannot connect to {}: {cause}", self.shown))
+        } else if timeout {
+            Check::new(Outcome::Inconclusive, format!("{} timed out", self.shown))
+        } else {
+            Check::new(Outcome::Inconclusive, format!("request to {} failed: {cause}", self.shown))
+        }
     }
 
     fn verdict(&self, status: u16, latency: Duration, body: Option<&str>) -> (Outcome, String) {
@@ -211,16 +287,7 @@ impl Verifier for HttpVerifier {
         let request = self.client.request(self.method.clone(), self.url.clone()).headers(self.headers.clone());
         let response = match request.send().await {
             Ok(response) => response,
-            Err(e) if e.is_connect() => {
-                return Ok(Check::new(Outcome::Fail, format!("cannot connect to {}", self.shown)));
-            }
-            Err(e) if e.is_timeout() => {
-                return Ok(Check::new(Outcome::Inconclusive, format!("{} timed out", self.shown)));
-            }
-            Err(e) => {
-                let detail = format!("request to {} failed: {}", self.shown, e.without_url());
-                return Ok(Check::new(Outcome::Inconclusive, detail));
-            }
+            Err(e) => return Ok(self.unanswered(e)),
         };
         let status = response.status().as_u16();
         // Always read the body to its end: a response dropped half-read takes its

@@ -1,12 +1,15 @@
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use super::http::{client, env_headers, parse_url, redact_url};
+use super::http::{client, describe, env_headers, parse_url, redact_url};
 use super::{Check, Outcome, Verifier};
 use crate::{Error, ErrorKind, Result};
 
-/// A Prometheus HTTP API client for instant queries (`/api/v1/query`).
+/// A Prometheus HTTP API client for instant (`/api/v1/query`) and range
+/// (`/api/v1/query_range`) queries.
 ///
 /// ```no_run
 /// # async fn demo() -> rollback_core::Result<()> {
@@ -33,7 +36,7 @@ impl std::fmt::Debug for PrometheusClient {
 struct ApiResponse {
     status: String,
     #[serde(default)]
-    data: Option<ApiData>,
+    data: Option<serde_json::Value>,
     #[serde(default)]
     error: Option<String>,
 }
@@ -52,6 +55,10 @@ struct Sample {
     value: (f64, String),
 }
 
+fn unix_seconds(at: DateTime<Utc>) -> String {
+    format!("{:.3}", at.timestamp_millis() as f64 / 1000.0)
+}
+
 impl PrometheusClient {
     /// A client of the server at `base_url`, with headers taken from environment
     /// variables (header name → variable), e.g. a bearer token.
@@ -65,38 +72,98 @@ impl PrometheusClient {
         })
     }
 
+    /// The server's URL as it may be shown (credentials redacted).
+    pub fn shown_url(&self) -> &str {
+        &self.shown
+    }
+
     /// Runs an instant query; the first sample's value, or `None` when the result is
     /// empty or not a number.
     pub async fn query(&self, query: &str) -> Result<Option<f64>> {
-        let mut url = self.base.join("api/v1/query").map_err(|e| Error::invalid_input(e.to_string()))?;
-        url.query_pairs_mut().append_pair("query", query);
-        let backend = |msg: String| {
-            Error::new(ErrorKind::Backend, msg).with_context("prometheus", &self.shown).with_context("query", query)
+        let data = self.query_raw(query).await?;
+        let backend = |msg: &str| self.error(msg.to_owned(), query).set_retryable(false);
+        let data = if data.is_null() {
+            None
+        } else {
+            Some(serde_json::from_value::<ApiData>(data).map_err(|e| backend(&format!("unreadable result: {e}")))?)
         };
+        let value = match data {
+            Some(ApiData::Vector(samples)) => samples.first().map(|s| s.value.1.clone()),
+            Some(ApiData::Scalar((_, v))) => Some(v),
+            Some(ApiData::Matrix(_) | ApiData::String(_)) => {
+                return Err(backend("expected an instant vector or scalar"));
+            }
+            None => None,
+        };
+        Ok(value.and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite()))
+    }
+
+    /// Runs an instant query and returns the API's `data` as it came
+    /// (`{"resultType": "vector", "result": [...]}`), every series with its labels:
+    /// what evidence keeps.
+    pub async fn query_raw(&self, query: &str) -> Result<serde_json::Value> {
+        self.api("api/v1/query", &[("query", query.to_owned())], query).await
+    }
+
+    /// Runs a range query (`/api/v1/query_range`: `query` from `start` to `end`, a
+    /// point every `step`) and returns the API's `data` as it came
+    /// (`{"resultType": "matrix", "result": [...]}`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> rollback_core::Result<()> {
+    /// use rollback_core::verify::PrometheusClient;
+    /// use std::time::Duration;
+    /// let prom = PrometheusClient::new("http://127.0.0.1:9090", &Default::default())?;
+    /// let end = chrono::Utc::now();
+    /// let start = end - chrono::Duration::minutes(30);
+    /// let matrix = prom.query_range("up", start, end, Duration::from_secs(15)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<serde_json::Value> {
+        if step.is_zero() || end < start {
+            return Err(Error::invalid_input("a range query needs a step longer than zero and end ≥ start")
+                .with_context("query", query));
+        }
+        let params = [
+            ("query", query.to_owned()),
+            ("start", unix_seconds(start)),
+            ("end", unix_seconds(end)),
+            ("step", format!("{:.3}", step.as_secs_f64())),
+        ];
+        self.api("api/v1/query_range", &params, query).await
+    }
+
+    fn error(&self, msg: String, query: &str) -> Error {
+        Error::new(ErrorKind::Backend, msg).with_context("prometheus", &self.shown).with_context("query", query)
+    }
+
+    /// One GET of the HTTP API; the `data` of a `success` answer (null when absent).
+    async fn api(&self, endpoint: &str, params: &[(&str, String)], query: &str) -> Result<serde_json::Value> {
+        let mut url = self.base.join(endpoint).map_err(|e| Error::invalid_input(e.to_string()))?;
+        url.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
         let response = self
             .client
             .get(url)
             .headers(self.headers.clone())
             .send()
             .await
-            .map_err(|e| backend(format!("query failed: {}", e.without_url())))?;
+            .map_err(|e| self.error(format!("query failed: {}", describe(e)), query))?;
         let status = response.status();
         let body: ApiResponse = response
             .json()
             .await
-            .map_err(|e| backend(format!("HTTP {status}, unreadable answer: {}", e.without_url())))?;
+            .map_err(|e| self.error(format!("HTTP {status}, unreadable answer: {}", describe(e)), query))?;
         if body.status != "success" {
-            return Err(backend(format!("query error: {}", body.error.unwrap_or_default())).set_retryable(false));
+            let msg = format!("query error: {}", body.error.unwrap_or_default());
+            return Err(self.error(msg, query).set_retryable(false));
         }
-        let value = match body.data {
-            Some(ApiData::Vector(samples)) => samples.first().map(|s| s.value.1.clone()),
-            Some(ApiData::Scalar((_, v))) => Some(v),
-            Some(ApiData::Matrix(_) | ApiData::String(_)) => {
-                return Err(backend("expected an instant vector or scalar".into()).set_retryable(false));
-            }
-            None => None,
-        };
-        Ok(value.and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite()))
+        Ok(body.data.unwrap_or(serde_json::Value::Null))
     }
 }
 
@@ -162,7 +229,10 @@ impl Verifier for PrometheusVerifier {
 
     async fn check(&self) -> Result<Check> {
         Ok(match self.client.query(&self.query).await? {
-            None => Check::new(Outcome::Inconclusive, format!("no data for {}", self.query)),
+            None => Check::new(
+                Outcome::Inconclusive,
+                format!("no data for {}: no series, or not a number (a rate of no requests)", self.query),
+            ),
             Some(value) => {
                 let outcome = if self.threshold.passes(value) { Outcome::Pass } else { Outcome::Fail };
                 Check::new(outcome, format!("{} = {value} ({:?})", self.query, self.threshold)).measure("value", value)
