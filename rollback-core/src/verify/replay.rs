@@ -163,8 +163,8 @@ pub struct StepReplay {
 /// use rollback_core::{MemoryJournal, model::RunId};
 /// use rollback_core::verify::replay::{replay_run, Hold};
 /// let journal = MemoryJournal::new();
-/// let missing = replay_run(&journal, &RunId::new(), None, Hold::Record).await.unwrap_err();
-/// assert!(missing.to_string().contains("no run"), "{missing}");
+/// let missing = replay_run(&journal, &RunId::generate(), None, Hold::Record).await.unwrap_err();
+/// assert_eq!(missing.kind(), rollback_core::ErrorKind::NotFound, "{missing}");
 /// # });
 /// ```
 pub async fn replay_run(
