@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rollback_core::testkit::TestHttpServer;
@@ -13,7 +13,7 @@ use rollback_core::{Report, RunState};
 
 mod common;
 
-use common::{BIN, PLANS, layout};
+use common::{BIN, Out, PLANS, layout, out};
 
 fn current(root: &Path) -> String {
     std::fs::read_link(root.join("current")).unwrap().to_string_lossy().into_owned()
@@ -60,26 +60,6 @@ impl Env {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd
-    }
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-}
-
-fn out(output: Output) -> Out {
-    Out {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use rollback_core::Plan;
 use rollback_core::testkit::TestHttpServer;
 
+#[allow(dead_code)] // each test binary uses some of the helpers
 mod common;
 
 use common::{BIN as RUNNER, PLANS, layout};

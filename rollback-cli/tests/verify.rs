@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, layout};
+use common::{BIN, Out, layout, out};
 
 /// `rollback verify serve` on a free port; killed on drop.
 struct Lab {
@@ -48,18 +48,6 @@ impl Drop for Lab {
     }
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-}
-
 fn rollback(dir: &Path, lab: &Lab, args: &[&str]) -> Out {
     let o = Command::new(BIN)
         .args(args)
@@ -70,11 +58,7 @@ fn rollback(dir: &Path, lab: &Lab, args: &[&str]) -> Out {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    out(o)
 }
 
 /// A release-dir rollback verified by an HTTP check of the lab.

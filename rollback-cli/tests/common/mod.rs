@@ -20,3 +20,25 @@ pub fn layout(root: &Path) {
     std::fs::write(root.join("shared/.env.production.2025-10-15-120000"), "A=1\n").unwrap();
     std::fs::write(root.join("shared/.env.production"), "A=2\n").unwrap();
 }
+
+/// What a finished `rollback` printed, shown whole when an assertion fails.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// A finished process's exit code and output.
+pub fn out(output: std::process::Output) -> Out {
+    Out {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
