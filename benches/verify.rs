@@ -4,7 +4,14 @@
 //!     until the probe passes — ours at I = 50 ms against `until curl -sf URL; do
 //!     sleep 0.05; done`, and the runbooks' 5 s loop for scale;
 //! (b) probe throughput: concurrent HTTP checks across many local endpoints on
-//!     2 cores, against a bash curl loop and against `wrk` (the ceiling) on the same server.
+//!     2 cores, against a bash curl loop and against `wrk` (the ceiling) on the same server;
+//! (c) detection delay through the public harness (`verify::bench::detection`)
+//!     against the lab service in its own process, switched over HTTP, against the
+//!     same curl loop on the same service;
+//! (d) metric-based detection: the Prometheus verifier on the lab's `healthy`
+//!     gauge through a real Prometheus scraping every second, against polling the
+//!     service directly at the same interval — what reaction time metric-based
+//!     verification costs.
 //!
 //! ```text
 //! cargo bench -p rollback-benches --bench verify           # full
@@ -138,6 +145,126 @@ fn wrk_throughput(url: &str, concurrency: usize, duration: Duration) -> Option<f
     text.lines().find(|l| l.starts_with("Requests/sec:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// (c): the public harness against the lab process, and the curl loop against the
+/// same process after the same switch; medians in ms.
+fn harness_vs_curl(rt: &tokio::runtime::Runtime, lab: &LabProcess, trials: usize, curl_ok: bool) -> (f64, Option<f64>) {
+    use rollback_core::verify::bench::{LabControl, Scenario, Switch, detection};
+    use rollback_core::verify::lab::Mode;
+    let control = LabControl::new(&lab.base).unwrap();
+    let verifier = HttpVerifier::new("health", HttpCheck::get(&lab.url("/health"))).unwrap();
+    let policy = ProbePolicy {
+        interval: Duration::from_millis(50),
+        passes: 1,
+        deadline: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let scenario = Scenario {
+        from: Mode::Unhealthy,
+        to: Mode::Healthy,
+        after: Duration::from_millis(200),
+        settle: Duration::ZERO,
+    };
+    let report = rt.block_on(detection(&verifier, &policy, &control, &scenario, trials)).unwrap();
+    assert_eq!(report.early, 0, "{report}");
+    let ours = report.p50_delay.expect("decided after the switch").as_secs_f64() * 1e3;
+    let curl = curl_ok.then(|| {
+        let delays: Vec<f64> = (0..trials)
+            .map(|_| {
+                rt.block_on(async {
+                    control.switch(Mode::Unhealthy).await.unwrap();
+                    let script = format!("until curl -sf -o /dev/null {}; do sleep 0.05; done", lab.url("/health"));
+                    let mut child = tokio::process::Command::new("bash").args(["-c", &script]).spawn().unwrap();
+                    tokio::time::sleep(scenario.after).await;
+                    control.switch(Mode::Healthy).await.unwrap();
+                    let switched = Instant::now();
+                    child.wait().await.unwrap();
+                    switched.elapsed().as_secs_f64() * 1e3
+                })
+            })
+            .collect();
+        percentile(delays, 0.5)
+    });
+    println!();
+    println!(
+        "(c) detection delay through the public harness, lab service in its own process, I = 50 ms ({trials} trials)"
+    );
+    println!("| prober | median ms | max ms | requests per verdict |");
+    println!("|---|---:|---:|---:|");
+    let max = report.max_delay.map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    println!(
+        "| `verify::bench::detection` (HttpVerifier, 1 pass) | {ours:.1} | {max:.1} | {:.1} |",
+        report.checks_per_verdict
+    );
+    match curl {
+        Some(c) => {
+            println!("| `until curl -sf URL; do sleep 0.05; done` | {c:.1} | | |");
+            rollback_benches::summary(
+                "verify",
+                "detection delay via the public harness, lab in its own process, I = 50 ms vs the curl loop (median)",
+                &format!("{ours:.1} ms"),
+                &format!("{c:.1} ms"),
+                &format!("{:.2}× sooner", c / ours),
+                &format!("≤ 30 ms: {}", rollback_benches::met(ours <= 30.0)),
+            );
+        }
+        None => println!("| curl loop | curl not installed | | |"),
+    }
+    (ours, curl)
+}
+
+/// (d): the Prometheus verifier on the lab's `healthy` gauge through a real
+/// Prometheus (1 s scrapes) against polling the service directly (`direct_ms`, from (c)).
+fn prometheus_detection(rt: &tokio::runtime::Runtime, lab: &LabProcess, trials: usize, direct_ms: f64) {
+    use rollback_core::testkit::TestPrometheus;
+    use rollback_core::verify::bench::{LabControl, Scenario, detection};
+    use rollback_core::verify::lab::Mode;
+    use rollback_core::verify::{PrometheusVerifier, Threshold};
+    println!();
+    println!(
+        "(d) metric-based detection: Prometheus (scrape interval 1 s) vs polling the service, I = 50 ms ({trials} trials)"
+    );
+    let Some(binary) = TestPrometheus::binary() else {
+        println!("| Prometheus | not installed | |");
+        return;
+    };
+    let addr: std::net::SocketAddr = lab.base.trim_start_matches("http://").parse().unwrap();
+    let prom = rt.block_on(TestPrometheus::start(&binary, &[addr])).unwrap_or_else(|e| panic!("{e}"));
+    let query = format!("rollback_lab_healthy{{instance=\"{addr}\"}}");
+    let verifier =
+        PrometheusVerifier::new("healthy", prom.client(), &query, Threshold { above: Some(0.5), below: None }).unwrap();
+    let control = LabControl::new(&lab.base).unwrap();
+    let policy = ProbePolicy {
+        interval: Duration::from_millis(50),
+        passes: 1,
+        deadline: Duration::from_secs(30),
+        ..Default::default()
+    };
+    // Unhealthy long enough that the gauge's last scrape says so before the probe starts.
+    let settle = Duration::from_millis(2500);
+    let scenario = Scenario { from: Mode::Unhealthy, to: Mode::Healthy, after: Duration::from_millis(500), settle };
+    let report = rt.block_on(detection(&verifier, &policy, &control, &scenario, trials)).unwrap();
+    let metric = report.p50_delay.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    let max = report.max_delay.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    println!("| prober | median ms | max ms | requests per verdict |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| Prometheus verifier on `rollback_lab_healthy` | {metric:.1} | {max:.1} | {:.1} |",
+        report.checks_per_verdict
+    );
+    println!("| HttpVerifier polling the service (c) | {direct_ms:.1} | | |");
+    if report.early > 0 {
+        println!("({} of {trials} verdicts came before the switch: a stale scrape)", report.early);
+    }
+    rollback_benches::summary(
+        "verify",
+        "detection delay via Prometheus (1 s scrapes) vs polling the service directly, I = 50 ms (median)",
+        &format!("{metric:.0} ms"),
+        &format!("{direct_ms:.1} ms"),
+        &format!("{:.0}× slower", metric / direct_ms),
+        "reported (≤ scrape interval + evaluation + I = 1.05 s expected)",
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--test") || std::env::var_os("ROLLBACK_BENCH_QUICK").is_some();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -229,4 +356,8 @@ fn main() {
         }
         None => println!("| wrk | not installed | |"),
     }
+
+    let harness_trials = if quick { 3 } else { 40 };
+    let (direct, _) = harness_vs_curl(&rt, &lab, harness_trials, curl_ok);
+    prometheus_detection(&rt, &lab, if quick { 2 } else { 10 }, direct);
 }

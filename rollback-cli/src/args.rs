@@ -267,6 +267,10 @@ pub enum VerifyCommand {
         /// When it switches, from the trial's start.
         #[arg(long, default_value = "2s", value_name = "DURATION")]
         switch_after: String,
+        /// How long the service is `--from` before each trial's probe starts: at least
+        /// the scrape interval for a verifier that reads a scraped metric.
+        #[arg(long, default_value = "0s", value_name = "DURATION")]
+        settle: String,
         /// Detection trials.
         #[arg(long, default_value_t = 5)]
         trials: usize,
@@ -292,11 +296,30 @@ pub enum VerifyCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Replay recorded signals (JSON lines: `{"at": "…", "signals": {"error_rate": 0.02}}`)
-    /// through the decision policy and print when each threshold would have fired.
+    /// Replay recorded signals through the decision policy and print when each
+    /// threshold would have fired: from a JSON-lines file (`{"at": "…", "signals":
+    /// {"error_rate": 0.02}}`), or from Prometheus range queries over a past window
+    /// (`--prometheus URL --query error_rate=PROMQL --since 2h`).
+    #[command(group = clap::ArgGroup::new("source").required(true).args(["file", "prometheus"]))]
     ReplaySignals {
         /// The JSON-lines file.
-        file: PathBuf,
+        file: Option<PathBuf>,
+        /// A Prometheus server to read the signals from instead.
+        #[arg(long, value_name = "URL")]
+        prometheus: Option<String>,
+        /// One query per signal, repeatable: `error_rate=PROMQL`, `p99_ms=PROMQL`,
+        /// `baseline_p99_ms`, `unavailable_seconds`, `users_affected`, `window=5m`.
+        #[arg(long = "query", value_name = "SIGNAL=PROMQL", requires = "prometheus")]
+        queries: Vec<String>,
+        /// The window's start: an RFC 3339 time or how long ago (`2h`).
+        #[arg(long, default_value = "30m", requires = "prometheus")]
+        since: String,
+        /// The window's end: an RFC 3339 time or how long ago (default: now).
+        #[arg(long, requires = "prometheus")]
+        until: Option<String>,
+        /// One point every STEP.
+        #[arg(long, default_value = "15s", requires = "prometheus")]
+        step: String,
         /// Decision thresholds over the defaults: `error_rate_high=0.02`.
         #[arg(long = "threshold", value_delimiter = ',', value_name = "KEY=VALUE")]
         thresholds: Vec<String>,

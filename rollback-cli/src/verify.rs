@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rollback_core::decision::DecisionPolicy;
+use chrono::{DateTime, Utc};
+use rollback_core::decision::{DecisionPolicy, SignalQueries};
+use rollback_core::verify::PrometheusClient;
 use rollback_core::verify::bench::{self, LabControl, Scenario};
 use rollback_core::verify::lab::{LabService, Mode, Schedule};
 use rollback_core::verify::replay::{self, Hold, SignalSample};
@@ -23,13 +25,30 @@ pub async fn run(home: &Home, command: VerifyCommand) -> Result<i32> {
         VerifyCommand::Run { spec, policy, output } => {
             live(&spec.plan, spec.verifier.as_deref(), &policy, output).await
         }
-        VerifyCommand::Bench { spec, policy, checks, concurrency, lab, from, to, switch_after, trials, output } => {
+        VerifyCommand::Bench {
+            spec,
+            policy,
+            checks,
+            concurrency,
+            lab,
+            from,
+            to,
+            switch_after,
+            settle,
+            trials,
+            output,
+        } => {
             let verifier = verifier(&spec.plan, spec.verifier.as_deref()).await?;
             let policy = settings::<ProbePolicy>("--policy", &policy)?;
             let scenario = match lab {
                 Some(url) => Some((
                     LabControl::new(&url)?,
-                    Scenario { from: Mode::parse(&from)?, to: Mode::parse(&to)?, after: duration(&switch_after)? },
+                    Scenario {
+                        from: Mode::parse(&from)?,
+                        to: Mode::parse(&to)?,
+                        after: duration(&switch_after)?,
+                        settle: duration(&settle)?,
+                    },
                 )),
                 None => None,
             };
@@ -40,10 +59,28 @@ pub async fn run(home: &Home, command: VerifyCommand) -> Result<i32> {
             let hold = if assume_last_holds { Hold::LastObservation } else { Hold::Record };
             replay_runs(home, &runs, policy.as_ref(), hold, output).await
         }
-        VerifyCommand::ReplaySignals { file, thresholds, runbook_003, output } => {
+        VerifyCommand::ReplaySignals {
+            file,
+            prometheus,
+            queries,
+            since,
+            until,
+            step,
+            thresholds,
+            runbook_003,
+            output,
+        } => {
             let base = if runbook_003 { DecisionPolicy::runbook_003() } else { DecisionPolicy::default() };
             let policy = settings_over(base, "--threshold", &thresholds)?;
-            replay_signals(&file, &policy, output)
+            let series = match (file, prometheus) {
+                (Some(file), _) => read_signals(&file)?,
+                (None, Some(url)) => {
+                    let window = Window::parse(&since, until.as_deref(), &step)?;
+                    prometheus_signals(&url, &queries, window).await?
+                }
+                (None, None) => return Err(Error::invalid_input("give a signals file or --prometheus URL")),
+            };
+            replay_signals(&series, &policy, output)
         }
     }
 }
@@ -199,8 +236,8 @@ async fn replay_runs(
     Ok(exit::OK)
 }
 
-/// `rollback verify replay-signals`: when each threshold would have fired.
-fn replay_signals(file: &Path, policy: &DecisionPolicy, output: Output) -> Result<i32> {
+/// A recorded series of signals: JSON lines, one [`SignalSample`] each.
+fn read_signals(file: &Path) -> Result<Vec<SignalSample>> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Error::from(e).with_operation("read signals").with_context("file", file.display()))?;
     let mut series = Vec::new();
@@ -209,7 +246,57 @@ fn replay_signals(file: &Path, policy: &DecisionPolicy, output: Output) -> Resul
             .map_err(|e| Error::invalid_input(format!("{}:{}:{}: {e}", file.display(), n + 1, e.column())))?;
         series.push(sample);
     }
-    let changes = replay::replay_signals(&series, policy);
+    Ok(series)
+}
+
+/// A past window of range queries.
+struct Window {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    step: std::time::Duration,
+}
+
+impl Window {
+    /// `since` and `until` as RFC 3339 times or how long ago (`2h`); `until` defaults to now.
+    fn parse(since: &str, until: Option<&str>, step: &str) -> Result<Window> {
+        let now = Utc::now();
+        let at = |flag: &str, text: &str| -> Result<DateTime<Utc>> {
+            if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+                return Ok(t.to_utc());
+            }
+            let ago = humantime::parse_duration(text).map_err(|_| {
+                Error::invalid_input(format!("{flag} {text:?}: expected an RFC 3339 time or a duration ago (2h)"))
+            })?;
+            chrono::Duration::from_std(ago)
+                .ok()
+                .and_then(|ago| now.checked_sub_signed(ago))
+                .ok_or_else(|| Error::invalid_input(format!("{flag} {text:?} is too far back")))
+        };
+        let start = at("--since", since)?;
+        let end = match until {
+            Some(until) => at("--until", until)?,
+            None => now,
+        };
+        if end <= start {
+            return Err(Error::invalid_input(format!("--since ({start}) must be before --until ({end})")));
+        }
+        Ok(Window { start, end, step: duration(step)? })
+    }
+}
+
+/// The signals over `window` from `--query SIGNAL=PROMQL` range queries.
+async fn prometheus_signals(url: &str, queries: &[String], window: Window) -> Result<Vec<SignalSample>> {
+    let queries: SignalQueries = settings_over(SignalQueries::default(), "--query", queries)?;
+    if queries == (SignalQueries { window: queries.window, ..SignalQueries::default() }) {
+        return Err(Error::invalid_input("--prometheus needs at least one --query SIGNAL=PROMQL (error_rate=…)"));
+    }
+    let client = PrometheusClient::new(url, &Default::default())?;
+    queries.gather_range(&client, window.start, window.end, window.step).await
+}
+
+/// `rollback verify replay-signals`: when each threshold would have fired.
+fn replay_signals(series: &[SignalSample], policy: &DecisionPolicy, output: Output) -> Result<i32> {
+    let changes = replay::replay_signals(series, policy);
     match output {
         Output::Text => {
             println!("{} samples, {} changes", series.len(), changes.len());

@@ -186,3 +186,78 @@ fn verify_replay_re_decides_a_journaled_run_and_signals_replay_says_when_thresho
     assert_eq!(o.code, 2, "{o}");
     assert!(o.stderr.contains("signals.jsonl:1:") && o.stderr.contains("eror_rate"), "{o}");
 }
+
+/// Requests to the lab's `/health` from a thread until dropped, so rates have data.
+struct Traffic(std::sync::Arc<std::sync::atomic::AtomicBool>, Option<std::thread::JoinHandle<()>>);
+
+impl Traffic {
+    fn drive(lab: &Lab) -> Traffic {
+        use std::io::{Read, Write};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let addr = lab.base.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                    let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n");
+                    let _ = s.read_to_end(&mut Vec::new());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Traffic(stop, Some(thread))
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `replay-signals --prometheus`: the runbook's error rate over a past window, read
+/// with range queries from a real Prometheus scraping `rollback verify serve`.
+#[test]
+fn replay_signals_reads_a_window_from_a_real_prometheus() {
+    use rollback_core::testkit::TestPrometheus;
+    let Some(binary) = TestPrometheus::binary() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start("0s=erroring:0.5");
+    let addr: std::net::SocketAddr = lab.base.trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let prom = runtime.block_on(TestPrometheus::start(&binary, &[addr])).unwrap_or_else(|e| panic!("{e}"));
+    let _traffic = Traffic::drive(&lab);
+    let rate = format!(
+        r#"sum(rate(rollback_lab_requests_total{{code=~"5..",instance="{addr}"}}[1m])) / sum(rate(rollback_lab_requests_total{{instance="{addr}"}}[1m]))"#
+    );
+    runtime.block_on(prom.wait_for_value(&rate, Duration::from_secs(20))).unwrap();
+    let query = format!("error_rate={rate}");
+    let args =
+        ["verify", "replay-signals", "--prometheus", prom.url(), "--query", &query, "--since", "30s", "--step", "1s"];
+    let o = rollback(dir.path(), &lab, &args);
+    assert_eq!(o.code, 0, "{o}");
+    assert!(o.stdout.contains("RollbackNow") && o.stdout.contains("fired: error rate"), "{o}");
+    let json = rollback(dir.path(), &lab, &[&args[..], &["--output", "json"]].concat());
+    let changes: serde_json::Value = serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(changes[0]["decision"]["action"], "rollback_now", "{changes}");
+
+    // Bad input is refused before Prometheus is asked.
+    let o = rollback(
+        dir.path(),
+        &lab,
+        &["verify", "replay-signals", "--prometheus", prom.url(), "--query", "eror_rate=up"],
+    );
+    assert_eq!(o.code, 2, "{o}");
+    assert!(o.stderr.contains("did you mean \"error_rate\""), "{o}");
+    let o = rollback(dir.path(), &lab, &["verify", "replay-signals", "--prometheus", prom.url()]);
+    assert!(o.code == 2 && o.stderr.contains("at least one --query"), "{o}");
+    let o = rollback(
+        dir.path(),
+        &lab,
+        &["verify", "replay-signals", "--prometheus", prom.url(), "--query", "error_rate=up", "--since", "yesterday"],
+    );
+    assert!(o.code == 2 && o.stderr.contains("--since \"yesterday\""), "{o}");
+}

@@ -352,13 +352,81 @@ impl SignalQueries {
                 }
             }
         };
-        let (error_rate, p99_ms, baseline_p99_ms, unavailable, users_affected) = futures::try_join!(
+        let values = futures::try_join!(
             ask(&self.error_rate),
             ask(&self.p99_ms),
             ask(&self.baseline_p99_ms),
             ask(&self.unavailable_seconds),
             ask(&self.users_affected),
         )?;
+        let signals = self.signals(values.into());
+        if !signals.no_data.is_empty() {
+            tracing::warn!(signals = ?signals.no_data, "Prometheus returned no data for some signals");
+        }
+        Ok(signals)
+    }
+
+    /// Runs every query over a past window (`query_range` from `start` to `end`, a
+    /// point every `step`) and returns the signals at each point, for
+    /// [`replay_signals`](crate::verify::replay::replay_signals): what each runbook
+    /// threshold would have said during an incident. A point where a query had no
+    /// data names that signal in [`Signals::no_data`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> rollback_core::Result<()> {
+    /// use rollback_core::decision::{DecisionPolicy, SignalQueries};
+    /// use rollback_core::verify::{replay::replay_signals, PrometheusClient};
+    /// let prometheus = PrometheusClient::new("http://127.0.0.1:9090", &Default::default())?;
+    /// let queries = SignalQueries { error_rate: Some("job:errors:ratio1m".into()), ..Default::default() };
+    /// let end = chrono::Utc::now();
+    /// let series = queries.gather_range(&prometheus, end - chrono::Duration::minutes(30), end, std::time::Duration::from_secs(15)).await?;
+    /// for change in replay_signals(&series, &DecisionPolicy::default()) {
+    ///     println!("{}: {}", change.at, change.decision);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn gather_range(
+        &self,
+        prometheus: &crate::verify::PrometheusClient,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+        step: Duration,
+    ) -> crate::Result<Vec<crate::verify::replay::SignalSample>> {
+        use std::collections::BTreeMap;
+        let ask = |q: &Option<String>| {
+            let q = q.clone();
+            async move {
+                match q {
+                    Some(q) => prometheus.query_series(&q, start, end, step).await.map(|s| s.into_iter().collect()),
+                    None => Ok(BTreeMap::new()),
+                }
+            }
+        };
+        let series: [BTreeMap<chrono::DateTime<chrono::Utc>, f64>; 5] = futures::try_join!(
+            ask(&self.error_rate),
+            ask(&self.p99_ms),
+            ask(&self.baseline_p99_ms),
+            ask(&self.unavailable_seconds),
+            ask(&self.users_affected),
+        )?
+        .into();
+        // Prometheus evaluates a range query at start + k × step: every series has its
+        // points on the same grid, so a moment is a key of any of them.
+        let mut moments: Vec<_> = series.iter().flat_map(|s| s.keys().copied()).collect();
+        moments.sort_unstable();
+        moments.dedup();
+        Ok(moments
+            .into_iter()
+            .map(|at| crate::verify::replay::SignalSample {
+                at,
+                signals: self.signals(std::array::from_fn(|i| series[i].get(&at).copied())),
+            })
+            .collect())
+    }
+
+    /// Signals from the five queries' values (in field order); a query asked for that
+    /// gave nothing is named in `no_data`.
+    fn signals(&self, [error_rate, p99_ms, baseline_p99_ms, unavailable, users_affected]: [Option<f64>; 5]) -> Signals {
         let asked = [
             ("error_rate", &self.error_rate, error_rate),
             ("p99_ms", &self.p99_ms, p99_ms),
@@ -366,15 +434,12 @@ impl SignalQueries {
             ("unavailable_seconds", &self.unavailable_seconds, unavailable),
             ("users_affected", &self.users_affected, users_affected),
         ];
-        let no_data: Vec<String> = asked
+        let no_data = asked
             .iter()
             .filter(|(_, query, value)| query.is_some() && value.is_none())
             .map(|(name, _, _)| name.to_string())
             .collect();
-        if !no_data.is_empty() {
-            tracing::warn!(signals = ?no_data, "Prometheus returned no data for some signals");
-        }
-        Ok(Signals {
+        Signals {
             window: self.window,
             error_rate,
             p99_ms,
@@ -383,7 +448,7 @@ impl SignalQueries {
             users_affected,
             no_data,
             ..Signals::default()
-        })
+        }
     }
 }
 

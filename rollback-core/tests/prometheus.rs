@@ -284,3 +284,46 @@ async fn a_failed_snapshot_query_names_the_query_and_never_the_password() {
     assert!(text.contains("http://***:***@127.0.0.1") && !text.contains("hunter2"), "{text}");
     assert!(!format!("{taken:?}").contains("hunter2"));
 }
+
+/// Signals over a past window from range queries, replayed through the decision
+/// policy: healthy at first (monitor), then the error rate crosses 5 % after the lab
+/// started erroring — never before it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_from_a_range_query_replay_when_the_threshold_fired() {
+    let sick = lab("0s=healthy").await;
+    let Some(prom) = prometheus(&[sick.addr()]).await else { return };
+    let _traffic = Traffic::drive(&sick, 2);
+    let rate = error_rate(&sick);
+    prom.wait_for_value(&rate, DATA).await.unwrap();
+    let start = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sick.set(rollback_core::verify::lab::Mode::Erroring { fraction: 0.5 });
+    let switched = sick.switches().last().unwrap().at;
+    // Until the rate over the scrapes is well past 5 %.
+    let deadline = std::time::Instant::now() + DATA;
+    while prom.client().query(&rate).await.unwrap().unwrap_or(0.0) < 0.1 {
+        assert!(std::time::Instant::now() < deadline, "the error rate never rose");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let end = chrono::Utc::now();
+
+    let queries = SignalQueries { error_rate: Some(rate.clone()), ..SignalQueries::default() };
+    let series = queries.gather_range(&prom.client(), start, end, Duration::from_secs(1)).await.unwrap();
+    assert!(series.len() >= 4, "a point a second over the window: {series:?}");
+    assert!(series.windows(2).all(|w| w[0].at < w[1].at), "in time order");
+    assert_eq!(series[0].signals.error_rate, Some(0.0), "{:?}", series[0]);
+    let changes = rollback_core::verify::replay::replay_signals(&series, &DecisionPolicy::default());
+    assert_eq!(changes[0].decision.action, Action::Monitor, "{changes:?}");
+    let fired = changes.iter().find(|c| c.decision.action == Action::RollbackNow).expect("the threshold fired");
+    // Prometheus stamps a scrape when it starts: a point after the switch may still
+    // hold one scrape from before it, never a rollback before the switch.
+    assert!(fired.at >= switched - chrono::Duration::seconds(1), "fired {} before the switch {switched}", fired.at);
+    assert!(fired.fired.iter().any(|r| r.starts_with("error rate ")), "{fired:?}");
+
+    // A query with no series over the window gives no moments; a bad query is an error naming it.
+    let none = SignalQueries { error_rate: Some("absent_metric_xyz".into()), ..SignalQueries::default() };
+    assert!(none.gather_range(&prom.client(), start, end, Duration::from_secs(1)).await.unwrap().is_empty());
+    let bad = SignalQueries { error_rate: Some("rate(".into()), ..SignalQueries::default() };
+    let err = bad.gather_range(&prom.client(), start, end, Duration::from_secs(1)).await.unwrap_err().to_string();
+    assert!(err.contains("rate("), "{err}");
+}

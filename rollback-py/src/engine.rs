@@ -479,6 +479,17 @@ mod ops {
         engine.annotate(&run, root_cause.as_deref(), postmortem.as_deref(), &by).await
     }
 
+    pub async fn replay(
+        engine: Engine,
+        run: RunId,
+        policy: Option<rollback_core::ProbePolicy>,
+        hold: rollback_core::verify::replay::Hold,
+    ) -> Result<Json> {
+        let steps =
+            rollback_core::verify::replay::replay_run(engine.journal().as_ref(), &run, policy.as_ref(), hold).await?;
+        Json::of(&steps).map_err(|e| rollback_core::Error::internal(e.to_string()))
+    }
+
     pub async fn plan_undo(engine: Engine, run: RunId) -> Result<PyPlan> {
         engine.plan_undo(&run).await.map(|plan| PyPlan { plan })
     }
@@ -614,6 +625,26 @@ macro_rules! engine_class {
                 postmortem: Option<String>,
             ) -> PyResult<$ret> {
                 $wrap(py, None, ops::annotate(self.engine.clone(), run_id(run)?, root_cause, postmortem, by))
+            }
+
+            /// Re-decides each journaled verify step of `run` under `policy` (default:
+            /// the step's own, which reproduces the run): per step `recorded`,
+            /// `replayed` (`passed` is `None` when the record is too short to tell)
+            /// and `change` in words ("would have FAILED where the run passed …").
+            #[pyo3(signature = (run, policy=None, *, assume_last_holds=false))]
+            fn replay<'py>(
+                &self,
+                py: Python<'py>,
+                run: &str,
+                policy: Option<&Bound<'py, PyAny>>,
+                assume_last_holds: bool,
+            ) -> PyResult<$ret> {
+                let policy = match policy {
+                    Some(p) if !p.is_none() => Some(crate::handles::policy_arg(Some(p))?),
+                    _ => None,
+                };
+                let hold = crate::verify::hold(assume_last_holds);
+                $wrap(py, None, ops::replay(self.engine.clone(), run_id(run)?, policy, hold))
             }
 
             /// Plans the undo of a finished run (running it is a new run).

@@ -46,10 +46,26 @@ async fn verdict(verifier: Arc<dyn Verifier>, policy: ProbePolicy) -> rollback_c
     Json::of(&verdict).map_err(|e| rollback_core::Error::internal(e.to_string()))
 }
 
-fn policy_arg(policy: Option<&Bound<'_, PyAny>>) -> PyResult<ProbePolicy> {
+pub(crate) fn policy_arg(policy: Option<&Bound<'_, PyAny>>) -> PyResult<ProbePolicy> {
     match policy {
         Some(p) if !p.is_none() => from_py(p, "probe policy"),
         _ => Ok(ProbePolicy::default()),
+    }
+}
+
+impl PyVerifierHandle {
+    /// The verifier of a spec dict, or a Python verifier object wrapped.
+    pub(crate) fn build(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let inner: Arc<dyn Verifier> = match spec_arg(source)? {
+            Some(spec) => block_on(py, registry().verifier(&spec.name.clone(), std::slice::from_ref(&spec)))?,
+            None => Arc::new(PyVerifier::from_object(source)?),
+        };
+        Ok(PyVerifierHandle { inner })
+    }
+
+    /// The verifier.
+    pub(crate) fn inner(&self) -> Arc<dyn Verifier> {
+        self.inner.clone()
     }
 }
 
@@ -58,11 +74,7 @@ impl PyVerifierHandle {
     /// Builds the verifier from a spec dict, or wraps a Python verifier object.
     #[new]
     fn new(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let inner: Arc<dyn Verifier> = match spec_arg(source)? {
-            Some(spec) => block_on(py, registry().verifier(&spec.name.clone(), std::slice::from_ref(&spec)))?,
-            None => Arc::new(PyVerifier::from_object(source)?),
-        };
-        Ok(PyVerifierHandle { inner })
+        Self::build(py, source)
     }
 
     /// A verifier that always passes at once (the benchmark's baseline).
@@ -89,11 +101,42 @@ impl PyVerifierHandle {
     /// released for the whole loop. Policy keys: `interval`, `backoff`,
     /// `max_interval`, `jitter`, `window`, `timeout`, `passes`, `max_failures`,
     /// `max_inconclusive`, `deadline` (durations as `timedelta` or `"2s"`).
-    #[pyo3(signature = (policy=None))]
-    fn probe<'py>(&self, py: Python<'py>, policy: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    ///
+    /// `on_check` is called with each check as it comes (what `rollback verify run`
+    /// prints); an exception it raises ends the probe and is raised here.
+    #[pyo3(signature = (policy=None, *, on_check=None))]
+    fn probe<'py>(
+        &self,
+        py: Python<'py>,
+        policy: Option<&Bound<'py, PyAny>>,
+        on_check: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let policy = policy_arg(policy)?;
-        let verdict = block_on(py, verdict(self.inner.clone(), policy))?;
-        verdict.into_pyobject(py)
+        let Some(on_check) = on_check.filter(|f| !f.is_none(py)) else {
+            return block_on(py, verdict(self.inner.clone(), policy))?.into_pyobject(py);
+        };
+        let failed: std::sync::Mutex<Option<PyErr>> = std::sync::Mutex::new(None);
+        let inner = self.inner.clone();
+        let probing = async {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let tell = |check: &rollback_core::Check| {
+                let called = Python::attach(|py| on_check.call1(py, (to_py(py, check)?,)).map(drop));
+                if let Err(e) = called {
+                    failed.lock().expect("not poisoned").get_or_insert(e);
+                    let _ = stop.send(true);
+                }
+            };
+            let mut stopped = stopped;
+            tokio::select! {
+                verdict = rollback_core::probe(inner.as_ref(), &policy, tell) => Json::of(&verdict).map_err(|e| rollback_core::Error::internal(e.to_string())),
+                _ = stopped.wait_for(|s| *s) => Err(rollback_core::Error::internal("on_check raised")),
+            }
+        };
+        let outcome = block_on(py, probing);
+        if let Some(e) = failed.into_inner().expect("not poisoned") {
+            return Err(e);
+        }
+        outcome?.into_pyobject(py)
     }
 
     /// `check()` as an awaitable.
@@ -253,7 +296,7 @@ impl PyDecision {
     }
 }
 
-fn decision_policy(policy: Option<&Bound<'_, PyAny>>) -> PyResult<DecisionPolicy> {
+pub(crate) fn decision_policy(policy: Option<&Bound<'_, PyAny>>) -> PyResult<DecisionPolicy> {
     match policy {
         None => Ok(DecisionPolicy::default()),
         Some(p) if p.is_none() => Ok(DecisionPolicy::default()),

@@ -8,7 +8,8 @@
 //!   the Rust engine;
 //! - [`errors`]: one exception class per error kind, all `RollbackError`s;
 //! - [`convert`]: Python objects ↔ the core's serde types;
-//! - [`progress`]: `rollback.progress()`, for Python targets' long work.
+//! - [`progress`]: `rollback.progress()`, for Python targets' long work;
+//! - [`verify`]: `rollback.verify`: benchmark, the lab service, replays.
 //!
 //! Backends are Cargo features (`db`, `docker`, `k8s`, `storage`); `pyproject.toml` enables all and
 //! pyo3's `extension-module`, so plain `cargo` builds of the workspace link normally.
@@ -26,6 +27,7 @@ pub mod progress;
 pub mod runtime;
 pub mod secrets;
 pub mod snapshots;
+pub mod verify;
 
 use pyo3::prelude::*;
 
@@ -47,6 +49,7 @@ fn _rollback(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(handles::gather_signals, m)?)?;
     m.add_function(wrap_pyfunction!(progress::progress, m)?)?;
     m.add_function(wrap_pyfunction!(handles::kinds, m)?)?;
+    verify::register(m)?;
     // Benchmark helpers only in bench builds (`maturin develop -F bench`), not the wheel.
     #[cfg(feature = "bench")]
     m.add_function(wrap_pyfunction!(bench::_bench_rust_checks, m)?)?;

@@ -19,7 +19,7 @@
 //! assert!(measured.p50 <= measured.p99 && measured.p99 <= measured.max);
 //! // A port check cannot see an unhealthy service: it passes before the switch.
 //! let policy = ProbePolicy { interval: Duration::from_millis(10), passes: 3, ..Default::default() };
-//! let scenario = Scenario { from: Mode::Unhealthy, to: Mode::Healthy, after: Duration::from_millis(100) };
+//! let scenario = Scenario { from: Mode::Unhealthy, to: Mode::Healthy, after: Duration::from_millis(100), settle: Duration::ZERO };
 //! let report = detection(&verifier, &policy, &lab, &scenario, 1).await.unwrap();
 //! assert_eq!(report.early, 1);
 //! # });
@@ -169,6 +169,11 @@ pub struct Scenario {
     /// When, from the probe's start.
     #[serde(with = "humantime_serde")]
     pub after: Duration,
+    /// How long the service stays `from` before the probe starts: a verifier that
+    /// reads a scraped metric sees a switch only after the next scrape, so give it at
+    /// least the scrape interval (zero for a verifier that asks the service itself).
+    #[serde(with = "humantime_serde", default)]
+    pub settle: Duration,
 }
 
 /// One probe run through a [`Scenario`].
@@ -220,6 +225,7 @@ pub async fn detection(
     let mut runs = Vec::with_capacity(trials);
     for _ in 0..trials {
         switch.switch(scenario.from).await?;
+        tokio::time::sleep(scenario.settle).await;
         let switched_at = std::sync::OnceLock::new();
         let switcher = async {
             tokio::time::sleep(scenario.after).await;
@@ -279,7 +285,7 @@ impl fmt::Display for DetectionReport {
     /// A table: the summary, then one row per trial.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.scenario;
-        writeln!(f, "{:<22}{} -> {} after {}", "scenario", s.from, s.to, ms(s.after))?;
+        writeln!(f, "{:<22}{} -> {} after {} (settled {})", "scenario", s.from, s.to, ms(s.after), ms(s.settle))?;
         let delay = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), ms);
         writeln!(f, "{:<22}{}", "detection delay p50", delay(self.p50_delay))?;
         writeln!(f, "{:<22}{}", "detection delay max", delay(self.max_delay))?;
@@ -325,7 +331,12 @@ mod tests {
             deadline: Duration::from_secs(5),
             ..Default::default()
         };
-        let scenario = Scenario { from: Mode::Unhealthy, to: Mode::Healthy, after: Duration::from_millis(150) };
+        let scenario = Scenario {
+            from: Mode::Unhealthy,
+            to: Mode::Healthy,
+            after: Duration::from_millis(150),
+            settle: Duration::ZERO,
+        };
         let report = detection(&Peek(lab.clone()), &policy, lab.as_ref(), &scenario, 3).await.unwrap();
         assert_eq!(report.early, 0, "{report}");
         assert!(report.trials.iter().all(|t| t.passed), "{report}");

@@ -139,6 +139,40 @@ impl PrometheusClient {
         self.api("api/v1/query_range", &params, query).await
     }
 
+    /// Runs a range query and returns its first series' points, oldest first (what a
+    /// signal over an incident window is); empty when it returned no series.
+    pub async fn query_series(
+        &self,
+        query: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<Vec<(DateTime<Utc>, f64)>> {
+        #[derive(Deserialize)]
+        struct Series {
+            values: Vec<(f64, String)>,
+        }
+        let data = self.query_range(query, start, end, step).await?;
+        let unreadable = |msg: String| self.error(msg, query).set_retryable(false);
+        if data.is_null() {
+            return Ok(Vec::new());
+        }
+        if data.get("resultType").and_then(|t| t.as_str()) != Some("matrix") {
+            return Err(unreadable("expected a range vector (matrix)".into()));
+        }
+        let series: Vec<Series> = serde_json::from_value(data.get("result").cloned().unwrap_or_default())
+            .map_err(|e| unreadable(format!("unreadable result: {e}")))?;
+        let Some(first) = series.into_iter().next() else { return Ok(Vec::new()) };
+        Ok(first
+            .values
+            .into_iter()
+            .filter_map(|(at, v)| {
+                let value = v.parse::<f64>().ok().filter(|v| v.is_finite())?;
+                Some((DateTime::from_timestamp_millis((at * 1000.0).round() as i64)?, value))
+            })
+            .collect())
+    }
+
     fn error(&self, msg: String, query: &str) -> Error {
         Error::new(ErrorKind::Backend, msg).with_context("prometheus", &self.shown).with_context("query", query)
     }

@@ -43,6 +43,7 @@ from ._rollback import (
     progress,
     should_rollback,
 )
+from . import verify
 from .protocols import NotifierProtocol, SnapshotProtocol, TargetProtocol, VerifierProtocol
 
 __all__ = [
@@ -82,4 +83,5 @@ __all__ = [
     "kinds",
     "progress",
     "should_rollback",
+    "verify",
 ]

@@ -2,7 +2,7 @@
 
 import datetime
 import os
-from typing import Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, TypedDict, Union
+from typing import Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, TypedDict, Union
 
 from typing_extensions import final
 
@@ -270,6 +270,9 @@ class Engine:
     def annotate(
         self, run: str, *, by: str, root_cause: Optional[str] = None, postmortem: Optional[str] = None
     ) -> None: ...
+    def replay(
+        self, run: str, policy: Optional[Mapping[str, Any]] = None, *, assume_last_holds: bool = False
+    ) -> List[Dict[str, Any]]: ...
     def plan_undo(self, run: str) -> Plan: ...
 
 @final
@@ -318,6 +321,9 @@ class AsyncEngine:
     def annotate(
         self, run: str, *, by: str, root_cause: Optional[str] = None, postmortem: Optional[str] = None
     ) -> Awaitable[None]: ...
+    def replay(
+        self, run: str, policy: Optional[Mapping[str, Any]] = None, *, assume_last_holds: bool = False
+    ) -> Awaitable[List[Dict[str, Any]]]: ...
     def plan_undo(self, run: str) -> Awaitable[Plan]: ...
 
 # --- components --------------------------------------------------------------------
@@ -348,7 +354,9 @@ class Verifier:
     @property
     def name(self) -> str: ...
     def check(self) -> CheckDict: ...
-    def probe(self, policy: Optional[Mapping[str, Any]] = None) -> VerdictDict: ...
+    def probe(
+        self, policy: Optional[Mapping[str, Any]] = None, *, on_check: Optional[Callable[[CheckDict], object]] = None
+    ) -> VerdictDict: ...
     def check_async(self) -> Awaitable[CheckDict]: ...
     def probe_async(self, policy: Optional[Mapping[str, Any]] = None) -> Awaitable[VerdictDict]: ...
 
@@ -392,3 +400,47 @@ def should_rollback(
 def gather_signals(
     prometheus_url: str, queries: Mapping[str, Any], *, headers_from_env: Optional[Mapping[str, str]] = None
 ) -> Dict[str, Any]: ...
+
+# --- rollback.verify ---------------------------------------------------------------
+
+@final
+class LabService:
+    """The controllable HTTP service (``/health``, ``/metrics``, ``POST /control``)."""
+
+    def __new__(cls, schedule: str = "0s=healthy", *, listen: str = "127.0.0.1:0") -> "LabService": ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    def set(self, mode: str) -> None: ...
+    @property
+    def requests(self) -> int: ...
+    def switches(self) -> List[Dict[str, Any]]: ...
+
+def bench_latency(verifier: Any, *, concurrency: int = 8, checks: int = 200) -> Dict[str, Any]: ...
+def bench_detection(
+    verifier: Any,
+    *,
+    lab: Union[LabService, str],
+    switch_from: str = "unhealthy",
+    switch_to: str = "healthy",
+    after: Union[float, datetime.timedelta, str, None] = None,
+    settle: Union[float, datetime.timedelta, str, None] = None,
+    policy: Optional[Mapping[str, Any]] = None,
+    trials: int = 3,
+) -> Dict[str, Any]: ...
+def replay(
+    checks: Sequence[Mapping[str, Any]], policy: Optional[Mapping[str, Any]] = None, *, assume_last_holds: bool = False
+) -> Dict[str, Any]: ...
+def replay_signals(
+    series: Sequence[Mapping[str, Any]], policy: Union[str, Mapping[str, Any], None] = None
+) -> List[Dict[str, Any]]: ...
+def gather_signals_range(
+    prometheus_url: str,
+    queries: Mapping[str, Any],
+    *,
+    start: Union[datetime.datetime, str],
+    end: Union[datetime.datetime, str],
+    step: Union[float, datetime.timedelta, str, None] = None,
+    headers_from_env: Optional[Mapping[str, str]] = None,
+) -> List[Dict[str, Any]]: ...
