@@ -68,7 +68,13 @@ impl PyLabService {
 
     /// Every switch so far: `[{"at": RFC 3339, "mode": …}]`.
     fn switches<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_py(py, &self.lab.switches())
+        let switches: Vec<serde_json::Value> = self
+            .lab
+            .switches()
+            .iter()
+            .map(|s| serde_json::json!({ "at": s.at, "mode": s.mode.to_string() }))
+            .collect();
+        to_py(py, &switches)
     }
 
     fn __repr__(&self) -> String {

@@ -88,7 +88,8 @@ def test_detection_with_the_in_process_lab_and_a_python_verifier_sees_what_it_ca
 
     report = rv.bench_detection(PortOpen(), lab=lab, after="300ms", policy=FAST, trials=1)
     assert report["early"] == 1, "a port check passes before the service is healthy"
-    assert [s["mode"] for s in lab.switches()][-2:] == ["unhealthy", "healthy"]
+    # The verdict came first: the switch to healthy never happened.
+    assert lab.switches()[-1]["mode"] == "unhealthy", lab.switches()
     with pytest.raises(rollback.InvalidInputError, match="lab"):
         rv.bench_detection(PortOpen(), lab=42, trials=1)
     with pytest.raises(rollback.InvalidInputError):
@@ -172,7 +173,7 @@ def test_replay_signals_says_when_a_runbook_threshold_fired() -> None:
     changes = rv.replay_signals(series)
     assert [c["decision"]["action"] for c in changes] == ["monitor", "rollback_now", "monitor"], changes
     assert changes[1]["at"].startswith("2025-10-16T18:05:00") and changes[1]["fired"], changes
-    assert all(c["decision"]["action"] == "monitor" for c in rv.replay_signals(series, {"error_rate_high": 0.1}))
+    assert all(c["decision"]["action"] != "rollback_now" for c in rv.replay_signals(series, {"error_rate_high": 0.1}))
     with pytest.raises(rollback.InvalidInputError, match="eror_rate"):
         rv.replay_signals([{"at": "2025-10-16T18:00:00Z", "signals": {"eror_rate": 0.1}}])
 
@@ -237,6 +238,7 @@ def test_signals_over_a_past_window_from_a_real_prometheus() -> None:
                     break
                 assert time.monotonic() < deadline, f"no error rate after 30 s: {signals}"
                 time.sleep(0.3)
+            time.sleep(3)  # a few points of the range past the first with a rate
             end = dt.datetime.now(dt.timezone.utc)
             series = rv.gather_signals_range(url, {"error_rate": rate}, start=start, end=end, step="1s")
             assert series and all(s["signals"]["error_rate"] > 0.1 for s in series[-1:]), series

@@ -20,6 +20,7 @@ __all__ = [
     "Engine",
     "InternalError",
     "InvalidInputError",
+    "LabService",
     "LockedError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -35,9 +36,14 @@ __all__ = [
     "VerificationFailedError",
     "Verifier",
     "__version__",
+    "bench_detection",
+    "bench_latency",
     "gather_signals",
+    "gather_signals_range",
     "kinds",
     "progress",
+    "replay",
+    "replay_signals",
     "should_rollback",
 ]
 __version__: str
