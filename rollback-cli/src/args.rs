@@ -267,6 +267,10 @@ pub enum VerifyCommand {
         /// When it switches, from the trial's start.
         #[arg(long, default_value = "2s", value_name = "DURATION")]
         switch_after: String,
+        /// The switch comes at a random moment up to this long after `--switch-after`
+        /// (give the probe's interval, so trials do not all switch at one phase).
+        #[arg(long, default_value = "0s", value_name = "DURATION")]
+        spread: String,
         /// How long the service is `--from` before each trial's probe starts: at least
         /// the scrape interval for a verifier that reads a scraped metric.
         #[arg(long, default_value = "0s", value_name = "DURATION")]

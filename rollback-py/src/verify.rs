@@ -68,12 +68,8 @@ impl PyLabService {
 
     /// Every switch so far: `[{"at": RFC 3339, "mode": …}]`.
     fn switches<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let switches: Vec<serde_json::Value> = self
-            .lab
-            .switches()
-            .iter()
-            .map(|s| serde_json::json!({ "at": s.at, "mode": s.mode.to_string() }))
-            .collect();
+        let switches: Vec<serde_json::Value> =
+            self.lab.switches().iter().map(|s| serde_json::json!({ "at": s.at, "mode": s.mode.to_string() })).collect();
         to_py(py, &switches)
     }
 
@@ -127,11 +123,12 @@ fn switch_arg(lab: &Bound<'_, PyAny>) -> PyResult<Arc<dyn Switch>> {
 
 /// Detection delay: `trials` probes of `verifier` under `policy` while the lab
 /// switches from `switch_from` to `switch_to` after `after` (seconds, `timedelta` or
-/// `"500ms"`; `settle`: how long it is `switch_from` before each probe starts — at
+/// `"500ms"`; `spread`: the switch comes at a random moment up to this much later;
+/// `settle`: how long it is `switch_from` before each probe starts — at
 /// least the scrape interval for a verifier that reads a scraped metric). Returns `p50_delay`, `max_delay`, `checks_per_verdict`, `early`
 /// (verdicts before the switch) and each trial.
 #[pyfunction]
-#[pyo3(signature = (verifier, *, lab, switch_from="unhealthy", switch_to="healthy", after=None, settle=None, policy=None, trials=3))]
+#[pyo3(signature = (verifier, *, lab, switch_from="unhealthy", switch_to="healthy", after=None, spread=None, settle=None, policy=None, trials=3))]
 #[allow(clippy::too_many_arguments)]
 pub fn bench_detection<'py>(
     py: Python<'py>,
@@ -140,6 +137,7 @@ pub fn bench_detection<'py>(
     switch_from: &str,
     switch_to: &str,
     after: Option<&Bound<'py, PyAny>>,
+    spread: Option<&Bound<'py, PyAny>>,
     settle: Option<&Bound<'py, PyAny>>,
     policy: Option<&Bound<'py, PyAny>>,
     trials: usize,
@@ -151,12 +149,13 @@ pub fn bench_detection<'py>(
         Some(a) if !a.is_none() => duration_arg(a, "after")?,
         _ => Duration::from_millis(500),
     };
-    let settle = match settle {
-        Some(s) if !s.is_none() => duration_arg(s, "settle")?,
-        _ => Duration::ZERO,
+    let optional = |value: Option<&Bound<'py, PyAny>>, what: &str| match value {
+        Some(v) if !v.is_none() => duration_arg(v, what),
+        _ => Ok(Duration::ZERO),
     };
+    let (spread, settle) = (optional(spread, "spread")?, optional(settle, "settle")?);
     let (from, to) = (Mode::parse(switch_from).py_err()?, Mode::parse(switch_to).py_err()?);
-    let scenario = Scenario { from, to, after, settle };
+    let scenario = Scenario { from, to, after, settle, spread };
     let report =
         block_on(
             py,

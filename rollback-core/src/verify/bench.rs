@@ -19,7 +19,8 @@
 //! assert!(measured.p50 <= measured.p99 && measured.p99 <= measured.max);
 //! // A port check cannot see an unhealthy service: it passes before the switch.
 //! let policy = ProbePolicy { interval: Duration::from_millis(10), passes: 3, ..Default::default() };
-//! let scenario = Scenario { from: Mode::Unhealthy, to: Mode::Healthy, after: Duration::from_millis(100), settle: Duration::ZERO };
+//! let after = Duration::from_millis(100);
+//! let scenario = Scenario { from: Mode::Unhealthy, to: Mode::Healthy, after, settle: Duration::ZERO, spread: Duration::ZERO };
 //! let report = detection(&verifier, &policy, &lab, &scenario, 1).await.unwrap();
 //! assert_eq!(report.early, 1);
 //! # });
@@ -174,6 +175,11 @@ pub struct Scenario {
     /// least the scrape interval (zero for a verifier that asks the service itself).
     #[serde(with = "humantime_serde", default)]
     pub settle: Duration,
+    /// The switch comes at a uniformly random moment in `after .. after + spread`:
+    /// give the probe's interval (or the scrape interval) so the switch does not land
+    /// at the same phase of the probe's checks in every trial.
+    #[serde(with = "humantime_serde", default)]
+    pub spread: Duration,
 }
 
 /// One probe run through a [`Scenario`].
@@ -227,8 +233,9 @@ pub async fn detection(
         switch.switch(scenario.from).await?;
         tokio::time::sleep(scenario.settle).await;
         let switched_at = std::sync::OnceLock::new();
+        let at = scenario.after + scenario.spread.mul_f64(rand::random::<f64>());
         let switcher = async {
-            tokio::time::sleep(scenario.after).await;
+            tokio::time::sleep(at).await;
             switch.switch(scenario.to).await?;
             let _ = switched_at.set(Instant::now());
             std::future::pending::<Result<()>>().await
@@ -285,7 +292,16 @@ impl fmt::Display for DetectionReport {
     /// A table: the summary, then one row per trial.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.scenario;
-        writeln!(f, "{:<22}{} -> {} after {} (settled {})", "scenario", s.from, s.to, ms(s.after), ms(s.settle))?;
+        writeln!(
+            f,
+            "{:<22}{} -> {} after {} + up to {} (settled {})",
+            "scenario",
+            s.from,
+            s.to,
+            ms(s.after),
+            ms(s.spread),
+            ms(s.settle)
+        )?;
         let delay = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), ms);
         writeln!(f, "{:<22}{}", "detection delay p50", delay(self.p50_delay))?;
         writeln!(f, "{:<22}{}", "detection delay max", delay(self.max_delay))?;
@@ -336,6 +352,7 @@ mod tests {
             to: Mode::Healthy,
             after: Duration::from_millis(150),
             settle: Duration::ZERO,
+            spread: Duration::from_millis(20),
         };
         let report = detection(&Peek(lab.clone()), &policy, lab.as_ref(), &scenario, 3).await.unwrap();
         assert_eq!(report.early, 0, "{report}");

@@ -58,6 +58,13 @@ impl Kind for super::HttpVerifier {
         config.url = spec.url(&config.url)?.expose().to_owned();
         super::HttpVerifier::new(&spec.name, config)
     }
+    /// A `ca_file` must be a readable PEM bundle with a certificate, before any run.
+    fn check(config: &super::HttpCheck) -> std::result::Result<(), String> {
+        match &config.ca_file {
+            Some(path) => super::http::ca_bundle("ca_file", path).map(drop),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(feature = "http")]
@@ -67,5 +74,41 @@ impl Kind for super::PrometheusVerifier {
     async fn build(spec: Spec, config: super::PrometheusConfig) -> Result<Self> {
         let client = super::PrometheusClient::new(spec.url(&config.url)?.expose(), &config.headers_from_env)?;
         super::PrometheusVerifier::new(&spec.name, client, &config.query, config.threshold)
+    }
+}
+
+#[cfg(all(test, feature = "http"))]
+mod tests {
+    use crate::load::{Format, PlanLoader};
+    use crate::{Registry, verify::register_builtin_verifiers};
+
+    fn plan(ca_file: &str) -> String {
+        format!(
+            "name = \"p\"\n[[verifiers]]\nkind = \"http\"\nname = \"health\"\n\
+             config = {{ url = \"https://127.0.0.1:1/health\", ca_file = \"{ca_file}\" }}\n\
+             [[stages]]\nname = \"s\"\nsteps = [{{ id = \"v\", op = \"verify\", verifier = \"health\" }}]\n"
+        )
+    }
+
+    /// A CA file that is missing or holds no certificate is refused when the plan
+    /// loads, at its line and column, before any request.
+    #[test]
+    fn a_bad_ca_file_is_refused_at_load_with_where_it_is() {
+        let mut registry = Registry::new();
+        register_builtin_verifiers(&mut registry);
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing-ca.pem");
+        let err = PlanLoader::new().registry(&registry).check_str(
+            &plan(missing.to_str().unwrap()),
+            Format::Toml,
+            "plan.toml",
+        );
+        let err = err.unwrap_err().into_error().to_string();
+        assert!(err.contains("ca_file") && err.contains("cannot be read") && err.contains("plan.toml:5:"), "{err}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err =
+            PlanLoader::new().registry(&registry).check_str(&plan(empty.to_str().unwrap()), Format::Toml, "plan.toml");
+        assert!(err.unwrap_err().into_error().to_string().contains("holds no PEM certificate"));
     }
 }

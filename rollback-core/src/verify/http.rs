@@ -162,19 +162,23 @@ fn client_builder() -> reqwest::ClientBuilder {
 /// A client that trusts exactly the CA certificates of the PEM file at `path`
 /// (`field` names the setting in errors), not the system's roots.
 pub(crate) fn client_trusting(name: &str, field: &str, path: &Path) -> Result<reqwest::Client> {
-    let shown = path.display();
-    let pem = std::fs::read(path)
-        .map_err(|e| Error::invalid_input(format!("{name:?}: `{field}` {shown} cannot be read: {e}")).with_source(e))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| Error::invalid_input(format!("{name:?}: `{field}` {shown} is not a PEM bundle: {}", chain(&e))))?;
-    if certs.is_empty() {
-        return Err(Error::invalid_input(format!(
-            "{name:?}: `{field}` {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        )));
-    }
+    let certs = ca_bundle(field, path).map_err(|e| Error::invalid_input(format!("{name:?}: {e}")))?;
     client_builder().tls_certs_only(certs).build().map_err(|e| {
-        Error::invalid_input(format!("{name:?}: `{field}` {shown} is not a usable CA bundle: {}", chain(&e)))
+        Error::invalid_input(format!("{name:?}: `{field}` {} is not a usable CA bundle: {}", path.display(), chain(&e)))
     })
+}
+
+/// The certificates of the PEM bundle at `path`; why not, naming `field` and the
+/// path — checked offline when a plan loads ([`Kind::check`](crate::kind::Kind::check)) and again when the client is built.
+pub(crate) fn ca_bundle(field: &str, path: &Path) -> std::result::Result<Vec<reqwest::Certificate>, String> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("`{field}` {shown} cannot be read: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("`{field}` {shown} is not a PEM bundle: {}", chain(&e)))?;
+    if certs.is_empty() {
+        return Err(format!("`{field}` {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+    }
+    Ok(certs)
 }
 
 /// A reqwest error and every cause under it (`error sending request: client error

@@ -431,6 +431,7 @@ def bench_detection(
     switch_from: str = "unhealthy",
     switch_to: str = "healthy",
     after: Union[float, datetime.timedelta, str, None] = None,
+    spread: Union[float, datetime.timedelta, str, None] = None,
     settle: Union[float, datetime.timedelta, str, None] = None,
     policy: Optional[Mapping[str, Any]] = None,
     trials: int = 3,
