@@ -114,11 +114,13 @@ impl PgJournal {
         Ok(PgJournal { pool, heard: tokio::sync::OnceCell::new(), sent: Default::default() })
     }
 
-    /// What the journal's listener heard, started on the first wait: a connection of
-    /// its own (outside the pool, which the appends and the lease lock use). It
-    /// reconnects by itself; what is notified while it is away is lost, which the
-    /// waiters' timeouts cover (they read the journal after every wait).
-    async fn heard(&self) -> Option<Arc<Heard>> {
+    /// What the journal's listener heard, started on the first wait (`true` with it
+    /// then): a connection of its own (outside the pool, which the appends and the
+    /// lease lock use). It reconnects by itself; NOTIFY is not replayed, so what was
+    /// notified before it listened or while it was away is unheard: the first wait
+    /// and every reconnect wake the waiters to read the journal again.
+    async fn heard(&self) -> Option<(Arc<Heard>, bool)> {
+        let fresh = !self.heard.initialized();
         let heard = self
             .heard
             .get_or_try_init(|| async {
@@ -131,16 +133,31 @@ impl PgJournal {
                 // Ends (closing its connection) once the journal is dropped.
                 tokio::spawn(async move {
                     let _own = own;
+                    let mut lost = false;
                     loop {
-                        let got = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+                        // After a lost connection the next call reconnects and listens
+                        // again; shortly after, every waiter is woken to read what was
+                        // notified meanwhile (NOTIFY is not replayed).
+                        let wait = if lost { Duration::from_millis(200) } else { Duration::from_secs(5) };
+                        let got = tokio::time::timeout(wait, listener.try_recv()).await;
                         let Some(heard) = weak.upgrade() else { break };
                         match got {
-                            Ok(Ok(note)) => heard.bump(note.payload()),
+                            Ok(Ok(Some(note))) => heard.bump(note.payload()),
+                            Ok(Ok(None)) => {
+                                tracing::warn!("journal listener: connection lost, reconnecting");
+                                lost = true;
+                                continue;
+                            }
                             Ok(Err(e)) => {
                                 tracing::warn!(error = %e, "journal listener: reconnecting");
                                 tokio::time::sleep(Duration::from_secs(1)).await;
+                                lost = true;
+                                continue;
                             }
                             Err(_) => {}
+                        }
+                        if std::mem::take(&mut lost) {
+                            heard.bump_all();
                         }
                     }
                 });
@@ -148,7 +165,7 @@ impl PgJournal {
             })
             .await;
         match heard {
-            Ok(heard) => Some(heard.clone()),
+            Ok(heard) => Some((heard.clone(), fresh)),
             Err(e) => {
                 tracing::warn!(error = %e, "journal listener unavailable; gates poll");
                 None
@@ -183,6 +200,8 @@ struct Heard {
     /// The count when the run was last read.
     seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     changed: tokio::sync::Notify,
+    /// Reconnects of the listener: each counts as a notification for every run.
+    reconnects: std::sync::atomic::AtomicU64,
 }
 
 impl Heard {
@@ -193,8 +212,14 @@ impl Heard {
         self.changed.notify_waiters();
     }
 
+    fn bump_all(&self) {
+        self.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
     fn count(&self, run: &str) -> u64 {
-        self.counts.lock().map(|c| c.get(run).copied().unwrap_or(0)).unwrap_or(0)
+        let reconnects = self.reconnects.load(std::sync::atomic::Ordering::Relaxed);
+        self.counts.lock().map(|c| c.get(run).copied().unwrap_or(0)).unwrap_or(0) + reconnects
     }
 
     fn mark_read(&self, run: &str) {
@@ -296,10 +321,14 @@ impl Journal for PgJournal {
     }
 
     async fn wait_for_records(&self, run: &RunId, timeout: Duration) {
-        let Some(heard) = self.heard().await else {
+        let Some((heard, fresh)) = self.heard().await else {
             tokio::time::sleep(timeout).await;
             return;
         };
+        if fresh {
+            // What was appended before the listener listened was not heard: read again.
+            return;
+        }
         let _ = tokio::time::timeout(timeout, async {
             loop {
                 let changed = heard.changed.notified();

@@ -5,9 +5,7 @@ use chrono::{DateTime, Utc};
 use pyo3::BoundObject;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use rollback_core::{
-    CancelHandle, HistoryQuery, MemoryJournal, MemoryLock, Plan, RunId, RunOptions, Settings, StepId, TargetId,
-};
+use rollback_core::{CancelHandle, HistoryQuery, Plan, RunId, RunOptions, Settings, StepId, TargetId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -337,7 +335,7 @@ fn kinds<'py>(obj: Option<&Bound<'py, PyAny>>) -> PyResult<Vec<(String, Bound<'p
 #[allow(clippy::too_many_arguments)]
 fn build(
     home: Option<&Bound<'_, PyAny>>,
-    journal: &str,
+    journal: Option<&Bound<'_, PyAny>>,
     targets: Option<&Bound<'_, PyAny>>,
     verifiers: Option<&Bound<'_, PyAny>>,
     notifiers: Option<&Bound<'_, PyAny>>,
@@ -349,6 +347,7 @@ fn build(
     lease_ttl: Option<f64>,
     approval_poll: Option<f64>,
     lock: Option<&Bound<'_, PyAny>>,
+    host: Option<String>,
 ) -> PyResult<rollback_core::Engine> {
     let mut registry = base_registry();
     for target in items(targets)? {
@@ -380,16 +379,18 @@ fn build(
     if let Some(poll) = seconds(approval_poll, "approval_poll")? {
         settings.approval_poll = poll;
     }
+    settings.host = host;
     let mut builder = rollback_core::Engine::builder(registry).settings(settings);
-    builder = match journal {
-        "file" => builder.home(&home),
-        "memory" => builder
-            .journal(Arc::new(MemoryJournal::new()))
-            .lock(Arc::new(MemoryLock::new()))
-            .artifacts_dir(home.join("artifacts")),
-        other => return Err(invalid_input(format!("journal must be \"file\" or \"memory\", not {other:?}"))),
-    };
-    if let Some(lock) = crate::locks::lock_of(lock)? {
+    let journal = crate::journals::Journal::of(journal)?;
+    let lock = crate::locks::lock_of(lock)?;
+    if journal.has_lock() && lock.is_some() {
+        return Err(invalid_input(
+            "lock=: the postgres journal brings its own lease lock (the token each append is checked against); \
+             drop lock=",
+        ));
+    }
+    builder = Python::attach(|py| journal.apply(py, builder, &home))?;
+    if let Some(lock) = lock {
         builder = builder.lock(lock);
     }
     for notifier in items(notifiers)? {
@@ -507,14 +508,18 @@ macro_rules! engine_class {
         impl $class {
             /// An engine over the built-in kinds (local targets, verifiers, compiled
             /// backends) plus Python targets, verifiers, notifiers and kinds.
+            /// `journal`: `"file"` (default, in `home`), `"memory"`, or the journal
+            /// every runner host shares, `{"kind": "postgres", "url": SECRET_REF}`
+            /// (with its own lease lock); `host`: this runner's host id (default the
+            /// hostname), recorded with its runs and leases.
             #[new]
-            #[pyo3(signature = (home=None, *, journal="file", targets=None, verifiers=None, notifiers=None,
+            #[pyo3(signature = (home=None, *, journal=None, targets=None, verifiers=None, notifiers=None,
                         target_kinds=None, verifier_kinds=None, snapshots=None, snapshot_kinds=None, on_event=None,
-                        lease_ttl=None, approval_poll=None, lock=None))]
+                        lease_ttl=None, approval_poll=None, lock=None, host=None))]
             #[allow(clippy::too_many_arguments)]
             fn new(
                 home: Option<&Bound<'_, PyAny>>,
-                journal: &str,
+                journal: Option<&Bound<'_, PyAny>>,
                 targets: Option<&Bound<'_, PyAny>>,
                 verifiers: Option<&Bound<'_, PyAny>>,
                 notifiers: Option<&Bound<'_, PyAny>>,
@@ -526,6 +531,7 @@ macro_rules! engine_class {
                 lease_ttl: Option<f64>,
                 approval_poll: Option<f64>,
                 lock: Option<&Bound<'_, PyAny>>,
+                host: Option<String>,
             ) -> PyResult<Self> {
                 let engine = build(
                     home,
@@ -541,6 +547,7 @@ macro_rules! engine_class {
                     lease_ttl,
                     approval_poll,
                     lock,
+                    host,
                 )?;
                 Ok($class { engine })
             }

@@ -22,6 +22,7 @@ pub mod convert;
 pub mod engine;
 pub mod errors;
 pub mod handles;
+pub mod journals;
 pub mod locks;
 pub mod progress;
 pub mod runtime;

@@ -238,7 +238,7 @@ class Engine:
         cls,
         home: Union[str, os.PathLike[str], None] = None,
         *,
-        journal: Literal["file", "memory"] = "file",
+        journal: Union[None, Literal["file", "memory"], Mapping[str, Any]] = None,
         targets: Optional[Iterable[Any]] = None,
         verifiers: Optional[Iterable[Any]] = None,
         notifiers: Optional[Iterable[Any]] = None,
@@ -250,6 +250,7 @@ class Engine:
         lease_ttl: Optional[float] = None,
         approval_poll: Optional[float] = None,
         lock: Union[None, Literal["file"], Mapping[str, Any]] = None,
+        host: Optional[str] = None,
     ) -> "Engine": ...
     def dry_run(self, plan: PlanLike) -> DryRun: ...
     def run(
@@ -289,7 +290,7 @@ class AsyncEngine:
         cls,
         home: Union[str, os.PathLike[str], None] = None,
         *,
-        journal: Literal["file", "memory"] = "file",
+        journal: Union[None, Literal["file", "memory"], Mapping[str, Any]] = None,
         targets: Optional[Iterable[Any]] = None,
         verifiers: Optional[Iterable[Any]] = None,
         notifiers: Optional[Iterable[Any]] = None,
@@ -301,6 +302,7 @@ class AsyncEngine:
         lease_ttl: Optional[float] = None,
         approval_poll: Optional[float] = None,
         lock: Union[None, Literal["file"], Mapping[str, Any]] = None,
+        host: Optional[str] = None,
     ) -> "AsyncEngine": ...
     def dry_run(self, plan: PlanLike) -> Awaitable[DryRun]: ...
     def run(
