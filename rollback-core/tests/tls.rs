@@ -1,6 +1,7 @@
 //! The HTTP verifier over TLS, against a local rustls server whose certificate is
 //! issued by a CA made at test time: trusted only through `ca_file`, refused by the
-//! system's roots and by another CA, each refusal said to be a certificate problem.
+//! system's roots, by another CA, when expired and when issued for another host name,
+//! each refusal said to be a certificate problem.
 
 use std::sync::Arc;
 
@@ -21,9 +22,13 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 /// An HTTPS server on 127.0.0.1 with a certificate for `127.0.0.1` and `localhost`
 /// issued by `ca`, answering every request `200 ok`; stops when the test's runtime ends.
 async fn https_server(ca: &CertifiedIssuer<'static, KeyPair>) -> String {
+    https_server_with(ca, CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap()).await
+}
+
+/// [`https_server`] with a certificate made from `params`.
+async fn https_server_with(ca: &CertifiedIssuer<'static, KeyPair>, params: CertificateParams) -> String {
     let key = KeyPair::generate().unwrap();
-    let cert =
-        CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap().signed_by(&key, ca).unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
     let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -113,6 +118,45 @@ async fn a_wrong_ca_file_fails_with_a_certificate_error() {
     eprintln!("wrong CA file: {detail}");
     assert!(detail.contains("does not verify against the CA file"), "{detail}");
     assert!(detail.contains("invalid peer certificate: UnknownIssuer"), "{detail}");
+}
+
+/// The CA's PEM in a temporary directory (kept while the returned guard lives).
+fn ca_file(ca: &CertifiedIssuer<'static, KeyPair>) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, ca.pem()).unwrap();
+    (dir, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_fails_with_a_certificate_error() {
+    let ca = ca("rollback test CA");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let url = https_server_with(&ca, params).await;
+    let (_dir, ca_file) = ca_file(&ca);
+    let result = HttpVerifier::new("health", check(&url, Some(&ca_file))).unwrap().check().await.unwrap();
+    assert_eq!(result.outcome, Outcome::Fail, "{}", result.detail);
+    let detail = &result.detail;
+    eprintln!("expired: {detail}");
+    assert!(detail.contains("TLS certificate of https://127.0.0.1:"), "{detail}");
+    assert!(detail.contains("does not verify against the CA file"), "{detail}");
+    assert!(detail.to_lowercase().contains("expired"), "rustls's cause is kept: {detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_host_fails_with_a_certificate_error() {
+    let ca = ca("rollback test CA");
+    let params = CertificateParams::new(vec!["health.example.internal".into()]).unwrap();
+    let url = https_server_with(&ca, params).await;
+    let (_dir, ca_file) = ca_file(&ca);
+    let result = HttpVerifier::new("health", check(&url, Some(&ca_file))).unwrap().check().await.unwrap();
+    assert_eq!(result.outcome, Outcome::Fail, "{}", result.detail);
+    let detail = &result.detail;
+    eprintln!("wrong host: {detail}");
+    assert!(detail.contains("TLS certificate of https://127.0.0.1:"), "{detail}");
+    assert!(detail.contains("not valid for name \"127.0.0.1\""), "rustls's cause is kept: {detail}");
 }
 
 #[tokio::test]

@@ -80,9 +80,8 @@ pub async fn latency(verifier: &dyn Verifier, concurrency: usize, checks: usize)
         .await;
     let elapsed = started.elapsed();
     taken.sort_unstable_by_key(|(d, _)| *d);
-    let at = |q: f64| {
-        taken.get(((taken.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(Duration::ZERO, |t| t.0)
-    };
+    let sorted: Vec<Duration> = taken.iter().map(|t| t.0).collect();
+    let at = |q: f64| percentile(&sorted, q).unwrap_or_default();
     let count = |o: Outcome| taken.iter().filter(|t| t.1 == o).count();
     LatencyReport {
         checks,
@@ -92,9 +91,14 @@ pub async fn latency(verifier: &dyn Verifier, concurrency: usize, checks: usize)
         p50: at(0.5),
         p90: at(0.9),
         p99: at(0.99),
-        max: taken.last().map_or(Duration::ZERO, |t| t.0),
+        max: sorted.last().copied().unwrap_or_default(),
         outcomes: [count(Outcome::Pass), count(Outcome::Fail), count(Outcome::Inconclusive)],
     }
+}
+
+/// The nearest-rank `q` quantile of `sorted` (ascending); `None` when empty.
+fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    sorted.get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied()
 }
 
 /// Something whose state a benchmark can change: the lab service in-process, or a
@@ -208,6 +212,12 @@ pub struct DetectionReport {
     /// Median delay from the switch to the verdict, over trials decided after it.
     #[serde(with = "humantime_serde::option")]
     pub p50_delay: Option<Duration>,
+    /// 90th percentile of those delays (nearest rank).
+    #[serde(with = "humantime_serde::option")]
+    pub p90_delay: Option<Duration>,
+    /// 99th percentile of those delays (nearest rank: the slowest below 100 trials).
+    #[serde(with = "humantime_serde::option")]
+    pub p99_delay: Option<Duration>,
     /// The longest such delay.
     #[serde(with = "humantime_serde::option")]
     pub max_delay: Option<Duration>,
@@ -261,7 +271,9 @@ fn summarise(scenario: &Scenario, policy: &ProbePolicy, trials: Vec<Trial>) -> D
     DetectionReport {
         scenario: scenario.clone(),
         policy: policy.clone(),
-        p50_delay: delays.get(delays.len().saturating_sub(1) / 2).copied(),
+        p50_delay: percentile(&delays, 0.5),
+        p90_delay: percentile(&delays, 0.9),
+        p99_delay: percentile(&delays, 0.99),
         max_delay: delays.last().copied(),
         checks_per_verdict: trials.iter().map(|t| t.checks).sum::<usize>() as f64 / trials.len().max(1) as f64,
         early: trials.iter().filter(|t| t.delay.is_none()).count(),
@@ -303,8 +315,11 @@ impl fmt::Display for DetectionReport {
             ms(s.settle)
         )?;
         let delay = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), ms);
-        writeln!(f, "{:<22}{}", "detection delay p50", delay(self.p50_delay))?;
-        writeln!(f, "{:<22}{}", "detection delay max", delay(self.max_delay))?;
+        for (name, value) in
+            [("p50", self.p50_delay), ("p90", self.p90_delay), ("p99", self.p99_delay), ("max", self.max_delay)]
+        {
+            writeln!(f, "{:<22}{}", format!("detection delay {name}"), delay(value))?;
+        }
         writeln!(f, "{:<22}{:.1}", "requests per verdict", self.checks_per_verdict)?;
         writeln!(f, "{:<22}{} of {}", "verdicts before switch", self.early, self.trials.len())?;
         write!(f, "{:<7}{:<9}{:>12}{:>8}  reason", "trial", "verdict", "delay", "checks")?;
@@ -368,6 +383,71 @@ mod tests {
         assert!(report.checks_per_verdict >= 10.0, "about 150 ms of failures at 20 ms, then 3 passes: {report}");
         let table = report.to_string();
         assert!(table.contains("unhealthy -> healthy") && table.contains("requests per verdict"), "{table}");
+    }
+
+    #[tokio::test]
+    async fn a_window_holds_the_pass_back_by_its_length_after_the_switch() {
+        let lab = std::sync::Arc::new(
+            LabService::start("127.0.0.1:0".parse().unwrap(), Schedule::parse("0s=healthy").unwrap()).await.unwrap(),
+        );
+        let policy = ProbePolicy {
+            interval: Duration::from_millis(20),
+            passes: 2,
+            window: Duration::from_millis(200),
+            deadline: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let scenario = Scenario {
+            from: Mode::Unhealthy,
+            to: Mode::Healthy,
+            after: Duration::from_millis(100),
+            settle: Duration::ZERO,
+            spread: Duration::from_millis(20),
+        };
+        let report = detection(&Peek(lab.clone()), &policy, lab.as_ref(), &scenario, 3).await.unwrap();
+        assert_eq!(report.early, 0, "{report}");
+        // The last failure was seen at most one interval before the switch, and no
+        // pass comes sooner than the window after it.
+        let bound = (policy.interval + policy.timeout) * policy.passes + policy.window;
+        for trial in &report.trials {
+            let delay = trial.delay.expect("decided after the switch");
+            assert!(trial.passed && delay >= policy.window - policy.interval && delay <= bound, "{report}");
+        }
+        assert!(report.p50_delay <= report.p90_delay && report.p90_delay <= report.p99_delay);
+        assert_eq!(report.p99_delay, report.max_delay, "nearest rank over 3 trials is the slowest");
+    }
+
+    #[tokio::test]
+    async fn a_regression_fails_the_probe_after_the_switch_within_its_failure_limit() {
+        let lab = std::sync::Arc::new(
+            LabService::start("127.0.0.1:0".parse().unwrap(), Schedule::parse("0s=healthy").unwrap()).await.unwrap(),
+        );
+        // Never enough passes to pass: the probe watches until it sees 3 failures.
+        let policy = ProbePolicy {
+            interval: Duration::from_millis(20),
+            passes: u32::MAX,
+            max_failures: 2,
+            deadline: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let scenario = Scenario {
+            from: Mode::Healthy,
+            to: Mode::Unhealthy,
+            after: Duration::from_millis(120),
+            settle: Duration::ZERO,
+            spread: Duration::from_millis(20),
+        };
+        let report = detection(&Peek(lab.clone()), &policy, lab.as_ref(), &scenario, 3).await.unwrap();
+        assert_eq!(report.early, 0, "{report}");
+        let failures = policy.max_failures + 1;
+        let bound = (policy.interval + policy.timeout) * failures;
+        for trial in &report.trials {
+            let delay = trial.delay.expect("decided after the switch");
+            assert!(!trial.passed && trial.reason.contains("3 failures"), "{report}");
+            assert!(delay >= policy.interval * (failures - 1) && delay <= bound, "{report}");
+        }
+        assert!(report.max_delay.unwrap() < Duration::from_secs(1), "{report}");
+        assert!(report.to_string().contains("detection delay p90"), "{report}");
     }
 
     #[tokio::test]

@@ -164,7 +164,11 @@ fn client_builder() -> reqwest::ClientBuilder {
 pub(crate) fn client_trusting(name: &str, field: &str, path: &Path) -> Result<reqwest::Client> {
     let certs = ca_bundle(field, path).map_err(|e| Error::invalid_input(format!("{name:?}: {e}")))?;
     client_builder().tls_certs_only(certs).build().map_err(|e| {
-        Error::invalid_input(format!("{name:?}: `{field}` {} is not a usable CA bundle: {}", path.display(), chain(&e)))
+        Error::invalid_input(format!(
+            "{name:?}: `{field}` {} is not a usable CA bundle: {}",
+            path.display(),
+            describe(e)
+        ))
     })
 }
 
@@ -174,7 +178,7 @@ pub(crate) fn ca_bundle(field: &str, path: &Path) -> std::result::Result<Vec<req
     let shown = path.display();
     let pem = std::fs::read(path).map_err(|e| format!("`{field}` {shown} cannot be read: {e}"))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("`{field}` {shown} is not a PEM bundle: {}", chain(&e)))?;
+        .map_err(|e| format!("`{field}` {shown} is not a PEM bundle: {}", describe(e)))?;
     if certs.is_empty() {
         return Err(format!("`{field}` {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
     }
@@ -185,29 +189,45 @@ pub(crate) fn ca_bundle(field: &str, path: &Path) -> std::result::Result<Vec<req
 /// (Connect): invalid peer certificate: UnknownIssuer`): reqwest's own text hides
 /// the cause in `source()`. Without the URL, which may hold credentials.
 pub(crate) fn describe(e: reqwest::Error) -> String {
-    chain(&e.without_url())
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(inner) = cause {
+    let e = e.without_url();
+    let mut text = String::new();
+    for inner in causes(&e) {
         let more = inner.to_string();
         // Wrappers often repeat their cause's text: say each thing once.
-        if !text.contains(&more) {
+        if text.is_empty() {
+            text = more;
+        } else if !text.contains(&more) {
             text.push_str(": ");
             text.push_str(&more);
         }
-        cause = inner.source();
     }
     text
 }
 
-/// Whether an error chain from [`describe`] is about a TLS certificate (rustls says
-/// `invalid peer certificate: UnknownIssuer`, `…: NotValidForName`, `…: Expired`).
-/// By text: the rustls error sits inside an `io::Error`, whose `source()` skips it.
-fn is_certificate_error(text: &str) -> bool {
-    text.to_ascii_lowercase().contains("certificate")
+/// `e` and its causes, outermost first, including the error inside an `io::Error`
+/// (whose `source()` skips it: rustls's errors travel that way).
+fn causes<'a>(e: &'a (dyn std::error::Error + 'static)) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut all = vec![e];
+    let mut next = e.source();
+    while let Some(inner) = next {
+        all.push(inner);
+        next = match inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => inner.source(),
+        };
+    }
+    all
+}
+
+/// Whether rustls refused the server's certificate somewhere in `e`'s causes
+/// (`UnknownIssuer`, `NotValidForName`, `Expired`, …), by type rather than by text.
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    causes(e).iter().any(|inner| {
+        matches!(
+            inner.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        )
+    })
 }
 
 impl HttpVerifier {
@@ -234,10 +254,10 @@ impl HttpVerifier {
     /// refused connection fail, a timeout or anything else is inconclusive; the
     /// detail names the cause.
     fn unanswered(&self, e: reqwest::Error) -> Check {
-        let (connect, timeout) = (e.is_connect(), e.is_timeout());
+        let (connect, timeout, certificate) = (e.is_connect(), e.is_timeout(), is_certificate_error(&e));
         let cause = describe(e);
         let trust = if self.check.ca_file.is_some() { "the CA file" } else { "the system's roots" };
-        if is_certificate_error(&cause) {
+        if certificate {
             let detail = format!("TLS certificate of {} does not verify against {trust}: {cause}", self.shown);
             Check::new(Outcome::Fail, detail)
         } else if connect {

@@ -8,12 +8,15 @@
 //! at time *t* sees what the recorded check that started nearest to *t* saw (the
 //! record's resolution is its interval; under the run's own policy each replayed
 //! check meets the check it replays, so the verdict and its checks are reproduced
-//! exactly). The record says
-//! nothing past its last check plus one recorded interval; a policy that needs
-//! longer ends *undetermined*, said so, rather than guessing — unless asked to assume
-//! the last observation held ([`Hold::LastObservation`]: a verification that ended
-//! in a pass was followed by a healthy service, as far as anyone knows). Jitter is
-//! not drawn (replays are deterministic).
+//! exactly). A recorded check slower than the replayed policy's timeout counts as
+//! the timeout the live probe would have hit (inconclusive). The record says
+//! nothing past its last check plus one recorded interval, nor between its checks:
+//! a policy that needs longer, or that checks more often than the record so that
+//! one recorded check would stand for two, ends *undetermined*, said so, rather
+//! than guessing — unless asked to assume the last observation held past the
+//! record's end ([`Hold::LastObservation`]: a verification that ended in a pass was
+//! followed by a healthy service, as far as anyone knows). Jitter is not drawn
+//! (replays are deterministic).
 //!
 //! ```
 //! use rollback_core::verify::replay::{replay, Hold};
@@ -92,23 +95,32 @@ pub fn replay(record: &[Check], policy: &ProbePolicy, hold: Hold) -> Replayed {
     let mut tally = Tally::new(policy);
     let mut observations = Vec::new();
     let mut at = Duration::ZERO;
+    let mut used = None;
     loop {
-        if at > known_until {
-            return Replayed {
-                passed: None,
-                reason: format!(
-                    "undetermined: the record ends at {:?} and this policy would check again at {at:?}",
-                    known_until
-                ),
-                after: at,
-                checks: observations.len(),
-                observations,
-            };
+        let index = nearest(&offsets, at);
+        let past_the_record = at > offsets[offsets.len() - 1];
+        let repeats = used == Some(index);
+        if at > known_until || (repeats && past_the_record && hold == Hold::Record) {
+            let last = offsets[offsets.len() - 1];
+            let reason =
+                format!("the record ends with a check at {last:?} and this policy would check again at {at:?}");
+            return undetermined(reason, at, observations);
         }
-        let seen = &record[nearest(&offsets, at)];
-        observations.push((at.as_secs_f64(), seen.outcome));
+        if repeats && !past_the_record {
+            let reason = format!(
+                "this policy checks again at {at:?}, nearest the recorded check at {:?} it already replayed: the \
+                 record is too sparse for it",
+                offsets[index]
+            );
+            return undetermined(reason, at, observations);
+        }
+        used = Some(index);
+        let seen = &record[index];
+        // A recorded check slower than this policy's timeout would have timed out.
+        let outcome = if seen.latency > policy.timeout { Outcome::Inconclusive } else { seen.outcome };
+        observations.push((at.as_secs_f64(), outcome));
         let done = at + seen.latency.min(policy.timeout);
-        match tally.record(seen.outcome, at, done, 0.0) {
+        match tally.record(outcome, at, done, 0.0) {
             Next::Verdict { passed, reason } => {
                 return Replayed {
                     passed: Some(passed),
@@ -120,6 +132,17 @@ pub fn replay(record: &[Check], policy: &ProbePolicy, hold: Hold) -> Replayed {
             }
             Next::CheckAt(next) => at = next,
         }
+    }
+}
+
+/// A replay the record cannot decide, and why.
+fn undetermined(why: String, at: Duration, observations: Vec<(f64, Outcome)>) -> Replayed {
+    Replayed {
+        passed: None,
+        reason: format!("undetermined: {why}"),
+        after: at,
+        checks: observations.len(),
+        observations,
     }
 }
 
@@ -339,6 +362,33 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_checking_more_often_than_the_record_is_undetermined() {
+        let rec = record(&[Outcome::Fail, Outcome::Pass, Outcome::Pass, Outcome::Pass], Duration::from_secs(2));
+        let eager = ProbePolicy { interval: Duration::from_millis(500), passes: 2, ..Default::default() };
+        let r = replay(&rec, &eager, Hold::Record);
+        assert_eq!(r.passed, None, "{r:?}");
+        assert!(r.reason.contains("too sparse"), "{}", r.reason);
+        // Past the record's end, holding the last observation may repeat it.
+        let rec = record(&[Outcome::Pass], Duration::from_secs(1));
+        let held = replay(&rec, &eager, Hold::LastObservation);
+        assert_eq!((held.passed, held.checks), (Some(true), 2));
+    }
+
+    #[test]
+    fn a_recorded_check_slower_than_the_timeout_counts_as_timed_out() {
+        let mut rec = record(&[Outcome::Pass; 4], Duration::from_secs(1));
+        for check in &mut rec {
+            check.latency = Duration::from_millis(800);
+        }
+        let patient = ProbePolicy { interval: Duration::from_secs(1), passes: 2, ..Default::default() };
+        assert_eq!(replay(&rec, &patient, Hold::Record).passed, Some(true));
+        let hasty = ProbePolicy { timeout: Duration::from_millis(500), max_inconclusive: 1, ..patient };
+        let r = replay(&rec, &hasty, Hold::Record);
+        assert_eq!(r.passed, Some(false), "{r:?}");
+        assert!(r.observations.iter().all(|(_, o)| *o == Outcome::Inconclusive), "{r:?}");
+    }
+
+    #[test]
     fn the_window_and_limits_behave_as_live() {
         let rec = record(&[Outcome::Fail, Outcome::Pass, Outcome::Pass, Outcome::Pass], Duration::from_secs(1));
         let windowed = ProbePolicy {
@@ -353,9 +403,8 @@ mod tests {
         assert_eq!((r.passed, r.checks), (Some(false), 1));
     }
 
-    /// Random records: a policy needing more passes never passes sooner, one
-    /// allowing fewer failures never fails later, and the same policy reproduces
-    /// itself on a record it produced.
+    /// Random records: a policy needing more passes never passes sooner, and one
+    /// allowing fewer failures never fails later.
     #[test]
     fn stricter_policies_pass_no_earlier_and_fail_no_later() {
         let every = Duration::from_millis(100);
