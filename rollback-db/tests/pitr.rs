@@ -175,6 +175,12 @@ impl Cluster {
     }
 }
 
+/// What PostgreSQL said about where its recovery stopped, from the step's report.
+fn recovery_stopped(report: &Report) -> String {
+    let step = report.steps.iter().find(|s| s.step.as_str() == "db-back").expect("the recovery step");
+    step.detail["recovery_stopped"].as_str().unwrap_or_default().to_owned()
+}
+
 fn setup_orders(c: &Cluster) {
     c.sql("CREATE TABLE orders (id serial PRIMARY KEY, note text NOT NULL, at timestamptz NOT NULL DEFAULT now())");
     c.insert("before-backup", 100);
@@ -207,6 +213,8 @@ async fn to_a_restore_point_then_again(c: Cluster) {
     assert!(shown.contains("30 row(s) changed after") && shown.contains("recovery discards every write"), "{shown}");
     let report = c.recover(Selector::Exact("rb-pre-deploy-1".into()), &["SELECT count(*) = 150 FROM orders"]).await;
     assert_eq!(report.state, RunState::Succeeded, "{report}");
+    let stopped = recovery_stopped(&report);
+    assert!(stopped.contains("recovery stopping at restore point \"rb-pre-deploy-1\""), "{stopped:?}");
     assert_eq!(c.rows(), ["before-backup:100", "good:50"], "the bad deploy's rows are gone, the rest are there");
     assert_eq!(c.timeline(), 2, "the recovered cluster serves on the original port, on a new timeline");
     assert_eq!(c.beside("damaged").len(), 1, "the damaged data directory is kept");
@@ -245,12 +253,26 @@ async fn to_just_before_a_time(c: Cluster) {
     c.insert("bad-deploy", 30);
     let report = c.recover(Selector::Before(before), &[]).await;
     assert_eq!(report.state, RunState::Succeeded, "{report}");
+    let stopped = recovery_stopped(&report);
+    assert!(stopped.contains("recovery stopping before commit of transaction"), "{stopped:?}");
     assert_eq!(c.rows(), ["before-backup:100", "good:50"]);
 }
 
 #[tokio::test]
 async fn unreachable_targets_are_refused_naming_why_with_nothing_changed() {
     let Some(c) = cluster() else { return };
+    unreachable_refused(c).await;
+}
+
+/// The same refusals with pgBackRest, but for the archive gap (its repository's
+/// layout is its own).
+#[tokio::test]
+async fn the_pgbackrest_engine_refuses_unreachable_targets() {
+    let Some(c) = pgbackrest_cluster() else { return };
+    unreachable_refused(c).await;
+}
+
+async fn unreachable_refused(c: Cluster) {
     c.sql("CREATE TABLE orders (id serial PRIMARY KEY, note text NOT NULL, at timestamptz NOT NULL DEFAULT now())");
     assert_eq!(c.restore_point("rb-too-early").await.state, RunState::Succeeded);
     c.insert("before-backup", 10);
@@ -271,15 +293,17 @@ async fn unreachable_targets_are_refused_naming_why_with_nothing_changed() {
     refused(&c.recover(Selector::Exact("rb-too-early".into()), &[]).await, &["before the oldest usable base backup"]);
     let future = chrono::Utc::now() + chrono::Duration::hours(1);
     refused(&c.recover(Selector::Before(future), &[]).await, &["not in the past"]);
-    // A gap: the archived segment the base backup starts in goes missing.
-    let label = std::fs::read_to_string(c.backups.join("b1/backup_label")).unwrap();
-    let start = label.lines().find_map(|l| l.split("(file ").nth(1)).unwrap().trim_end_matches(')').to_owned();
-    let victim = c.archive.join(&start);
-    let kept = c.server.root.join("kept-segment");
-    std::fs::rename(&victim, &kept).unwrap();
-    let gap = c.recover(Selector::Exact("rb-ok".into()), &[]).await;
-    std::fs::rename(&kept, &victim).unwrap();
-    refused(&gap, &["gap", &victim.file_name().unwrap().to_string_lossy()]);
+    if c.pgbackrest.is_none() {
+        // A gap: the archived segment the base backup starts in goes missing.
+        let label = std::fs::read_to_string(c.backups.join("b1/backup_label")).unwrap();
+        let start = label.lines().find_map(|l| l.split("(file ").nth(1)).unwrap().trim_end_matches(')').to_owned();
+        let victim = c.archive.join(&start);
+        let kept = c.server.root.join("kept-segment");
+        std::fs::rename(&victim, &kept).unwrap();
+        let gap = c.recover(Selector::Exact("rb-ok".into()), &[]).await;
+        std::fs::rename(&kept, &victim).unwrap();
+        refused(&gap, &["gap", &victim.file_name().unwrap().to_string_lossy()]);
+    }
 
     assert_eq!(c.timeline(), 1, "nothing was recovered");
     assert_eq!(c.rows(), ["before-backup:10", "good:5"]);
@@ -393,6 +417,16 @@ async fn to_a_wal_location(c: Cluster) {
 #[tokio::test]
 async fn a_restore_point_left_behind_by_a_recovery_is_refused() {
     let Some(c) = cluster() else { return };
+    left_behind_point_refused(c).await;
+}
+
+#[tokio::test]
+async fn the_pgbackrest_engine_refuses_a_restore_point_left_behind() {
+    let Some(c) = pgbackrest_cluster() else { return };
+    left_behind_point_refused(c).await;
+}
+
+async fn left_behind_point_refused(c: Cluster) {
     setup_orders(&c);
     assert_eq!(c.restore_point("rb-a").await.state, RunState::Succeeded);
     c.insert("between", 5);
@@ -408,6 +442,16 @@ async fn a_restore_point_left_behind_by_a_recovery_is_refused() {
 #[tokio::test]
 async fn failing_archiving_is_refused() {
     let Some(c) = cluster() else { return };
+    failing_archiving_refused(c).await;
+}
+
+#[tokio::test]
+async fn the_pgbackrest_engine_refuses_while_archiving_fails() {
+    let Some(c) = pgbackrest_cluster() else { return };
+    failing_archiving_refused(c).await;
+}
+
+async fn failing_archiving_refused(c: Cluster) {
     setup_orders(&c);
     assert_eq!(c.restore_point("rb-a").await.state, RunState::Succeeded);
     c.sql("ALTER SYSTEM SET archive_command = 'false'");
@@ -434,6 +478,16 @@ async fn failing_archiving_is_refused() {
 #[tokio::test]
 async fn keeps_the_target_contract() {
     let Some(c) = cluster() else { return };
+    target_contract(c).await;
+}
+
+#[tokio::test]
+async fn the_pgbackrest_engine_keeps_the_target_contract() {
+    let Some(c) = pgbackrest_cluster() else { return };
+    target_contract(c).await;
+}
+
+async fn target_contract(c: Cluster) {
     setup_orders(&c);
     assert_eq!(c.restore_point("rb-a").await.state, RunState::Succeeded);
     c.insert("between", 5);

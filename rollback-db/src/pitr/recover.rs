@@ -276,7 +276,10 @@ async fn beside_then_switch(target: &PgPitr, recovery: &Recovery, d: &Dirs, key:
     if let Some(line) =
         std::fs::read_to_string(&d.log).unwrap_or_default().lines().find(|l| l.contains("recovery stopping"))
     {
-        tracing::info!(target: "rollback_db::pitr", "{}", rollback_core::process::cause(line));
+        // PostgreSQL's own word on where it stopped, in the step's report too.
+        let stopped = rollback_core::process::cause(line);
+        tracing::info!(target: "rollback_db::pitr", "{stopped}");
+        rollback_core::progress::note("recovery_stopped", stopped);
     }
     if let Err(failed) = verify(target, spare).await {
         target.tools.stop(&d.recovering).await?;
