@@ -33,11 +33,22 @@ pub struct Cli {
     pub home: PathBuf,
 
     /// The journal, shared by every runner host: a PostgreSQL URL
-    /// (`postgres://user@db/ops`; the password from PGPASSWORD or ~/.pgpass, or in the
-    /// URL through the environment). Default: the file journal in the home. Artifacts
-    /// stay in the home.
-    #[arg(long, global = true, env = "ROLLBACK_JOURNAL", hide_env_values = true, value_name = "URL")]
-    pub journal: Option<String>,
+    /// (`postgres://user@db/ops`, the password from PGPASSWORD or ~/.pgpass), or where
+    /// to read the whole URL so its password is on no command line: `env:VAR` or
+    /// `file:PATH`. Default: the file journal in the home. Artifacts stay in the home.
+    #[arg(long, global = true, env = "ROLLBACK_JOURNAL", hide_env_values = true, value_name = "URL|env:VAR|file:PATH")]
+    pub journal: Option<JournalArg>,
+
+    /// This runner's host id, in its leases and in the runs it starts (default: the
+    /// hostname): give each runner sharing a journal its own.
+    #[arg(long, global = true, env = "ROLLBACK_HOST", value_name = "ID")]
+    pub host: Option<String>,
+
+    /// How long a runner's lease on its targets lasts unrenewed (it renews every third
+    /// of it): how soon another host may resume a run whose runner died.
+    #[arg(long, global = true, env = "ROLLBACK_LEASE_TTL", default_value = "30s", value_name = "DURATION",
+          value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
 
     /// Less output: errors only.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
@@ -334,4 +345,57 @@ pub enum VerifyCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+}
+
+/// `--journal`: the shared journal's URL, or a reference to where it is read.
+/// Neither `Debug` nor an error shows the URL.
+#[derive(Debug, Clone)]
+pub enum JournalArg {
+    /// Given on the command line (or in `ROLLBACK_JOURNAL`).
+    Url(rollback_core::Secret),
+    /// Read when the journal is opened.
+    From(rollback_core::SecretRef),
+}
+
+impl std::str::FromStr for JournalArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        use rollback_core::SecretRef;
+        let reference = match text.split_once(':') {
+            Some(("env", var)) if !var.is_empty() => SecretRef::Env { var: var.to_owned() },
+            Some(("file", path)) if !path.is_empty() => SecretRef::File { path: path.into() },
+            _ => return Ok(JournalArg::Url(rollback_core::Secret::new(text))),
+        };
+        Ok(JournalArg::From(reference))
+    }
+}
+
+impl JournalArg {
+    /// The URL itself.
+    pub fn resolve(&self) -> rollback_core::Result<rollback_core::Secret> {
+        match self {
+            JournalArg::Url(url) => Ok(url.clone()),
+            JournalArg::From(reference) => reference.resolve(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JournalArg;
+    use rollback_core::SecretRef;
+
+    #[test]
+    fn a_journal_is_a_url_or_where_to_read_one_and_never_shown() {
+        let url: JournalArg = "postgres://ops:hunter2@db/ops".parse().unwrap();
+        assert!(matches!(&url, JournalArg::Url(u) if u.expose() == "postgres://ops:hunter2@db/ops"));
+        assert!(!format!("{url:?}").contains("hunter2"), "{url:?}");
+        let from_env: JournalArg = "env:OPS_JOURNAL".parse().unwrap();
+        assert!(matches!(from_env, JournalArg::From(SecretRef::Env { ref var }) if var == "OPS_JOURNAL"));
+        let from_file: JournalArg = "file:/run/secrets/journal".parse().unwrap();
+        assert!(matches!(from_file, JournalArg::From(SecretRef::File { ref path }) if path.ends_with("journal")));
+        let err = "env:ROLLBACK_TEST_SURELY_UNSET".parse::<JournalArg>().unwrap().resolve().unwrap_err();
+        assert!(err.to_string().contains("ROLLBACK_TEST_SURELY_UNSET"), "{err}");
+    }
 }

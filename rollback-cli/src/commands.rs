@@ -19,7 +19,11 @@ use crate::show;
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<i32> {
-    let home = Home::new(cli.home.clone(), cli.journal.clone());
+    if cli.lease_ttl.is_zero() {
+        return Err(Error::invalid_input("--lease-ttl / ROLLBACK_LEASE_TTL must be longer than zero"));
+    }
+    let settings = rollback_core::Settings { host: cli.host.clone(), lease_ttl: cli.lease_ttl, ..Default::default() };
+    let home = Home::new(cli.home.clone(), cli.journal.clone(), settings);
     let mode = Mode::detect(cli.quiet);
     match cli.command {
         Command::Validate(arg) => validate(&arg.plan),

@@ -4,19 +4,25 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rollback_core::{Engine, Error, MemoryJournal, MemoryLock, Notifier, Registry, Result};
+use rollback_core::{Engine, Error, MemoryJournal, MemoryLock, Notifier, Registry, Result, Settings};
+
+use crate::args::JournalArg;
 
 /// Where a run's state lives (`--home`, `$ROLLBACK_HOME`, `./.rollback`).
 pub struct Home {
     dir: PathBuf,
-    /// A shared journal's URL (`--journal`, `$ROLLBACK_JOURNAL`); never printed.
-    journal: Option<String>,
+    /// A shared journal (`--journal`, `$ROLLBACK_JOURNAL`); its URL is never printed.
+    journal: Option<JournalArg>,
+    /// This runner's host id and lease time (`--host`, `--lease-ttl`).
+    settings: Settings,
 }
 
 impl Home {
-    /// The home at `dir` (not created yet), with a shared journal when `journal` names one.
-    pub fn new(dir: PathBuf, journal: Option<String>) -> Self {
-        Home { dir, journal: journal.filter(|j| !j.is_empty()) }
+    /// The home at `dir` (not created yet), with a shared journal when `journal` names
+    /// one, for a runner with `settings`.
+    pub fn new(dir: PathBuf, journal: Option<JournalArg>, settings: Settings) -> Self {
+        let journal = journal.filter(|j| !matches!(j, JournalArg::Url(url) if url.expose().is_empty()));
+        Home { dir, journal, settings }
     }
 
     fn journal_dir(&self) -> PathBuf {
@@ -31,9 +37,10 @@ impl Home {
     /// The engine of commands that change things (run, drill, resume, approve): the
     /// home is created, private to its owner.
     pub async fn engine(&self, registry: Registry, notifiers: Vec<Arc<dyn Notifier>>) -> Result<Engine> {
-        let mut builder = Engine::builder(registry).home(&self.dir);
-        if let Some(url) = &self.journal {
-            builder = shared_journal(builder, url).await?;
+        let mut builder = Engine::builder(registry).home(&self.dir).settings(self.settings.clone());
+        if let Some(journal) = &self.journal {
+            let url = journal.resolve().map_err(|e| e.with_context("journal", "--journal / ROLLBACK_JOURNAL"))?;
+            builder = shared_journal(builder, url.expose()).await?;
         }
         for notifier in notifiers {
             builder = builder.notifier(notifier);
@@ -80,7 +87,8 @@ impl Home {
 async fn shared_journal(builder: rollback_core::EngineBuilder, url: &str) -> Result<rollback_core::EngineBuilder> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(Error::invalid_input(
-            "--journal / ROLLBACK_JOURNAL must be a postgres:// URL (the file journal is the default)",
+            "--journal / ROLLBACK_JOURNAL must be a postgres:// URL, or env:VAR or file:PATH holding one (the \
+             file journal is the default)",
         ));
     }
     let journal = rollback_db::PgJournal::connect(url).await.map_err(|e| e.with_context("journal", "postgres"))?;

@@ -262,3 +262,90 @@ impl Drop for PrivatePostgres {
         }
     }
 }
+
+/// The versions [`held_migrations`] writes, oldest first.
+pub const MIGRATIONS: [i64; 3] = [20251001, 20251005, 20251010];
+
+/// The advisory lock the second down script to run (20251005) waits on: a test
+/// holding it stops a rollback inside that script, to crash or kill it there.
+pub const HELD_DOWN_LOCK: i64 = 4242;
+
+/// Three sqlx migrations in `dir`, applied to the database at `url`, with a
+/// `down_log` table: each down script logs its version in its own transaction (so a
+/// test counts how often each ran), and 20251005's first waits for
+/// [`HELD_DOWN_LOCK`].
+///
+/// # Panics
+/// When the database refuses (test support: failing loudly is right).
+pub async fn held_migrations(url: &str, dir: &Path) {
+    let [a, b, c] = MIGRATIONS;
+    let log = |v: i64| format!("INSERT INTO down_log (version) VALUES ({v});");
+    std::fs::create_dir_all(dir).unwrap();
+    for (file, sql) in [
+        (format!("{a}_base.up.sql"), "CREATE TABLE base (id BIGINT);".to_string()),
+        (format!("{a}_base.down.sql"), format!("DROP TABLE base; {}", log(a))),
+        (format!("{b}_note.up.sql"), "ALTER TABLE base ADD COLUMN note TEXT;".to_string()),
+        (
+            format!("{b}_note.down.sql"),
+            format!("SELECT pg_advisory_xact_lock({HELD_DOWN_LOCK}); ALTER TABLE base DROP COLUMN note; {}", log(b)),
+        ),
+        (format!("{c}_items.up.sql"), "CREATE TABLE items (id BIGINT);".to_string()),
+        (format!("{c}_items.down.sql"), format!("DROP TABLE items; {}", log(c))),
+    ] {
+        std::fs::write(dir.join(file), sql).unwrap();
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    sqlx::query("CREATE TABLE down_log (id BIGSERIAL PRIMARY KEY, version BIGINT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(dir.to_path_buf()).await.unwrap().run(&pool).await.unwrap();
+    pool.close().await;
+}
+
+/// The versions whose down scripts committed, in order; `None` while the server
+/// cannot be reached.
+pub async fn down_log(url: &str) -> Option<Vec<i64>> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect(url)
+        .await
+        .ok()?;
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT version FROM down_log ORDER BY id").fetch_all(&pool).await.ok()?;
+    pool.close().await;
+    Some(rows.into_iter().map(|(v,)| v).collect())
+}
+
+/// The versions sqlx records as applied.
+///
+/// # Panics
+/// When the database cannot be read.
+pub async fn applied(url: &str) -> Vec<i64> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    let rows: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    rows.into_iter().map(|(v,)| v).collect()
+}
+
+/// Waits until a session waits for an advisory lock (a held down script has
+/// started), on `conn`, for at most a minute.
+///
+/// # Panics
+/// When none does within the minute.
+pub async fn await_lock_waiter(conn: &mut sqlx::PgConnection) {
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the held down migration never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

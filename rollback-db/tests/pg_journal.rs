@@ -69,6 +69,19 @@ async fn passes_the_core_journal_suite() {
     .await;
 }
 
+/// The lease lock on the journal's own lease table (with the trigger that records
+/// every granted token for the append's check) keeps core's lock contract.
+#[tokio::test]
+async fn its_lease_lock_passes_the_core_lock_suite() {
+    let Some(admin) = admin_url() else { return };
+    let url = database(&admin).await;
+    conformance::lock_suite(|| {
+        let url = url.clone();
+        async move { Arc::new(journal(&url).await.lease_lock().await.unwrap()) as Arc<dyn Lock> }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn keeps_its_tables_and_migrations_in_its_own_schema() {
     let Some(admin) = admin_url() else { return };

@@ -10,65 +10,12 @@
 //! `ROLLBACK_TEST_POSTGRES_URL`, which `scripts/test.sh` sets once it has installed them.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use rollback_core::testkit::outage::assert_cut_by_outage;
 use rollback_core::{Engine, Plan, Registry, RunState, Selector, Spec, Step, StepOp};
-use rollback_db::testing::PrivatePostgres;
-
-const MIGRATIONS: [i64; 3] = [20251001, 20251005, 20251010];
-
-/// The advisory lock the second down script waits on while the test holds it.
-const HOLD: i64 = 4242;
-
-/// Three migrations; each down script logs itself in its own transaction, and the
-/// second one to run down (20251005) first waits for the advisory lock [`HOLD`], so
-/// the outage lands inside it.
-async fn migrated(url: &str, dir: &Path) {
-    let [a, b, c] = MIGRATIONS;
-    let log = |v: i64| format!("INSERT INTO down_log (version) VALUES ({v});");
-    std::fs::create_dir_all(dir).unwrap();
-    for (file, sql) in [
-        (format!("{a}_base.up.sql"), "CREATE TABLE base (id BIGINT);".to_string()),
-        (format!("{a}_base.down.sql"), format!("DROP TABLE base; {}", log(a))),
-        (format!("{b}_note.up.sql"), "ALTER TABLE base ADD COLUMN note TEXT;".to_string()),
-        (
-            format!("{b}_note.down.sql"),
-            format!("SELECT pg_advisory_xact_lock({HOLD}); ALTER TABLE base DROP COLUMN note; {}", log(b)),
-        ),
-        (format!("{c}_items.up.sql"), "CREATE TABLE items (id BIGINT);".to_string()),
-        (format!("{c}_items.down.sql"), format!("DROP TABLE items; {}", log(c))),
-    ] {
-        std::fs::write(dir.join(file), sql).unwrap();
-    }
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
-    sqlx::query("CREATE TABLE down_log (id BIGSERIAL PRIMARY KEY, version BIGINT NOT NULL)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(dir.to_path_buf()).await.unwrap().run(&pool).await.unwrap();
-    pool.close().await;
-}
-
-async fn down_log(url: &str) -> Option<Vec<i64>> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(url)
-        .await
-        .ok()?;
-    let rows: Vec<(i64,)> = sqlx::query_as("SELECT version FROM down_log ORDER BY id").fetch_all(&pool).await.ok()?;
-    pool.close().await;
-    Some(rows.into_iter().map(|(v,)| v).collect())
-}
-
-async fn applied(url: &str) -> Vec<i64> {
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
-    let rows: Vec<(i64,)> =
-        sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.unwrap();
-    pool.close().await;
-    rows.into_iter().map(|(v,)| v).collect()
-}
+use rollback_db::testing::{
+    HELD_DOWN_LOCK as HOLD, MIGRATIONS, PrivatePostgres, applied, await_lock_waiter, down_log, held_migrations,
+};
 
 fn plan(url: &str, migrations: &Path) -> Plan {
     let mut plan = Plan::new("schema back two").stage(
@@ -93,7 +40,7 @@ async fn a_server_crash_mid_migration_is_reported_and_resume_finishes() {
     let url = server.url("postgres");
     let work = tempfile::tempdir().unwrap();
     let migrations = work.path().join("migrations");
-    migrated(&url, &migrations).await;
+    held_migrations(&url, &migrations).await;
     let mut registry = Registry::new();
     rollback_db::register(&mut registry);
     let engine = Engine::builder(registry).home(work.path().join("home")).try_build().unwrap();
@@ -108,19 +55,7 @@ async fn a_server_crash_mid_migration_is_reported_and_resume_finishes() {
         async move { engine.run(plan, Default::default()).await }
     });
     // The first down script (20251010) has committed; the second waits on the lock.
-    let started = Instant::now();
-    loop {
-        let waiting: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-                .fetch_one(&mut *held)
-                .await
-                .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the second down migration never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_lock_waiter(&mut held).await;
     assert_eq!(down_log(&url).await.as_deref(), Some(&[MIGRATIONS[2]][..]), "the first down script committed");
     server.crash();
     drop(held);

@@ -1,0 +1,113 @@
+//! Two runner hosts sharing one PostgreSQL journal: separate `rollback` processes,
+//! each with its own home and `--host` id. Host A is SIGKILLed inside a step (a
+//! down migration held on an advisory lock the test owns); host B's resume is
+//! refused while A's lease lasts, naming A, and finishes the run once the lease
+//! expired — each down script committed once, as the database itself shows.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[allow(dead_code)] // each test binary uses some of the helpers
+mod common;
+use common::{BIN, Out, out};
+use rollback_db::testing::{HELD_DOWN_LOCK, MIGRATIONS, applied, await_lock_waiter, down_log, held_migrations};
+
+/// A fresh database `name` on the server at `admin`; its URL.
+fn database(admin: &str, name: &str) -> String {
+    for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
+        let made = Command::new("psql").args(["-X", "-q", "-d", admin, "-c", &sql]).output().unwrap();
+        assert!(made.status.success(), "{sql}: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+const PLAN: &str = r#"name = "schema back two"
+[[targets]]
+kind = "sqlx-migrations"
+name = "schema"
+config = { migrations = "${MIGRATIONS_DIR}" }
+secrets = { url = { from = "env", var = "SCHEMA_URL" } }
+[[stages]]
+name = "schema"
+steps = [{ id = "schema-down", op = "rollback", target = "schema", to = { back = 2 } }]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_host_died_is_resumed_on_another_once_its_lease_expired() {
+    let Some(admin) = rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL") else { return };
+    let pid = std::process::id();
+    let journal_url = database(&admin, &format!("rb_hosts_journal_{pid}"));
+    let schema_url = database(&admin, &format!("rb_hosts_schema_{pid}"));
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    held_migrations(&schema_url, &migrations).await;
+    let plan = dir.path().join("schema.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    // Each host: its own home and id; the journal's URL read from the environment.
+    let host = |name: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--home", dir.path().join(name).to_str().unwrap(), "--host", name, "--journal", "env:JOURNAL_URL"])
+            .env("JOURNAL_URL", &journal_url)
+            .env("SCHEMA_URL", &schema_url)
+            .env("MIGRATIONS_DIR", &migrations)
+            .env_remove("ROLLBACK_JOURNAL")
+            .env_remove("ROLLBACK_HOME");
+        cmd
+    };
+    let finished = |cmd: &mut Command| -> Out { out(cmd.output().unwrap()) };
+
+    // Host A starts; the second down script waits on the test's lock; A is killed there.
+    let hold = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&schema_url).await.unwrap();
+    let mut held = hold.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(HELD_DOWN_LOCK).execute(&mut *held).await.unwrap();
+    let mut a = host("host-a")
+        .args(["--lease-ttl", "6s", "run", plan.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    await_lock_waiter(&mut held).await;
+    a.kill().unwrap(); // SIGKILL: no clean-up, its lease stays until it expires
+    let killed_at = Instant::now();
+    assert!(a.wait().unwrap().code().is_none(), "host A died by a signal");
+    assert_eq!(down_log(&schema_url).await.unwrap(), [MIGRATIONS[2]], "A committed the first down script only");
+
+    let runs = finished(host("host-b").args(["runs", "--output", "json"]));
+    assert_eq!(runs.code, 0, "{runs}");
+    let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    let run = runs[0]["run"].as_str().expect("B sees A's run").to_owned();
+
+    // While A's lease lasts, B is refused, told who holds it.
+    let refused = finished(host("host-b").args(["resume", &run]));
+    assert!(killed_at.elapsed() < Duration::from_secs(5), "the refusal came inside the lease");
+    assert_eq!(refused.code, 3, "locked: {refused}");
+    assert!(refused.stderr.contains("host-a") && refused.stderr.contains(&a.id().to_string()), "{refused}");
+    // A's orphaned session may finish its script now; uncommitted, it is rolled back.
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(HELD_DOWN_LOCK).execute(&mut *held).await.unwrap();
+    drop(held);
+    hold.close().await;
+
+    // Once the lease expired, B finishes the run: the second script once, the first not again.
+    let resumed = loop {
+        let o = finished(host("host-b").args(["resume", &run, "--output", "json"]));
+        if o.code != 3 || killed_at.elapsed() > Duration::from_secs(30) {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(resumed.code, 0, "{resumed}");
+    assert!(killed_at.elapsed() >= Duration::from_secs(2), "B waited for the lease to run out");
+    let report: serde_json::Value = serde_json::from_str(&resumed.stdout).unwrap();
+    assert_eq!(report["state"], "succeeded", "{resumed}");
+    assert_eq!(down_log(&schema_url).await.unwrap(), [MIGRATIONS[2], MIGRATIONS[1]], "each down script once");
+    assert_eq!(applied(&schema_url).await, [MIGRATIONS[0]]);
+
+    // Host A's home sees the run finished, by B.
+    let seen = finished(host("host-a").args(["report", &run]));
+    assert_eq!(seen.code, 0, "{seen}");
+    assert!(seen.stdout.contains("succeeded"), "{seen}");
+    for text in [refused.to_string(), resumed.to_string(), seen.to_string()] {
+        let password = "rollback-test";
+        assert!(!text.contains(password), "a password in: {text}");
+    }
+}
