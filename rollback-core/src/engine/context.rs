@@ -172,16 +172,28 @@ impl RunCtx {
             *self.pending.lock().map_err(|_| Error::internal("pending poisoned"))? = batch;
             return Ok(0);
         }
-        self.engine.journal.append_batch(&self.run, Some(fence), batch, Durability::Sync).await
+        self.write(fence, batch).await
     }
 
     /// Writes buffered entries durably.
     pub(crate) async fn flush(&self) -> Result<()> {
         let batch = std::mem::take(&mut *self.pending.lock().map_err(|_| Error::internal("pending poisoned"))?);
         if !batch.is_empty() {
-            self.engine.journal.append_batch(&self.run, Some(self.lease.fence()), batch, Durability::Sync).await?;
+            self.write(self.lease.fence(), batch).await?;
         }
         Ok(())
+    }
+
+    /// Appends `batch` durably; a failure names what the journal did not get (the
+    /// steps and run states of the batch), so the error says where the run stands.
+    async fn write(&self, fence: &crate::journal::Fence, batch: Vec<Entry>) -> Result<u64> {
+        let unwritten = unjournaled(&batch);
+        self.engine.journal.append_batch(&self.run, Some(fence), batch, Durability::Sync).await.map_err(|e| {
+            match unwritten {
+                Some(what) => e.with_context("not journaled", what),
+                None => e,
+            }
+        })
     }
 
     /// Folds a record written by another process (an approval) into the in-process log.
@@ -399,4 +411,20 @@ fn lock_resources(run: &RunId, identities: &BTreeMap<TargetId, Identity>) -> Vec
         resources.push(format!("rollback:run:{run}"));
     }
     resources
+}
+
+/// The steps and run states `batch` records, in words (`schema-down done, run
+/// succeeded`); `None` when it records neither.
+fn unjournaled(batch: &[Entry]) -> Option<String> {
+    let said: Vec<String> = batch
+        .iter()
+        .filter_map(|entry| match entry {
+            Entry::Intent { step, .. } => Some(format!("intent of {step}")),
+            Entry::StepStarted { step, .. } => Some(format!("start of {step}")),
+            Entry::Outcome { step, state, .. } => Some(format!("{step} {state}")),
+            Entry::StateChanged { to, .. } => Some(format!("run {to}")),
+            _ => None,
+        })
+        .collect();
+    (!said.is_empty()).then(|| said.join(", "))
 }
