@@ -11,10 +11,12 @@ Exit status:
   2    bad input: the plan, an argument or a run id is wrong; nothing was changed
   3    locked: another run holds a target (the error names it)
   4    stopped at an approval gate (--no-wait); approve, then resume
-  130  interrupted (Ctrl-C): stopped at a step boundary, journaled; resume finishes it
+  130  interrupted (Ctrl-C, or `rollback cancel` from any host): stopped at a step boundary, journaled; resume finishes it
 
 Environment:
   ROLLBACK_HOME   where journals, locks and artifacts live (default ./.rollback)
+  ROLLBACK_JOURNAL  a shared PostgreSQL journal (--journal), ROLLBACK_HOST this runner's id (--host),
+                  ROLLBACK_LEASE_TTL its lease time (--lease-ttl)
   NO_COLOR        no colour in the output
   RUST_LOG        log filter (overrides -q/-v)";
 
@@ -149,6 +151,16 @@ pub enum Command {
         /// Reject instead of approve: the run halts.
         #[arg(long)]
         reject: bool,
+    },
+
+    /// Ask a running run to stop at its next step boundary, from any process or host
+    /// sharing its journal; it ends `cancelled` and `resume` continues it.
+    Cancel {
+        /// The run id.
+        run: String,
+        /// Who asks (journaled, and named in the run's state).
+        #[arg(long, value_name = "NAME")]
+        by: String,
     },
 
     /// Show a run's report: a timeline of its steps and what it left.

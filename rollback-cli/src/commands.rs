@@ -32,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Drill(args) => run_plan(&home, args, true, mode).await,
         Command::Resume { run, no_wait, output } => resume(&home, &run, no_wait, output, mode).await,
         Command::Approve { run, step, by, reject } => approve(&home, &run, &step, &by, reject).await,
+        Command::Cancel { run, by } => cancel(&home, &run, &by).await,
         Command::Report { run, output, html } => report(&home, &run, output, html.as_deref()).await,
         Command::History { target, since, output } => history(&home, target, since.as_deref(), output).await,
         Command::Runs { limit, output } => runs(&home, limit, output).await,
@@ -210,6 +211,14 @@ async fn approve(home: &Home, run: &str, step: &str, by: &str, reject: bool) -> 
     let engine = home.require(kinds::registry(), run.as_str()).await?;
     engine.approve(&run, &step.into(), !reject, by).await?;
     println!("{} {step} of {run} as {by}", if reject { "rejected" } else { "approved" });
+    Ok(exit::OK)
+}
+
+async fn cancel(home: &Home, run: &str, by: &str) -> Result<i32> {
+    let run: RunId = run.parse()?;
+    let engine = home.require(Registry::new(), run.as_str()).await?;
+    engine.request_cancel(&run, by).await?;
+    println!("asked {run} to stop at its next step boundary, as {by}");
     Ok(exit::OK)
 }
 

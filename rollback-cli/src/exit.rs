@@ -13,7 +13,7 @@ pub const BAD_INPUT: i32 = 2;
 pub const LOCKED: i32 = 3;
 /// Stopped at an approval gate (`--no-wait`).
 pub const AT_GATE: i32 = 4;
-/// Interrupted (Ctrl-C), stopped at a step boundary.
+/// Interrupted (Ctrl-C, or `rollback cancel` from anywhere), stopped at a step boundary.
 pub const INTERRUPTED: i32 = 130;
 
 /// The exit code of an error that ended a command before or outside a run.
@@ -26,11 +26,12 @@ pub fn of_error(err: &Error) -> i32 {
     }
 }
 
-/// The exit code of a run's report; `interrupted` when Ctrl-C stopped it.
+/// The exit code of a run's report; `interrupted` when Ctrl-C stopped it (a
+/// `rollback cancel` from anywhere counts as an interruption too).
 pub fn of_report(report: &Report, interrupted: bool) -> i32 {
     match report.state {
         RunState::Succeeded => OK,
-        RunState::Cancelled if interrupted => INTERRUPTED,
+        RunState::Cancelled if interrupted || report.cancel_requested_by.is_some() => INTERRUPTED,
         RunState::Cancelled if at_gate(report) => AT_GATE,
         _ => FAILED,
     }

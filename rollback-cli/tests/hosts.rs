@@ -2,7 +2,8 @@
 //! each with its own home and `--host` id. Host A is SIGKILLed inside a step (a
 //! down migration held on an advisory lock the test owns); host B's resume is
 //! refused while A's lease lasts, naming A, and finishes the run once the lease
-//! expired — each down script committed once, as the database itself shows.
+//! expired — each down script committed once, as the database itself shows. And a
+//! `rollback cancel` on host B stops the run waiting on host A (exit 130).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,4 +111,78 @@ async fn a_run_whose_host_died_is_resumed_on_another_once_its_lease_expired() {
         let password = "rollback-test";
         assert!(!text.contains(password), "a password in: {text}");
     }
+}
+
+const GATED: &str = r#"name = "schema back two, after a yes"
+[[targets]]
+kind = "sqlx-migrations"
+name = "schema"
+config = { migrations = "${MIGRATIONS_DIR}" }
+secrets = { url = { from = "env", var = "SCHEMA_URL" } }
+[[stages]]
+name = "gate"
+steps = [{ id = "go", op = "approval", prompt = "take the schema back?" }]
+[[stages]]
+name = "schema"
+steps = [{ id = "schema-down", op = "rollback", target = "schema", to = { back = 2 } }]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_from_another_host_stops_a_waiting_run() {
+    let Some(admin) = rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL") else { return };
+    let pid = std::process::id();
+    let journal_url = database(&admin, &format!("rb_cancel_journal_{pid}"));
+    let schema_url = database(&admin, &format!("rb_cancel_schema_{pid}"));
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    held_migrations(&schema_url, &migrations).await;
+    let plan = dir.path().join("gated.toml");
+    std::fs::write(&plan, GATED).unwrap();
+    let host = |name: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--home", dir.path().join(name).to_str().unwrap(), "--host", name])
+            .env("ROLLBACK_JOURNAL", &journal_url)
+            .env("SCHEMA_URL", &schema_url)
+            .env("MIGRATIONS_DIR", &migrations)
+            .env_remove("ROLLBACK_HOME");
+        cmd
+    };
+    let finished = |cmd: &mut Command| -> Out { out(cmd.output().unwrap()) };
+    let a = host("host-a")
+        .args(["run", plan.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until A's run is at its gate, as B sees it.
+    let started = Instant::now();
+    let run = loop {
+        let o = finished(host("host-b").args(["runs", "--output", "json"]));
+        let runs: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
+        let waiting = runs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["steps"].as_array().into_iter().flatten().any(|s| s["state"] == "awaiting_approval"));
+        if let Some(r) = waiting {
+            break r["run"].as_str().unwrap().to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "A never reached its gate: {o}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let asked = finished(host("host-b").args(["cancel", &run, "--by", "oncall"]));
+    assert_eq!(asked.code, 0, "{asked}");
+    let a = out(a.wait_with_output().unwrap());
+    assert_eq!(a.code, 130, "a cancel from another host is an interruption: {a}");
+    assert!(a.stdout.contains("cancelled") || a.stderr.contains("cancelled"), "{a}");
+    assert_eq!(applied(&schema_url).await, MIGRATIONS, "nothing past the gate ran");
+
+    let approved = finished(host("host-b").args(["approve", &run, "go", "--by", "oncall"]));
+    assert_eq!(approved.code, 0, "{approved}");
+    let resumed = finished(host("host-b").args(["resume", &run]));
+    assert_eq!(resumed.code, 0, "{resumed}");
+    assert_eq!(applied(&schema_url).await, [MIGRATIONS[0]]);
+    let late = finished(host("host-b").args(["cancel", &run, "--by", "oncall"]));
+    assert_eq!(late.code, 1, "a finished run has nothing to cancel: {late}");
+    assert!(late.stderr.contains("nothing to cancel"), "{late}");
 }

@@ -56,6 +56,10 @@ pub struct Report {
     /// back was already at its target version (a re-run of a finished rollback).
     #[serde(default)]
     pub nothing_to_do: bool,
+    /// Who last asked the run to stop through the journal
+    /// ([`Engine::request_cancel`](crate::Engine::request_cancel)), from any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_by: Option<String>,
 }
 
 /// An escalation.
@@ -156,6 +160,7 @@ impl Report {
             not_started,
             already_done,
             nothing_to_do,
+            cancel_requested_by: log.cancel_requested_by.clone(),
         }
     }
 

@@ -397,6 +397,53 @@ async fn budget_abort_stops_at_the_next_step_boundary_when_configured() {
     assert!(web.effects().is_empty());
 }
 
+/// A cancel asked for by another process (its own `FileJournal` on the same
+/// directory) while a verification runs: that step finishes, the run stops at the
+/// boundary after it, journaled `cancelled` with who asked, and resume finishes it
+/// without the old request stopping it again.
+#[tokio::test]
+async fn a_cancel_requested_through_the_journal_stops_the_run_at_the_next_boundary() {
+    let fx = Fixture::new();
+    let web = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
+    let mut reg = registry(&[&web]);
+    reg.register_verifier(Arc::new(ScriptedVerifier::passing("health")));
+    let settings = Settings { approval_poll: Duration::from_millis(20), ..Default::default() };
+    let engine = fx.engine_with(reg, settings, vec![]);
+    let policy = ProbePolicy { interval: Duration::from_millis(150), passes: 4, ..Default::default() };
+    let plan = Plan::new("p")
+        .stage("verify", 1, vec![Step::new("health", StepOp::Verify { verifier: "health".into(), policy })])
+        .stage("app", 1, vec![rollback("web", "web")]);
+    let mut events = engine.subscribe();
+    let running = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run(plan, Default::default()).await }
+    });
+    let run = loop {
+        let event = events.recv().await.unwrap();
+        if let EventKind::StepStarted { .. } = event.kind {
+            break event.run;
+        }
+    };
+    let elsewhere = Engine::builder(Registry::new())
+        .journal(Arc::new(FileJournal::open(fx.dir.join("journal")).unwrap()))
+        .lock(fx.lock.clone())
+        .artifacts_dir(fx.dir.join("artifacts"))
+        .build();
+    elsewhere.request_cancel(&run, "oncall").await.unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.state, RunState::Cancelled, "{report}");
+    assert_eq!(report.step("health", Phase::Forward).unwrap().state, StepState::Done, "the running step finished");
+    assert!(report.step("web", Phase::Forward).is_none(), "nothing after the boundary ran: {report}");
+    assert!(report.to_string().contains("as oncall asked"), "{report}");
+    assert!(web.effects().is_empty());
+
+    let resumed = engine.resume(&run).await.unwrap();
+    assert_eq!(resumed.state, RunState::Succeeded, "{resumed}");
+    assert_eq!(web.current().await.unwrap().id, "v1");
+    let late = elsewhere.request_cancel(&run, "oncall").await.unwrap_err();
+    assert_eq!(late.kind(), ErrorKind::InvalidState, "{late}");
+}
+
 /// Starts `plan` in the background and waits until its gate asks for approval.
 async fn start_until_gate(
     engine: &Engine,

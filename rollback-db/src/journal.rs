@@ -197,8 +197,9 @@ impl PgJournal {
 struct Heard {
     /// Notifications heard per run.
     counts: std::sync::Mutex<std::collections::HashMap<String, u64>>,
-    /// The count when the run was last read.
-    seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// The count when the run was last read, per reading task: two waiters on one
+    /// run (a gate and the cancel watch) must not take each other's notification.
+    seen: std::sync::Mutex<std::collections::HashMap<(String, Option<tokio::task::Id>), u64>>,
     changed: tokio::sync::Notify,
     /// Reconnects of the listener: each counts as a notification for every run.
     reconnects: std::sync::atomic::AtomicU64,
@@ -225,12 +226,14 @@ impl Heard {
     fn mark_read(&self, run: &str) {
         let count = self.count(run);
         if let Ok(mut seen) = self.seen.lock() {
-            seen.insert(run.to_owned(), count);
+            seen.insert((run.to_owned(), tokio::task::try_id()), count);
         }
     }
 
+    /// Whether a notification for `run` came since the calling task last read it.
     fn unread(&self, run: &str) -> bool {
-        let seen = self.seen.lock().map(|s| s.get(run).copied().unwrap_or(0)).unwrap_or(0);
+        let key = (run.to_owned(), tokio::task::try_id());
+        let seen = self.seen.lock().map(|s| s.get(&key).copied().unwrap_or(0)).unwrap_or(0);
         self.count(run) > seen
     }
 }

@@ -329,19 +329,22 @@ pub async fn applied(url: &str) -> Vec<i64> {
     rows.into_iter().map(|(v,)| v).collect()
 }
 
-/// Waits until a session waits for an advisory lock (a held down script has
-/// started), on `conn`, for at most a minute.
+/// Waits until a session of `conn`'s database waits for [`HELD_DOWN_LOCK`] (the
+/// held down script has started), for at most a minute.
 ///
 /// # Panics
 /// When none does within the minute.
 pub async fn await_lock_waiter(conn: &mut sqlx::PgConnection) {
     let started = std::time::Instant::now();
     loop {
-        let waiting: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = 0 \
+                 AND objid = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .bind(HELD_DOWN_LOCK)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
         if waiting > 0 {
             return;
         }

@@ -332,3 +332,48 @@ async fn a_waiting_gate_wakes_on_the_approvals_notify() {
     let woke = approved.elapsed();
     assert!(woke < Duration::from_secs(1), "woke after {woke:?}: the poll timer, not the NOTIFY");
 }
+
+/// A cancel asked for on host b reaches the run waiting on host a through the
+/// shared journal (its NOTIFY, well before a's 10 s poll): the run stops at the
+/// boundary, journaled `cancelled` with who asked, and resume finishes it.
+#[tokio::test]
+async fn a_cancel_requested_on_another_host_stops_the_run_at_its_next_boundary() {
+    let Some(admin) = admin_url() else { return };
+    let url = database(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
+    let journal_a = journal(&url).await;
+    let lock = journal_a.lease_lock().await.unwrap();
+    let a = Engine::builder(registry_with(target.clone()))
+        .journal(Arc::new(journal_a))
+        .lock(Arc::new(lock))
+        .artifacts_dir(dir.path().join("artifacts"))
+        .settings(Settings {
+            host: Some("host-a".into()),
+            approval_poll: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .build();
+    let run = RunId::generate();
+    let options = RunOptions { run_id: Some(run.clone()), ..Default::default() };
+    let waiting = tokio::spawn(async move { a.run(gated_plan(), options).await });
+    reached_the_gate(&url, &run).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let b = runner(&url, "host-b", registry_with(target.clone()), dir.path()).await;
+    let asked = std::time::Instant::now();
+    b.request_cancel(&run, "oncall@host-b").await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(30), waiting).await.unwrap().unwrap().unwrap();
+    let took = asked.elapsed();
+    assert_eq!(stopped.state, RunState::Cancelled, "{stopped}");
+    assert!(took < Duration::from_secs(2), "stopped after {took:?}: the poll timer, not the NOTIFY");
+    assert!(stopped.to_string().contains("oncall@host-b"), "the report says who asked: {stopped}");
+    assert_eq!(rollback_core::Target::current(target.as_ref()).await.unwrap().id, "v2", "nothing past the gate ran");
+
+    // Resumed (on b): the old request does not stop it again.
+    b.approve(&run, &"ok".into(), true, "oncall").await.unwrap();
+    let done = b.resume(&run).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{done}");
+    let err = b.request_cancel(&run, "late").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState, "a finished run: {err}");
+}

@@ -460,6 +460,10 @@ mod ops {
         engine.approve(&run, &step, approved, &by).await
     }
 
+    pub async fn request_cancel(engine: Engine, run: RunId, by: String) -> Result<()> {
+        engine.request_cancel(&run, &by).await
+    }
+
     pub async fn runs(engine: Engine) -> Result<Json> {
         let runs = engine.runs().await?;
         Json::of(&runs).map_err(|e| rollback_core::Error::internal(e.to_string()))
@@ -601,6 +605,13 @@ macro_rules! engine_class {
                 approved: bool,
             ) -> PyResult<$ret> {
                 $wrap(py, None, ops::approve(self.engine.clone(), run_id(run)?, StepId::new(step), approved, by))
+            }
+
+            /// Asks a running run to stop at its next step boundary, from any process or
+            /// host sharing its journal; it ends `cancelled` and `resume` continues it.
+            #[pyo3(signature = (run, *, by))]
+            fn request_cancel<'py>(&self, py: Python<'py>, run: &str, by: String) -> PyResult<$ret> {
+                $wrap(py, None, ops::request_cancel(self.engine.clone(), run_id(run)?, by))
             }
 
             /// Every journaled run (`run`, `plan`, `started_at`), oldest first.

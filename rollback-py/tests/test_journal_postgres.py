@@ -92,6 +92,36 @@ def test_two_hosts_share_runs_reports_and_approvals(tmp_path, journal_url) -> No
     assert password not in repr(a) and password not in str(report) and password not in str(b.runs())
 
 
+def test_a_cancel_from_another_host_stops_the_waiting_run(tmp_path, journal_url) -> None:
+    web = Releases("web", ["v1", "v2", "v3"])
+    plan = rollback_plan()
+    plan["stages"].insert(0, {"name": "gate", "steps": [{"id": "go", "op": "approval", "prompt": "roll web back?"}]})
+    requested = threading.Event()
+    a = rollback.Engine(
+        tmp_path / "a",
+        journal=SHARED,
+        host="host-a",
+        targets=[web],
+        approval_poll=5,
+        on_event=lambda e: e["event"] == "approval_requested" and requested.set(),
+    )
+    b = rollback.Engine(tmp_path / "b", journal=SHARED, host="host-b", targets=[web])
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("report", a.run(plan, run_id="cancel-1")))
+    thread.start()
+    assert requested.wait(20), "A reached the gate"
+    b.request_cancel("cancel-1", by="bob")
+    thread.join(4)
+    assert not thread.is_alive(), "A stopped within its poll interval: the request reached it by NOTIFY"
+    stopped = result["report"]
+    assert stopped.state == "cancelled" and "bob" in (stopped.state_reason or ""), str(stopped)
+    assert web.current_version == "v3", "nothing past the gate ran"
+    b.approve("cancel-1", "go", by="alice")
+    assert b.resume("cancel-1").succeeded and web.current_version == "v2"
+    with pytest.raises(rollback.RunStateError, match="nothing to cancel"):
+        b.request_cancel("cancel-1", by="bob")
+
+
 def test_the_url_is_a_secret_reference_and_errors_never_show_it(tmp_path, journal_url, monkeypatch) -> None:
     with pytest.raises(rollback.InvalidInputError, match="secret reference") as text:
         rollback.Engine(tmp_path, journal=journal_url)

@@ -32,6 +32,12 @@ pub(crate) struct RunCtx {
     pub(crate) budget_exceeded: AtomicBool,
     budget_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     status_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    cancel_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cancel requests journaled after this sequence number stop the run (older ones
+    /// were made before this process took it over).
+    cancel_since: u64,
+    /// Who asked, from another process, that the run stop.
+    cancelled_by: Mutex<Option<String>>,
 }
 
 impl RunCtx {
@@ -74,6 +80,9 @@ impl RunCtx {
             budget_exceeded: AtomicBool::new(false),
             budget_task: Mutex::new(None),
             status_task: Mutex::new(None),
+            cancel_task: Mutex::new(None),
+            cancel_since: 0,
+            cancelled_by: Mutex::new(None),
         });
         let steps = ctx.plan.steps().count();
         let reason = ctx.with_log(|log| log.reason.clone());
@@ -89,6 +98,7 @@ impl RunCtx {
         ctx.transition(RunEvent::LockAcquired, None).await?;
         ctx.start_budget_watch();
         ctx.start_status_updates();
+        ctx.start_cancel_watch();
         Ok(ctx)
     }
 
@@ -123,6 +133,7 @@ impl RunCtx {
         let lease = engine.lock.acquire(&resources, &holder, engine.settings.lease_ttl).await?;
         let lease = LeaseGuard::start(engine.lock.clone(), lease, engine.settings.lease_ttl);
         let found = log.state;
+        let cancel_since = log.last_seq;
         let ctx = Arc::new(RunCtx {
             engine,
             run,
@@ -137,11 +148,15 @@ impl RunCtx {
             no_wait: options.no_wait,
             budget_task: Mutex::new(None),
             status_task: Mutex::new(None),
+            cancel_task: Mutex::new(None),
+            cancel_since,
+            cancelled_by: Mutex::new(None),
         });
         ctx.append(Entry::Resumed { holder: holder.to_string() }, Durability::Buffered).await?;
         ctx.emit(EventKind::RunResumed { state: found }).await;
         ctx.start_budget_watch();
         ctx.start_status_updates();
+        ctx.start_cancel_watch();
         Ok(ctx)
     }
 
@@ -291,6 +306,68 @@ impl RunCtx {
         }
     }
 
+    /// Watches the journal for a cancel request from another process or host
+    /// ([`Engine::request_cancel`](crate::Engine::request_cancel)) and, once one
+    /// arrives, stops the run at its next step boundary as a local cancel does. On a
+    /// journal that notifies (PostgreSQL) it wakes at once; otherwise every
+    /// `approval_poll`.
+    fn start_cancel_watch(self: &Arc<Self>) {
+        let (journal, run) = (self.engine.journal.clone(), self.run.clone());
+        let poll = self.approval_poll();
+        let weak = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            loop {
+                journal.wait_for_records(&run, poll).await;
+                let records = match journal.read(&run).await {
+                    Ok(records) => records,
+                    Err(err) => {
+                        tracing::debug!(run = %run, error = %err, "cancel watch: cannot read the journal now");
+                        continue;
+                    }
+                };
+                let Some(ctx) = weak.upgrade() else { return };
+                if ctx.note_cancel_request(&records) || ctx.state().is_terminal() {
+                    return;
+                }
+            }
+        });
+        if let Ok(mut slot) = self.cancel_task.lock() {
+            *slot = Some(task);
+        }
+    }
+
+    /// Whether `records` hold a cancel request made since this process took the run;
+    /// if so, the run is marked to stop at its next boundary.
+    pub(crate) fn note_cancel_request(&self, records: &[Record]) -> bool {
+        let request = records
+            .iter()
+            .rev()
+            .take_while(|r| r.seq > self.cancel_since)
+            .find(|r| matches!(r.entry, Entry::CancelRequested { .. }));
+        let Some(record) = request else { return false };
+        let Entry::CancelRequested { by } = &record.entry else { return false };
+        let by = by.clone();
+        if !self.cancel.is_cancelled() {
+            if let Err(err) = self.fold_foreign(record) {
+                tracing::warn!(run = %self.run, error = %err, "could not fold a cancel request into the run's log");
+            }
+            tracing::warn!(run = %self.run, %by, "cancel requested through the journal: stopping at the next step boundary");
+            if let Ok(mut slot) = self.cancelled_by.lock() {
+                *slot = Some(by);
+            }
+            self.cancel.cancel();
+        }
+        true
+    }
+
+    /// Why the run is being cancelled, for its journal.
+    pub(crate) fn cancel_reason(&self) -> String {
+        match self.cancelled_by.lock().ok().and_then(|by| by.clone()) {
+            Some(by) => format!("cancelled at a step boundary, as {by} asked"),
+            None => "cancelled at a step boundary".into(),
+        }
+    }
+
     /// Sends a status update at each configured offset not sent yet (journaled, so a
     /// resumed run does not send it again).
     fn start_status_updates(self: &Arc<Self>) {
@@ -338,7 +415,7 @@ impl RunCtx {
 
     /// Stops background work and releases the lease.
     pub(crate) async fn finish(self: Arc<Self>) {
-        for slot in [&self.budget_task, &self.status_task] {
+        for slot in [&self.budget_task, &self.status_task, &self.cancel_task] {
             if let Ok(mut slot) = slot.lock()
                 && let Some(task) = slot.take()
             {

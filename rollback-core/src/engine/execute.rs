@@ -93,7 +93,7 @@ impl RunCtx {
                         self.transition(RunEvent::Fail, Some(reason)).await?;
                     }
                     Flow::Cancelled => {
-                        self.transition(RunEvent::Cancel, Some("cancelled at a step boundary".into())).await?;
+                        self.transition(RunEvent::Cancel, Some(self.cancel_reason())).await?;
                     }
                 },
                 RunState::Failed => {
@@ -577,6 +577,7 @@ impl RunCtx {
             self.lease.check()?;
             self.engine.journal.wait_for_records(&self.run, self.approval_poll()).await;
             let records = self.engine.journal.read(&self.run).await?;
+            self.note_cancel_request(&records);
             if let Some(found) =
                 records.iter().find(|r| matches!(&r.entry, Entry::Approval { step: s, .. } if s == step))
             {

@@ -410,6 +410,34 @@ impl Engine {
         self.inner.journal.append(run, None, entry, Durability::Sync).await.map(drop)
     }
 
+    /// Asks a running run to stop at its next step boundary, from this or any other
+    /// process or host sharing the journal (the request travels through it; the
+    /// running engine watches for it). The run ends `cancelled`, journaled, and
+    /// `resume` continues it. A finished run is refused.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use rollback_core::{Engine, MemoryJournal, MemoryLock, Registry, RunId};
+    /// use std::sync::Arc;
+    /// let engine = Engine::builder(Registry::new())
+    ///     .journal(Arc::new(MemoryJournal::new()))
+    ///     .lock(Arc::new(MemoryLock::new()))
+    ///     .artifacts_dir(std::env::temp_dir())
+    ///     .build();
+    /// let unknown = engine.request_cancel(&RunId::generate(), "oncall").await.unwrap_err();
+    /// assert_eq!(unknown.kind(), rollback_core::ErrorKind::NotFound);
+    /// # });
+    /// ```
+    pub async fn request_cancel(&self, run: &RunId, by: &str) -> Result<()> {
+        let log = RunLog::from_records(&self.inner.journal.read(run).await?)?;
+        if log.state.is_terminal() {
+            return Err(Error::new(ErrorKind::InvalidState, format!("run {run} is {}: nothing to cancel", log.state))
+                .with_operation("cancel"));
+        }
+        let entry = Entry::CancelRequested { by: by.to_owned() };
+        self.inner.journal.append(run, None, entry, Durability::Sync).await.map(drop)
+    }
+
     /// The report of a journaled run.
     pub async fn report(&self, run: &RunId) -> Result<Report> {
         Ok(Report::from_log(&RunLog::from_records(&self.inner.journal.read(run).await?)?))

@@ -156,6 +156,12 @@ pub enum Entry {
         /// Who.
         by: String,
     },
+    /// Someone asked, possibly from another process or host, that the run stop at
+    /// its next step boundary ([`Engine::request_cancel`](crate::Engine::request_cancel)).
+    CancelRequested {
+        /// Who.
+        by: String,
+    },
     /// The time budget was exceeded.
     BudgetExceeded {
         /// Elapsed.

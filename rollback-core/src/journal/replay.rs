@@ -52,6 +52,10 @@ pub struct RunLog {
     pub root_cause: Option<String>,
     /// Post-mortem link, filled in later.
     pub postmortem: Option<String>,
+    /// Who last asked the run to stop ([`Entry::CancelRequested`]).
+    pub cancel_requested_by: Option<String>,
+    /// The highest sequence number read (0 for entries not written yet).
+    pub last_seq: u64,
     /// Index of `steps` by step and phase.
     #[serde(skip)]
     step_index: HashMap<(StepId, Phase), usize>,
@@ -112,6 +116,8 @@ impl RunLog {
             notifier_failures: Vec::new(),
             root_cause: None,
             postmortem: None,
+            cancel_requested_by: None,
+            last_seq: first.seq,
             step_index: HashMap::new(),
             prepared_index: HashMap::new(),
         };
@@ -126,6 +132,7 @@ impl RunLog {
     pub fn apply(&mut self, record: &Record) -> Result<()> {
         self.last_at = record.at;
         self.last_token = self.last_token.max(record.token);
+        self.last_seq = self.last_seq.max(record.seq);
         match &record.entry {
             Entry::RunStarted { .. } => {
                 return Err(Error::new(ErrorKind::Corrupt, format!("second run_started at seq {}", record.seq)));
@@ -179,6 +186,7 @@ impl RunLog {
                     self.postmortem = postmortem.clone();
                 }
             }
+            Entry::CancelRequested { by } => self.cancel_requested_by = Some(by.clone()),
         }
         Ok(())
     }
