@@ -39,8 +39,11 @@ impl Home {
     pub async fn engine(&self, registry: Registry, notifiers: Vec<Arc<dyn Notifier>>) -> Result<Engine> {
         let mut builder = Engine::builder(registry).home(&self.dir).settings(self.settings.clone());
         if let Some(journal) = &self.journal {
+            // The journal schemes every backend compiled in registers (db: postgres://).
+            let opener = crate::kinds::registry();
             let url = journal.resolve().map_err(|e| e.with_context("journal", "--journal / ROLLBACK_JOURNAL"))?;
-            builder = shared_journal(builder, url.expose()).await?;
+            let opened = opener.open_journal(&url).await.map_err(|e| e.with_context("journal", "--journal"))?;
+            builder = builder.journal(opened.journal).lock(opened.lock);
         }
         for notifier in notifiers {
             builder = builder.notifier(notifier);
@@ -79,24 +82,4 @@ impl Home {
             self.dir.display()
         ))
     }
-}
-
-/// The engine on a shared PostgreSQL journal and its lease lock (artifacts stay in
-/// the home). The URL is never part of an error.
-#[cfg(feature = "db")]
-async fn shared_journal(builder: rollback_core::EngineBuilder, url: &str) -> Result<rollback_core::EngineBuilder> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(Error::invalid_input(
-            "--journal / ROLLBACK_JOURNAL must be a postgres:// URL, or env:VAR or file:PATH holding one (the \
-             file journal is the default)",
-        ));
-    }
-    let journal = rollback_db::PgJournal::connect(url).await.map_err(|e| e.with_context("journal", "postgres"))?;
-    let lock = journal.lease_lock().await?;
-    Ok(builder.journal(Arc::new(journal)).lock(Arc::new(lock)))
-}
-
-#[cfg(not(feature = "db"))]
-async fn shared_journal(_: rollback_core::EngineBuilder, _: &str) -> Result<rollback_core::EngineBuilder> {
-    Err(Error::unsupported("a shared journal").with_context("reason", "this rollback was built without the db feature"))
 }

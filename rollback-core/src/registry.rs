@@ -8,9 +8,20 @@ use std::sync::Arc;
 
 use crate::kind::{self, Kind};
 use crate::load::{Problem, closest};
-use crate::{Error, Plan, Result, Snapshot, Spec, StepOp, Target, Verifier};
+use crate::{Error, Journal, Lock, Plan, Result, Secret, Snapshot, Spec, StepOp, Target, Verifier};
 
 type Factory<T> = Arc<dyn Fn(Spec) -> BoxFuture<'static, Result<Arc<T>>> + Send + Sync>;
+type JournalOpener = Arc<dyn Fn(Secret) -> BoxFuture<'static, Result<OpenedJournal>> + Send + Sync>;
+
+/// A journal opened from a URL, with the lock whose fencing tokens it checks (a
+/// shared journal brings its own, so the token an append is checked against is the
+/// one the lock granted).
+pub struct OpenedJournal {
+    /// The journal.
+    pub journal: Arc<dyn Journal>,
+    /// The lock that agrees with it.
+    pub lock: Arc<dyn Lock>,
+}
 type ConfigCheck = Arc<dyn Fn(&serde_json::Value) -> Vec<Problem> + Send + Sync>;
 
 /// A registered kind: its factory and, for kinds on the [`Kind`] contract, the
@@ -139,6 +150,8 @@ pub struct Registry {
     targets: Components<dyn Target>,
     verifiers: Components<dyn Verifier>,
     snapshots: Components<dyn Snapshot>,
+    /// How to open a journal, by URL scheme.
+    journals: BTreeMap<String, JournalOpener>,
 }
 
 impl Default for Registry {
@@ -209,7 +222,47 @@ impl Registry {
             targets: Components::new("target"),
             verifiers: Components::new("verifier"),
             snapshots: Components::new("snapshot"),
+            journals: BTreeMap::new(),
         }
+    }
+
+    /// Registers how to open a journal whose URL starts with `scheme://` (a
+    /// backend's `register` does it: rollback-db's for `postgres`).
+    pub fn journal_scheme<F, Fut>(&mut self, scheme: &str, open: F) -> &mut Self
+    where
+        F: Fn(Secret) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<OpenedJournal>> + Send + 'static,
+    {
+        let open: JournalOpener = Arc::new(move |url| Box::pin(open(url)));
+        self.journals.insert(scheme.to_owned(), open);
+        self
+    }
+
+    /// Opens the journal `url` names, with its lock, by the URL's scheme. The URL
+    /// (which may hold a password) is never part of an error: an unknown scheme is
+    /// named, with the ones this build knows.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let registry = rollback_core::Registry::new();
+    /// let url = rollback_core::Secret::new("mysql://ops:hunter2@db/ops");
+    /// let err = registry.open_journal(&url).await.err().unwrap().to_string();
+    /// assert!(err.contains("mysql://") && !err.contains("hunter2"), "{err}");
+    /// # });
+    /// ```
+    pub async fn open_journal(&self, url: &Secret) -> Result<OpenedJournal> {
+        let scheme = url.expose().split_once("://").map(|(s, _)| s).filter(|s| {
+            !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        let known = || self.journals.keys().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ");
+        let Some(open) = scheme.and_then(|s| self.journals.get(s)) else {
+            let what = scheme.map_or_else(|| "it has no scheme://".to_owned(), |s| format!("it starts with {s}://"));
+            let known = if self.journals.is_empty() { "none in this build".to_owned() } else { known() };
+            return Err(Error::invalid_input(format!(
+                "a journal URL must start with one of: {known} (the file journal is the default); {what}"
+            )));
+        };
+        open(url.clone()).await
     }
 
     role_methods!(targets, Target, target_kind, register_target_kind, register_target, target, "target");

@@ -66,6 +66,19 @@ pub fn register(registry: &mut Registry) {
         .snapshot_kind::<SqliteCopy>()
         .snapshot_kind::<PgTemplateClone>()
         .snapshot_kind::<PgDump>();
+    #[cfg(feature = "pg-journal")]
+    for scheme in ["postgres", "postgresql"] {
+        registry.journal_scheme(scheme, open_pg_journal);
+    }
+}
+
+/// The shared journal at `url` with its own lease lock (the `postgres://` journal
+/// scheme [`register`] adds).
+#[cfg(feature = "pg-journal")]
+async fn open_pg_journal(url: rollback_core::Secret) -> rollback_core::Result<rollback_core::OpenedJournal> {
+    let journal = PgJournal::connect(url.expose()).await.map_err(|e| e.with_context("journal", "postgres"))?;
+    let lock = journal.lease_lock().await?;
+    Ok(rollback_core::OpenedJournal { journal: std::sync::Arc::new(journal), lock: std::sync::Arc::new(lock) })
 }
 
 rollback_core::impl_kind!(Django, "django", DjangoConfig, new);

@@ -72,20 +72,12 @@ impl Journal {
     }
 }
 
-#[cfg(feature = "db")]
+/// The shared journal through the registry's journal schemes (rollback-db's
+/// `postgres://`, present when the wheel has the db backend).
 fn postgres(py: Python<'_>, builder: EngineBuilder, url: &SecretRef) -> PyResult<EngineBuilder> {
     use crate::errors::IntoPy;
     let url = url.resolve().py_err()?;
-    let (journal, lock) = crate::runtime::block_on(py, async move {
-        let journal =
-            rollback_db::PgJournal::connect(url.expose()).await.map_err(|e| e.with_context("journal", "postgres"))?;
-        let lock = journal.lease_lock().await?;
-        Ok((journal, lock))
-    })?;
-    Ok(builder.journal(Arc::new(journal)).lock(Arc::new(lock)))
-}
-
-#[cfg(not(feature = "db"))]
-fn postgres(_: Python<'_>, _: EngineBuilder, _: &SecretRef) -> PyResult<EngineBuilder> {
-    Err(invalid_input("this build has no db backend: the postgres journal needs it"))
+    let opened =
+        crate::runtime::block_on(py, async move { crate::components::base_registry().open_journal(&url).await })?;
+    Ok(builder.journal(opened.journal).lock(opened.lock))
 }
