@@ -3,7 +3,9 @@
 //! down migration held on an advisory lock the test owns); host B's resume is
 //! refused while A's lease lasts, naming A, and finishes the run once the lease
 //! expired — each down script committed once, as the database itself shows. And a
-//! `rollback cancel` on host B stops the run waiting on host A (exit 130).
+//! `rollback cancel` on host B stops the run waiting on host A (exit 130). And host
+//! A SIGSTOPped at a gate, taken over by B meanwhile, does nothing once continued:
+//! its lease ran out, so it issues no effect and its journal writes are refused.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -185,4 +187,80 @@ async fn a_cancel_from_another_host_stops_a_waiting_run() {
     let late = finished(host("host-b").args(["cancel", &run, "--by", "oncall"]));
     assert_eq!(late.code, 1, "a finished run has nothing to cancel: {late}");
     assert!(late.stderr.contains("nothing to cancel"), "{late}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_host_continued_after_a_takeover_does_nothing() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let Some(admin) = rollback_core::testkit::server_env("ROLLBACK_TEST_POSTGRES_URL", "PostgreSQL") else { return };
+    let pid = std::process::id();
+    let journal_url = database(&admin, &format!("rb_stop_journal_{pid}"));
+    let schema_url = database(&admin, &format!("rb_stop_schema_{pid}"));
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    held_migrations(&schema_url, &migrations).await;
+    let plan = dir.path().join("gated.toml");
+    std::fs::write(&plan, GATED).unwrap();
+    let host = |name: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--home", dir.path().join(name).to_str().unwrap(), "--host", name, "--lease-ttl", "3s"])
+            .env("ROLLBACK_JOURNAL", &journal_url)
+            .env("SCHEMA_URL", &schema_url)
+            .env("MIGRATIONS_DIR", &migrations)
+            .env_remove("ROLLBACK_HOME");
+        cmd
+    };
+    let finished = |cmd: &mut Command| -> Out { out(cmd.output().unwrap()) };
+    let a = host("host-a")
+        .args(["run", plan.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let run = loop {
+        let o = finished(host("host-b").args(["runs", "--output", "json"]));
+        let runs: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
+        let waiting = runs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["steps"].as_array().into_iter().flatten().any(|s| s["state"] == "awaiting_approval"));
+        if let Some(r) = waiting {
+            break r["run"].as_str().unwrap().to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "A never reached its gate: {o}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let a_pid = Pid::from_raw(a.id() as i32);
+    kill(a_pid, Signal::SIGSTOP).unwrap();
+
+    // B takes the run over once A's lease ran out, and stops at the gate itself.
+    let took_over = loop {
+        let o = finished(host("host-b").args(["resume", &run, "--no-wait"]));
+        if o.code != 3 {
+            break o;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "A's lease never ran out: {o}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(took_over.code, 4, "B stopped at the gate: {took_over}");
+    let approved = finished(host("host-b").args(["approve", &run, "go", "--by", "oncall"]));
+    assert_eq!(approved.code, 0, "{approved}");
+
+    // A, continued, sees the approval but its lease ran out: no effect, no record.
+    kill(a_pid, Signal::SIGCONT).unwrap();
+    let a = out(a.wait_with_output().unwrap());
+    assert_ne!(a.code, 0, "{a}");
+    assert!(a.stderr.contains("lease") || a.stdout.contains("lease"), "A says its lease is gone: {a}");
+    assert_eq!(down_log(&schema_url).await.unwrap(), Vec::<i64>::new(), "A issued no effect");
+    assert_eq!(applied(&schema_url).await, MIGRATIONS);
+
+    let resumed = finished(host("host-b").args(["resume", &run]));
+    assert_eq!(resumed.code, 0, "{resumed}");
+    assert_eq!(down_log(&schema_url).await.unwrap(), [MIGRATIONS[2], MIGRATIONS[1]], "each down script once, by B");
+    let report = finished(host("host-b").args(["report", &run, "--output", "json"]));
+    let report: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(report["state"], "succeeded");
 }
