@@ -71,31 +71,44 @@ async fn kill_and_resume(shared: &Shared, n: usize, point: &Point) -> Vec<RunId>
 async fn sigkill_at_every_crash_point_of_a_plan_over_every_backend() {
     let Some(servers) = Servers::from_env() else { return };
     let shared = Shared::start(servers, "rbfault").await;
+    kill_points(&shared, "ROLLBACK_KILL_POINTS", SUBSET).await;
+}
+
+/// The same, every runner journaling in one shared PostgreSQL journal (PgJournal and
+/// its lease lock) instead of its home's files: a seeded 3 points in CI, the list in
+/// `ROLLBACK_KILL_POINTS_PG` (or `ROLLBACK_KILL_POINTS=all`) for more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_crash_points_with_the_shared_postgres_journal() {
+    let Some(servers) = Servers::from_env() else { return };
+    let journal = format!("rbfault_journal_{}", std::process::id());
+    let shared = Shared::start(servers, "rbfaultpg").await.with_shared_journal(&journal).await;
+    kill_points(&shared, "ROLLBACK_KILL_POINTS_PG", 3).await;
+}
+
+/// A clean reference run, then each chosen point killed and resumed.
+async fn kill_points(shared: &Shared, list_var: &str, subset: usize) {
     let started = Instant::now();
 
     // The reference: a clean run, its final state, and the intents that make the points.
-    let f = Fixture::create(&shared, 0).await;
+    let f = Fixture::create(shared, 0).await;
     let clean = run_plan(&f.home, &f.plan_file, &f.env, None).await;
     let run = clean.run();
     let result = std::panic::AssertUnwindSafe(async {
         assert!(clean.status.success(), "the clean run\n{}", clean.tail());
-        assert_final_state(&shared, &f, &run).await;
+        assert_final_state(shared, &f, &run).await;
         intents(&f.home, &run).await
     })
     .catch_unwind()
     .await;
-    f.cleanup(&shared, std::slice::from_ref(&run)).await;
+    f.cleanup(shared, std::slice::from_ref(&run)).await;
     let reference = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
     assert_eq!(reference.len(), EFFECT_STEPS, "one intent per effect step: {reference:?}");
     let all = Point::all(&reference);
     assert!(all.len() >= 50, "{} kill points", all.len());
-    let chosen = select(&all, "ROLLBACK_KILL_POINTS", SUBSET, DEFAULT_SEED);
+    let chosen = select(&all, list_var, subset, DEFAULT_SEED);
 
-    run_points(&chosen, started, |n, point| {
-        let shared = &shared;
-        async move {
-            kill_and_resume(shared, n, &point).await;
-        }
+    run_points(&chosen, started, |n, point| async move {
+        kill_and_resume(shared, n, &point).await;
     })
     .await;
 }

@@ -7,7 +7,9 @@
 //! rollback-fault-runner resume <home> <run-id>     # honours it too
 //! ```
 //!
-//! The journal, locks and artifacts are files under `<home>`. The first line of
+//! The journal, locks and artifacts are files under `<home>`; with
+//! `ROLLBACK_FAULT_JOURNAL` set to a `postgres://` URL, the journal (and its lease
+//! lock) is that shared PostgreSQL journal instead. The first line of
 //! output is `run <id>` (for `run`, printed before anything is done, so a test that
 //! kills the process still knows the run), then the report, then `state <state>`.
 //! Exit status: 0 when the run finished as succeeded, 1 when it ended otherwise or
@@ -45,9 +47,13 @@ fn registry() -> Registry {
     registry
 }
 
-fn engine(home: &Path) -> Result<Engine> {
+async fn engine(home: &Path) -> Result<Engine> {
     let settings = Settings { crash_at: CrashPoint::from_env()?, ..Settings::default() };
-    Engine::builder(registry()).home(home).settings(settings).try_build()
+    let mut builder = Engine::builder(registry()).home(home).settings(settings);
+    if let Ok(url) = std::env::var("ROLLBACK_FAULT_JOURNAL") {
+        builder = builder.journal_url(&rollback_core::Secret::new(url)).await?;
+    }
+    builder.try_build()
 }
 
 fn finish(report: Result<Report>) -> i32 {
@@ -71,7 +77,7 @@ async fn main_inner(args: &[String]) -> Result<i32> {
             let text =
                 std::fs::read_to_string(plan).map_err(|e| rollback_core::Error::from(e).with_context("plan", plan))?;
             let plan = Plan::from_json_str(&text)?;
-            let engine = engine(home)?;
+            let engine = engine(home).await?;
             let run = RunId::generate();
             say(&format!("run {run}"));
             let options =
@@ -80,7 +86,7 @@ async fn main_inner(args: &[String]) -> Result<i32> {
         }
         [command, home, run] if command == "resume" => {
             let run: RunId = run.parse()?;
-            let engine = engine(Path::new(home))?;
+            let engine = engine(Path::new(home)).await?;
             say(&format!("run {run}"));
             Ok(finish(engine.resume(&run).await))
         }

@@ -121,6 +121,11 @@ impl Fixture {
             dir,
             tag,
         };
+        if let Some(url) = &shared.journal {
+            fixture.env.push(("ROLLBACK_FAULT_JOURNAL".into(), url.clone()));
+            // Where support::points reads the journal from.
+            std::fs::write(fixture.dir.join("journal-url"), url).unwrap();
+        }
         fixture.docker(shared);
         fixture.files();
         fixture.postgres(shared).await;

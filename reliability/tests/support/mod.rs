@@ -55,6 +55,8 @@ pub struct Shared {
     pub s3: S3,
     pub redis: redis::Client,
     pub work: tempfile::TempDir,
+    /// A shared PostgreSQL journal every runner uses instead of its home's files.
+    pub journal: Option<String>,
 }
 
 impl Shared {
@@ -67,7 +69,20 @@ impl Shared {
         let config = S3ClientConfig { endpoint: Some(servers.s3.clone()), ..Default::default() };
         let s3 = S3::connect(&config, Some(S3Credentials::new(S3_KEY.1, S3_SECRET.1))).await.unwrap();
         let redis = redis::Client::open(servers.redis.as_str()).unwrap();
-        Shared { servers, images, double, s3, redis, work }
+        Shared { servers, images, double, s3, redis, work, journal: None }
+    }
+
+    /// Every runner journals in a database of its own on the test server (PgJournal)
+    /// instead of its home's files.
+    pub async fn with_shared_journal(mut self, name: &str) -> Shared {
+        let admin =
+            sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&self.servers.postgres).await.unwrap();
+        for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await.unwrap();
+        }
+        admin.close().await;
+        self.journal = Some(format!("{}/{name}", self.servers.postgres.rsplit_once('/').unwrap().0));
+        self
     }
 }
 

@@ -7,6 +7,15 @@ use std::path::Path;
 use rollback_core::journal::{Entry, Phase, RunLog};
 use rollback_core::{FileJournal, Journal, RunId, RunState};
 
+/// The journal a fixture's runners write: the shared PostgreSQL one when the fixture
+/// names it (`journal-url` beside the home), else the home's files.
+async fn journal(home: &Path) -> Box<dyn Journal> {
+    match home.parent().map(|dir| dir.join("journal-url")).and_then(|f| std::fs::read_to_string(f).ok()) {
+        Some(url) => Box::new(rollback_db::PgJournal::connect(&url).await.unwrap()),
+        None => Box::new(FileJournal::open(home.join("journal")).unwrap()),
+    }
+}
+
 /// A crash point: an intent's sequence number, before or after its effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Point {
@@ -52,8 +61,8 @@ pub struct Intent {
 
 /// The intents of a run, in journal order.
 pub async fn intents(home: &Path, run: &RunId) -> Vec<Intent> {
-    let journal = FileJournal::open(home.join("journal")).unwrap();
-    journal
+    journal(home)
+        .await
         .read(run)
         .await
         .unwrap()
@@ -69,8 +78,7 @@ pub async fn intents(home: &Path, run: &RunId) -> Vec<Intent> {
 
 /// The run's state in its journal.
 pub async fn run_state(home: &Path, run: &RunId) -> RunState {
-    let journal = FileJournal::open(home.join("journal")).unwrap();
-    RunLog::from_records(&journal.read(run).await.unwrap()).unwrap().state
+    RunLog::from_records(&journal(home).await.read(run).await.unwrap()).unwrap().state
 }
 
 /// splitmix64: a seeded, dependency-free generator for the subset.
