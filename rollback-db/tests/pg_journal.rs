@@ -38,11 +38,16 @@ async fn journal(url: &str) -> PgJournal {
 
 /// A runner with host id `host` on the shared journal and its lease lock.
 async fn runner(url: &str, host: &str, registry: Registry, dir: &std::path::Path) -> Engine {
+    runner_polling(url, host, registry, dir, Duration::from_millis(50)).await
+}
+
+/// [`runner`] whose waits re-read the journal every `poll` (unless woken sooner).
+async fn runner_polling(url: &str, host: &str, registry: Registry, dir: &std::path::Path, poll: Duration) -> Engine {
     let journal = journal(url).await;
     let lock = journal.lease_lock().await.unwrap();
     let settings = Settings {
         host: Some(host.into()),
-        approval_poll: Duration::from_millis(50),
+        approval_poll: poll,
         lease_ttl: Duration::from_secs(3),
         ..Settings::default()
     };
@@ -309,15 +314,7 @@ async fn a_waiting_gate_wakes_on_the_approvals_notify() {
     let url = database(&admin).await;
     let dir = tempfile::tempdir().unwrap();
     let target = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
-    let journal_a = journal(&url).await;
-    let lock = journal_a.lease_lock().await.unwrap();
-    let settings = Settings { approval_poll: Duration::from_secs(10), ..Settings::default() };
-    let a = Engine::builder(registry_with(target.clone()))
-        .journal(Arc::new(journal_a))
-        .lock(Arc::new(lock))
-        .artifacts_dir(dir.path().join("artifacts"))
-        .settings(settings)
-        .build();
+    let a = runner_polling(&url, "host-a", registry_with(target.clone()), dir.path(), Duration::from_secs(10)).await;
     let run = RunId::generate();
     let options = RunOptions { run_id: Some(run.clone()), ..Default::default() };
     let waiting = tokio::spawn(async move { a.run(gated_plan(), options).await });
@@ -342,18 +339,7 @@ async fn a_cancel_requested_on_another_host_stops_the_run_at_its_next_boundary()
     let url = database(&admin).await;
     let dir = tempfile::tempdir().unwrap();
     let target = Arc::new(MemoryTarget::with_versions("web", &["v1", "v2"]));
-    let journal_a = journal(&url).await;
-    let lock = journal_a.lease_lock().await.unwrap();
-    let a = Engine::builder(registry_with(target.clone()))
-        .journal(Arc::new(journal_a))
-        .lock(Arc::new(lock))
-        .artifacts_dir(dir.path().join("artifacts"))
-        .settings(Settings {
-            host: Some("host-a".into()),
-            approval_poll: Duration::from_secs(10),
-            ..Default::default()
-        })
-        .build();
+    let a = runner_polling(&url, "host-a", registry_with(target.clone()), dir.path(), Duration::from_secs(10)).await;
     let run = RunId::generate();
     let options = RunOptions { run_id: Some(run.clone()), ..Default::default() };
     let waiting = tokio::spawn(async move { a.run(gated_plan(), options).await });
