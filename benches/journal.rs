@@ -84,7 +84,11 @@ fn main() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     rt.block_on(async {
         let url = database(&admin).await;
-        let pg = Arc::new(PgJournal::connect_with(&url, PgJournalOptions { max_connections: 70 }).await.unwrap());
+        let pg = Arc::new(
+            PgJournal::connect_with(&url, PgJournalOptions { max_connections: 70, ..Default::default() })
+                .await
+                .unwrap(),
+        );
         let (steps, reps) = if quick { (20, 1) } else { (200, 9) };
         // The record a step writes: its intent, measured from a journaled run.
         // PgJournal with its own lease lock (the token checked at append is the one

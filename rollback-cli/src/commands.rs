@@ -224,7 +224,7 @@ async fn cancel(home: &Home, run: &str, by: &str) -> Result<i32> {
 
 async fn report(home: &Home, run: &str, output: Output, html: Option<&Path>) -> Result<i32> {
     let run: RunId = run.parse()?;
-    let engine = home.require(Registry::new(), run.as_str()).await?;
+    let engine = home.require_reading(run.as_str()).await?;
     let report = engine.report(&run).await?;
     print_report(&report, output)?;
     if let Some(path) = html {
@@ -250,7 +250,7 @@ fn since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
 
 async fn history(home: &Home, target: Option<String>, since_text: Option<&str>, output: Output) -> Result<i32> {
     let query = HistoryQuery { target: target.map(Into::into), since: since_text.map(since).transpose()?, until: None };
-    let records = match home.existing(Registry::new()).await? {
+    let records = match home.reading().await? {
         Some(engine) => engine.history(&query).await?,
         None => Vec::new(),
     };
@@ -263,7 +263,7 @@ async fn history(home: &Home, target: Option<String>, since_text: Option<&str>, 
 
 async fn runs(home: &Home, limit: usize, output: Output) -> Result<i32> {
     let mut reports = Vec::new();
-    if let Some(engine) = home.existing(Registry::new()).await? {
+    if let Some(engine) = home.reading().await? {
         let mut entries = engine.runs().await?;
         entries.sort_by_key(|e| std::cmp::Reverse(e.started_at));
         for entry in entries.into_iter().take(limit) {

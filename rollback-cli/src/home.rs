@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rollback_core::{Engine, Error, MemoryJournal, MemoryLock, Notifier, Registry, Result, Settings};
+use rollback_core::{Engine, Error, JournalAccess, MemoryJournal, MemoryLock, Notifier, Registry, Result, Settings};
 
 use crate::args::JournalArg;
 
@@ -37,13 +37,22 @@ impl Home {
     /// The engine of commands that change things (run, drill, resume, approve): the
     /// home is created, private to its owner.
     pub async fn engine(&self, registry: Registry, notifiers: Vec<Arc<dyn Notifier>>) -> Result<Engine> {
+        self.build(registry, notifiers, JournalAccess::ReadWrite).await
+    }
+
+    async fn build(
+        &self,
+        registry: Registry,
+        notifiers: Vec<Arc<dyn Notifier>>,
+        access: JournalAccess,
+    ) -> Result<Engine> {
         let mut builder = Engine::builder(registry).home(&self.dir).settings(self.settings.clone());
         if let Some(journal) = &self.journal {
             // The journal schemes every backend compiled in registers (db: postgres://).
             let opener = crate::kinds::registry();
             let url = journal.resolve().map_err(|e| e.with_context("journal", "--journal / ROLLBACK_JOURNAL"))?;
-            let opened = opener.open_journal(&url).await.map_err(|e| e.with_context("journal", "--journal"))?;
-            builder = builder.journal(opened.journal).lock(opened.lock);
+            let opened = opener.open_journal(&url, access).await.map_err(|e| e.with_context("journal", "--journal"))?;
+            builder = builder.opened_journal(opened);
         }
         for notifier in notifiers {
             builder = builder.notifier(notifier);
@@ -51,8 +60,8 @@ impl Home {
         builder.try_build().map_err(|e| e.with_context("home", self.dir.display()))
     }
 
-    /// The engine of commands that read runs (report, history, runs, approve,
-    /// resume): `None` when nothing ever ran here — and nothing is created.
+    /// The engine of commands that act on a journaled run (approve, resume, cancel):
+    /// `None` when nothing ever ran here — and nothing is created.
     pub async fn existing(&self, registry: Registry) -> Result<Option<Engine>> {
         if !self.exists() {
             return Ok(None);
@@ -63,6 +72,24 @@ impl Home {
     /// Like [`Home::existing`], but a missing home is an error naming it.
     pub async fn require(&self, registry: Registry, run: &str) -> Result<Engine> {
         self.existing(registry).await?.ok_or_else(|| self.no_runs(Some(run)))
+    }
+
+    /// The engine of commands that only read runs (report, history, runs): nothing is
+    /// created, and a shared journal is neither created nor migrated; `None` when
+    /// nothing ever ran here.
+    pub async fn reading(&self) -> Result<Option<Engine>> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        match self.build(Registry::new(), Vec::new(), JournalAccess::ReadOnly).await {
+            Err(err) if err.kind() == rollback_core::ErrorKind::NotFound && self.journal.is_some() => Ok(None),
+            built => built.map(Some),
+        }
+    }
+
+    /// Like [`Home::reading`], but nothing to read is an error naming the run.
+    pub async fn require_reading(&self, run: &str) -> Result<Engine> {
+        self.reading().await?.ok_or_else(|| self.no_runs(Some(run)))
     }
 
     /// An engine that journals nothing to disk, for validate and dry-run.

@@ -585,6 +585,16 @@ async fn a_shared_journal_is_seen_from_another_home_and_its_password_from_nowher
         .and_then(|(_, rest)| rest.split_once('@'))
         .and_then(|(auth, _)| auth.split_once(':').map(|(_, p)| p.to_owned()));
     let env = Env::new().await;
+    // Reading an empty database creates nothing: no schema, no migration.
+    let o = run(env.cmd(&["runs", "--output", "json"]).env("ROLLBACK_JOURNAL", &url));
+    assert_eq!((o.code, o.stdout.trim()), (0, "[]"), "{o}");
+    let o = run(env.cmd(&["report", "01a24275-e4f8-7755-a56c-b36e7626b807"]).env("ROLLBACK_JOURNAL", &url));
+    assert_eq!(o.code, 2, "no such run: {o}");
+    let schema = Command::new("psql")
+        .args(["-X", "-tA", "-d", &url, "-c", "SELECT to_regnamespace('rollback_journal') IS NULL"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&schema.stdout).trim(), "t", "a reader created the journal's schema");
     let plan = env.plan("exact.toml", &exact_plan("20251015-120000"));
     let plan = plan.to_str().unwrap();
     let mut outputs = Vec::new();

@@ -60,7 +60,7 @@ pub use model::{
     Selector, Stage, Step, StepId, StepOp, TargetId, Undo, Version,
 };
 pub use notify::Notifier;
-pub use registry::{OpenedJournal, Registry};
+pub use registry::{JournalAccess, OpenedJournal, Registry};
 pub use report::{Report, StepReport};
 pub use snapshot::{Snapshot, SnapshotRef};
 pub use spec::{Secret, SecretRef, Spec, TargetSpec};

@@ -11,7 +11,7 @@ use crate::load::{Problem, closest};
 use crate::{Error, Journal, Lock, Plan, Result, Secret, Snapshot, Spec, StepOp, Target, Verifier};
 
 type Factory<T> = Arc<dyn Fn(Spec) -> BoxFuture<'static, Result<Arc<T>>> + Send + Sync>;
-type JournalOpener = Arc<dyn Fn(Secret) -> BoxFuture<'static, Result<OpenedJournal>> + Send + Sync>;
+type JournalOpener = Arc<dyn Fn(Secret, JournalAccess) -> BoxFuture<'static, Result<OpenedJournal>> + Send + Sync>;
 
 /// A journal opened from a URL, with the lock whose fencing tokens it checks (a
 /// shared journal brings its own, so the token an append is checked against is the
@@ -19,8 +19,19 @@ type JournalOpener = Arc<dyn Fn(Secret) -> BoxFuture<'static, Result<OpenedJourn
 pub struct OpenedJournal {
     /// The journal.
     pub journal: Arc<dyn Journal>,
-    /// The lock that agrees with it.
-    pub lock: Arc<dyn Lock>,
+    /// The lock that agrees with it; `None` when opened to read only.
+    pub lock: Option<Arc<dyn Lock>>,
+}
+
+/// What a journal is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalAccess {
+    /// Runs, resumes, approvals, cancels: the journal is created or migrated if
+    /// needed, and its lock comes with it.
+    ReadWrite,
+    /// Listing runs and reading reports: nothing is created or migrated (a journal
+    /// that does not exist yet is `NotFound`), and no lock is opened.
+    ReadOnly,
 }
 type ConfigCheck = Arc<dyn Fn(&serde_json::Value) -> Vec<Problem> + Send + Sync>;
 
@@ -230,10 +241,10 @@ impl Registry {
     /// backend's `register` does it: rollback-db's for `postgres`).
     pub fn journal_scheme<F, Fut>(&mut self, scheme: &str, open: F) -> &mut Self
     where
-        F: Fn(Secret) -> Fut + Send + Sync + 'static,
+        F: Fn(Secret, JournalAccess) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<OpenedJournal>> + Send + 'static,
     {
-        let open: JournalOpener = Arc::new(move |url| Box::pin(open(url)));
+        let open: JournalOpener = Arc::new(move |url, access| Box::pin(open(url, access)));
         self.journals.insert(scheme.to_owned(), open);
         self
     }
@@ -246,11 +257,12 @@ impl Registry {
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let registry = rollback_core::Registry::new();
     /// let url = rollback_core::Secret::new("mysql://ops:hunter2@db/ops");
-    /// let err = registry.open_journal(&url).await.err().unwrap().to_string();
+    /// let access = rollback_core::JournalAccess::ReadOnly;
+    /// let err = registry.open_journal(&url, access).await.err().unwrap().to_string();
     /// assert!(err.contains("mysql://") && !err.contains("hunter2"), "{err}");
     /// # });
     /// ```
-    pub async fn open_journal(&self, url: &Secret) -> Result<OpenedJournal> {
+    pub async fn open_journal(&self, url: &Secret, access: JournalAccess) -> Result<OpenedJournal> {
         let scheme = url.expose().split_once("://").map(|(s, _)| s).filter(|s| {
             !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         });
@@ -262,7 +274,7 @@ impl Registry {
                 "a journal URL must start with one of: {known} (the file journal is the default); {what}"
             )));
         };
-        open(url.clone()).await
+        open(url.clone(), access).await
     }
 
     role_methods!(targets, Target, target_kind, register_target_kind, register_target, target, "target");

@@ -42,17 +42,51 @@ fn migrator() -> Migrator {
     migrator
 }
 
+/// Checks, without changing anything, that the journal's schema exists and is at
+/// this build's latest migration.
+async fn current_schema(pool: &PgPool) -> Result<()> {
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('rollback_journal._migrations')::text")
+        .fetch_one(pool)
+        .await
+        .map_err(|e| map("journal schema", e))?;
+    if table.is_none() {
+        return Err(Error::not_found(format!(
+            "no shared journal in this database yet (no schema {JOURNAL_SCHEMA}): nothing has run; the first run creates it"
+        )));
+    }
+    let found: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM rollback_journal._migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .map_err(|e| map("journal schema", e))?;
+    let latest = migrator().iter().map(|m| m.version).max().unwrap_or(0);
+    if found.unwrap_or(0) < latest {
+        return Err(Error::new(
+            ErrorKind::InvalidState,
+            format!(
+                "the shared journal's schema is at version {}, this build reads version {latest}: a run or resume \
+                 from this build migrates it",
+                found.unwrap_or(0)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// How to open a [`PgJournal`]. (The host id of a runner is the engine's
 /// `Settings::host`, recorded with the runs it starts.)
 #[derive(Debug, Clone)]
 pub struct PgJournalOptions {
     /// Connections in the pool (default 4).
     pub max_connections: u32,
+    /// Create or migrate the journal's schema (default). `false` for readers: a
+    /// journal not created yet is `NotFound`, one migrated by an older build is
+    /// used as it is only if it is current.
+    pub migrate: bool,
 }
 
 impl Default for PgJournalOptions {
     fn default() -> Self {
-        PgJournalOptions { max_connections: 4 }
+        PgJournalOptions { max_connections: 4, migrate: true }
     }
 }
 
@@ -108,9 +142,13 @@ impl PgJournal {
             .connect(url)
             .await
             .map_err(|e| map("connect (journal)", e))?;
-        migrator().run(&pool).await.map_err(|e| {
-            Error::new(ErrorKind::Backend, format!("journal migrations: {e}")).with_operation("migrate journal")
-        })?;
+        if options.migrate {
+            migrator().run(&pool).await.map_err(|e| {
+                Error::new(ErrorKind::Backend, format!("journal migrations: {e}")).with_operation("migrate journal")
+            })?;
+        } else {
+            current_schema(&pool).await?;
+        }
         Ok(PgJournal { pool, heard: tokio::sync::OnceCell::new(), sent: Default::default() })
     }
 

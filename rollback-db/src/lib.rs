@@ -73,12 +73,19 @@ pub fn register(registry: &mut Registry) {
 }
 
 /// The shared journal at `url` with its own lease lock (the `postgres://` journal
-/// scheme [`register`] adds).
+/// scheme [`register`] adds); to read only, without migrating it or a lock.
 #[cfg(feature = "pg-journal")]
-async fn open_pg_journal(url: rollback_core::Secret) -> rollback_core::Result<rollback_core::OpenedJournal> {
-    let journal = PgJournal::connect(url.expose()).await.map_err(|e| e.with_context("journal", "postgres"))?;
-    let lock = journal.lease_lock().await?;
-    Ok(rollback_core::OpenedJournal { journal: std::sync::Arc::new(journal), lock: std::sync::Arc::new(lock) })
+async fn open_pg_journal(
+    url: rollback_core::Secret,
+    access: rollback_core::JournalAccess,
+) -> rollback_core::Result<rollback_core::OpenedJournal> {
+    let read_only = access == rollback_core::JournalAccess::ReadOnly;
+    let options = PgJournalOptions { migrate: !read_only, ..PgJournalOptions::default() };
+    let journal =
+        PgJournal::connect_with(url.expose(), options).await.map_err(|e| e.with_context("journal", "postgres"))?;
+    let lock: Option<std::sync::Arc<dyn rollback_core::Lock>> =
+        if read_only { None } else { Some(std::sync::Arc::new(journal.lease_lock().await?)) };
+    Ok(rollback_core::OpenedJournal { journal: std::sync::Arc::new(journal), lock })
 }
 
 rollback_core::impl_kind!(Django, "django", DjangoConfig, new);

@@ -33,7 +33,7 @@ async fn database(admin: &str) -> String {
 }
 
 async fn journal(url: &str) -> PgJournal {
-    PgJournal::connect_with(url, PgJournalOptions { max_connections: 4 }).await.unwrap()
+    PgJournal::connect_with(url, PgJournalOptions { max_connections: 4, ..Default::default() }).await.unwrap()
 }
 
 /// A runner with host id `host` on the shared journal and its lease lock.

@@ -42,7 +42,8 @@ async fn writer_process() {
     let [writer, url, dir, runs]: [&str; 4] = spec.splitn(4, '|').collect::<Vec<_>>().try_into().unwrap();
     let writer: usize = writer.parse().unwrap();
     let runs: Vec<RunId> = runs.split(',').map(|r| r.parse().unwrap()).collect();
-    let journal = PgJournal::connect_with(url, PgJournalOptions { max_connections: 1 }).await.unwrap();
+    let journal =
+        PgJournal::connect_with(url, PgJournalOptions { max_connections: 1, ..Default::default() }).await.unwrap();
     let dir = Path::new(dir);
     std::fs::write(dir.join(format!("ready-{writer}")), "").unwrap();
     wait_for("the start signal", Duration::from_secs(120), || dir.join("go").exists());

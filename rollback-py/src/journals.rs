@@ -77,7 +77,11 @@ impl Journal {
 fn postgres(py: Python<'_>, builder: EngineBuilder, url: &SecretRef) -> PyResult<EngineBuilder> {
     use crate::errors::IntoPy;
     let url = url.resolve().py_err()?;
+    let access = rollback_core::JournalAccess::ReadWrite;
     let opened =
-        crate::runtime::block_on(py, async move { crate::components::base_registry().open_journal(&url).await })?;
-    Ok(builder.journal(opened.journal).lock(opened.lock))
+        crate::runtime::block_on(
+            py,
+            async move { crate::components::base_registry().open_journal(&url, access).await },
+        )?;
+    Ok(builder.opened_journal(opened))
 }

@@ -51,7 +51,8 @@ async fn engine(home: &Path) -> Result<Engine> {
     let settings = Settings { crash_at: CrashPoint::from_env()?, ..Settings::default() };
     let mut builder = Engine::builder(registry()).home(home).settings(settings);
     if let Ok(url) = std::env::var("ROLLBACK_FAULT_JOURNAL") {
-        builder = builder.journal_url(&rollback_core::Secret::new(url)).await?;
+        let access = rollback_core::JournalAccess::ReadWrite;
+        builder = builder.journal_url(&rollback_core::Secret::new(url), access).await?;
     }
     builder.try_build()
 }

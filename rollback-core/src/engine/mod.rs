@@ -181,27 +181,39 @@ impl EngineBuilder {
 
     /// Journals in the journal `url` names (and locks with its lock), opened through
     /// the registry's journal schemes ([`Registry::journal_scheme`]; rollback-db
-    /// registers `postgres://`). Artifacts stay where [`EngineBuilder::home`] or
-    /// [`EngineBuilder::artifacts_dir`] put them.
+    /// registers `postgres://`) for `access`: to read only, nothing is created or
+    /// migrated and the lock stays the default (a reader takes no lease). Artifacts
+    /// stay where [`EngineBuilder::home`] or [`EngineBuilder::artifacts_dir`] put them.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// use rollback_core::{Engine, MemoryJournal, MemoryLock, OpenedJournal, Registry, Secret};
+    /// use rollback_core::{Engine, JournalAccess, MemoryJournal, MemoryLock, OpenedJournal, Registry, Secret};
     /// use std::sync::Arc;
     /// let mut registry = Registry::new();
-    /// registry.journal_scheme("mem", |_url: Secret| async {
-    ///     Ok(OpenedJournal { journal: Arc::new(MemoryJournal::new()), lock: Arc::new(MemoryLock::new()) })
+    /// registry.journal_scheme("mem", |_url: Secret, _access| async {
+    ///     Ok(OpenedJournal { journal: Arc::new(MemoryJournal::new()), lock: Some(Arc::new(MemoryLock::new())) })
     /// });
     /// let dir = tempfile::tempdir().unwrap();
     /// let builder = Engine::builder(registry).artifacts_dir(dir.path().join("artifacts"));
-    /// let engine = builder.journal_url(&Secret::new("mem://ops")).await.unwrap().build();
+    /// let url = Secret::new("mem://ops");
+    /// let engine = builder.journal_url(&url, JournalAccess::ReadWrite).await.unwrap().build();
     /// assert!(engine.runs().await.unwrap().is_empty());
     /// assert!(!dir.path().join("journal").exists(), "no file journal was opened");
     /// # });
     /// ```
-    pub async fn journal_url(self, url: &crate::Secret) -> Result<Self> {
-        let opened = self.registry.open_journal(url).await?;
-        Ok(self.journal(opened.journal).lock(opened.lock))
+    pub async fn journal_url(self, url: &crate::Secret, access: crate::JournalAccess) -> Result<Self> {
+        let opened = self.registry.open_journal(url, access).await?;
+        Ok(self.opened_journal(opened))
+    }
+
+    /// Journals in `opened` and locks with its lock, if it brought one (see
+    /// [`Registry::open_journal`]).
+    pub fn opened_journal(self, opened: crate::OpenedJournal) -> Self {
+        let builder = self.journal(opened.journal);
+        match opened.lock {
+            Some(lock) => builder.lock(lock),
+            None => builder,
+        }
     }
 
     /// Builds the engine. Opening the default file journal can fail.
