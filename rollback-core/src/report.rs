@@ -56,7 +56,8 @@ pub struct Report {
     /// back was already at its target version (a re-run of a finished rollback).
     #[serde(default)]
     pub nothing_to_do: bool,
-    /// Who last asked the run to stop through the journal
+    /// Who asked the run to stop through the journal, since it was last started or
+    /// resumed
     /// ([`Engine::request_cancel`](crate::Engine::request_cancel)), from any host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_requested_by: Option<String>,

@@ -436,9 +436,12 @@ async fn a_cancel_requested_through_the_journal_stops_the_run_at_the_next_bounda
     assert!(report.step("web", Phase::Forward).is_none(), "nothing after the boundary ran: {report}");
     assert!(report.to_string().contains("as oncall asked"), "{report}");
     assert!(web.effects().is_empty());
+    let stopped = elsewhere.request_cancel(&run, "oncall").await.unwrap_err();
+    assert!(stopped.to_string().contains("not running"), "a stopped run: {stopped}");
 
     let resumed = engine.resume(&run).await.unwrap();
     assert_eq!(resumed.state, RunState::Succeeded, "{resumed}");
+    assert_eq!(resumed.cancel_requested_by, None, "the request was before the resume");
     assert_eq!(web.current().await.unwrap().id, "v1");
     let late = elsewhere.request_cancel(&run, "oncall").await.unwrap_err();
     assert_eq!(late.kind(), ErrorKind::InvalidState, "{late}");

@@ -264,6 +264,11 @@ impl Heard {
     fn mark_read(&self, run: &str) {
         let count = self.count(run);
         if let Ok(mut seen) = self.seen.lock() {
+            // Bounded: forgetting what was read only makes the next waits return at
+            // once and read again (short-lived tasks, such as Python's calls, add keys).
+            if seen.len() >= 4096 {
+                seen.clear();
+            }
             seen.insert((run.to_owned(), tokio::task::try_id()), count);
         }
     }
@@ -359,6 +364,10 @@ impl Journal for PgJournal {
                 })
             })
             .collect()
+    }
+
+    fn notifies(&self) -> bool {
+        true
     }
 
     async fn wait_for_records(&self, run: &RunId, timeout: Duration) {

@@ -42,11 +42,20 @@ impl Journal {
                     "journal: give the URL as a secret reference, {\"kind\": \"postgres\", \"url\": {\"from\": \"env\", \
                      \"var\": \"ROLLBACK_JOURNAL\"}}, not as text (it holds credentials)",
                 )),
-                other => Err(invalid_input(format!(
-                    "journal must be \"file\", \"memory\" or {{\"kind\": \"postgres\", \"url\": {{…}}}}, not {:?}",
-                    other.chars().take(40).collect::<String>()
-                ))),
+                _ => Err(invalid_input(
+                    "journal must be \"file\", \"memory\" or {\"kind\": \"postgres\", \"url\": {…}} (the text \
+                     given is not shown: it may hold credentials)",
+                )),
             };
+        }
+        // A URL as text inside the dict: refused before serde, whose message would quote it.
+        if let Ok(url) = journal.get_item("url")
+            && url.extract::<String>().is_ok()
+        {
+            return Err(invalid_input(
+                "journal: give \"url\" as a secret reference ({\"from\": \"env\", \"var\": \"ROLLBACK_JOURNAL\"} or \
+                 {\"from\": \"file\", \"path\": \"…\"}), not as text (it holds credentials)",
+            ));
         }
         let choice: JournalChoice = from_py(journal, "journal ({\"kind\": \"postgres\", \"url\": {\"from\": …}})")?;
         match choice {

@@ -126,6 +126,9 @@ def test_the_url_is_a_secret_reference_and_errors_never_show_it(tmp_path, journa
     with pytest.raises(rollback.InvalidInputError, match="secret reference") as text:
         rollback.Engine(tmp_path, journal=journal_url)
     assert journal_url not in str(text.value)
+    with pytest.raises(rollback.InvalidInputError, match="secret reference") as text:
+        rollback.Engine(tmp_path, journal={"kind": "postgres", "url": journal_url})
+    assert journal_url not in str(text.value) and "rollback-test" not in str(text.value)
     with pytest.raises(rollback.InvalidInputError, match="own lease lock"):
         rollback.Engine(tmp_path, journal=SHARED, lock={"kind": "postgres", "url": SHARED["url"]})
     with pytest.raises(rollback.InvalidInputError, match="kind"):

@@ -309,14 +309,18 @@ impl RunCtx {
     /// Watches the journal for a cancel request from another process or host
     /// ([`Engine::request_cancel`](crate::Engine::request_cancel)) and, once one
     /// arrives, stops the run at its next step boundary as a local cancel does. On a
-    /// journal that notifies (PostgreSQL) it wakes at once; otherwise every
-    /// `approval_poll`.
+    /// journal that notifies (PostgreSQL) it wakes at once, re-reading at least every
+    /// 5 s besides; otherwise every `approval_poll`.
     fn start_cancel_watch(self: &Arc<Self>) {
         let (journal, run) = (self.engine.journal.clone(), self.run.clone());
-        let poll = self.approval_poll();
+        // A journal that notifies wakes the watch itself: its timer is only a backstop.
+        let poll = if journal.notifies() { self.approval_poll().max(WATCH_BACKSTOP) } else { self.approval_poll() };
         let weak = Arc::downgrade(self);
         let task = tokio::spawn(async move {
             loop {
+                if weak.strong_count() == 0 {
+                    return;
+                }
                 journal.wait_for_records(&run, poll).await;
                 let records = match journal.read(&run).await {
                     Ok(records) => records,
@@ -489,6 +493,9 @@ fn lock_resources(run: &RunId, identities: &BTreeMap<TargetId, Identity>) -> Vec
     }
     resources
 }
+
+/// How often the cancel watch re-reads a journal that notifies, at the least.
+const WATCH_BACKSTOP: Duration = Duration::from_secs(5);
 
 /// The steps and run states `batch` records, in words (`schema-down done, run
 /// succeeded`); `None` when it records neither.

@@ -450,7 +450,8 @@ impl Engine {
     /// Asks a running run to stop at its next step boundary, from this or any other
     /// process or host sharing the journal (the request travels through it; the
     /// running engine watches for it). The run ends `cancelled`, journaled, and
-    /// `resume` continues it. A finished run is refused.
+    /// `resume` continues it. A run that is not running (finished, stopped,
+    /// escalated) is refused.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -467,8 +468,13 @@ impl Engine {
     /// ```
     pub async fn request_cancel(&self, run: &RunId, by: &str) -> Result<()> {
         let log = RunLog::from_records(&self.inner.journal.read(run).await?)?;
-        if log.state.is_terminal() {
-            return Err(Error::new(ErrorKind::InvalidState, format!("run {run} is {}: nothing to cancel", log.state))
+        let running = matches!(
+            log.state,
+            RunState::Pending | RunState::Locked | RunState::Preflighted | RunState::Running | RunState::Compensating
+        );
+        if !running {
+            let what = if log.state.is_terminal() { "nothing to cancel" } else { "not running (resume continues it)" };
+            return Err(Error::new(ErrorKind::InvalidState, format!("run {run} is {}: {what}", log.state))
                 .with_operation("cancel"));
         }
         let entry = Entry::CancelRequested { by: by.to_owned() };

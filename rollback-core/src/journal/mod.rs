@@ -269,6 +269,12 @@ pub trait Journal: Send + Sync + 'static {
     /// Runs known to the journal, oldest first.
     async fn runs(&self) -> Result<Vec<RunIndexEntry>>;
 
+    /// Whether [`Journal::wait_for_records`] wakes when another process appends
+    /// (PostgreSQL's NOTIFY), rather than only sleeping its timeout.
+    fn notifies(&self) -> bool {
+        false
+    }
+
     /// Waits until `run` may have new records (another process appended), at most
     /// `timeout`. A waiting gate calls it between reads. The default waits out the
     /// timeout; a journal that hears of appends (PostgreSQL's `LISTEN`) returns early.

@@ -52,7 +52,8 @@ pub struct RunLog {
     pub root_cause: Option<String>,
     /// Post-mortem link, filled in later.
     pub postmortem: Option<String>,
-    /// Who last asked the run to stop ([`Entry::CancelRequested`]).
+    /// Who asked the run to stop ([`Entry::CancelRequested`]) since it was last
+    /// started or resumed.
     pub cancel_requested_by: Option<String>,
     /// The highest sequence number read (0 for entries not written yet).
     pub last_seq: u64,
@@ -173,7 +174,8 @@ impl RunLog {
             }
             Entry::BudgetExceeded { .. } => self.budget_exceeded = true,
             Entry::Escalated { severity, reason } => self.escalations.push((*severity, reason.clone())),
-            Entry::Resumed { .. } => {}
+            // A cancel asked for before the run was taken over does not stop it again.
+            Entry::Resumed { .. } => self.cancel_requested_by = None,
             Entry::StatusUpdateSent { offset } => self.status_updates_sent.push(*offset),
             Entry::NotifierFailed { notifier, event, error } => {
                 self.notifier_failures.push((notifier.clone(), event.clone(), error.clone()));

@@ -116,8 +116,10 @@ pub fn replay(record: &[Check], policy: &ProbePolicy, hold: Hold) -> Replayed {
         }
         used = Some(index);
         let seen = &record[index];
-        // A recorded check slower than this policy's timeout would have timed out.
-        let outcome = if seen.latency > policy.timeout { Outcome::Inconclusive } else { seen.outcome };
+        // A recorded check slower than this policy's timeout would have timed out
+        // (1 % slack: a live check's latency is read just after it returned).
+        let outcome =
+            if seen.latency > policy.timeout + policy.timeout / 100 { Outcome::Inconclusive } else { seen.outcome };
         observations.push((at.as_secs_f64(), outcome));
         let done = at + seen.latency.min(policy.timeout);
         match tally.record(outcome, at, done, 0.0) {
