@@ -216,7 +216,7 @@ async fn approve(home: &Home, run: &str, step: &str, by: &str, reject: bool) -> 
 
 async fn cancel(home: &Home, run: &str, by: &str) -> Result<i32> {
     let run: RunId = run.parse()?;
-    let engine = home.require(Registry::new(), run.as_str()).await?;
+    let engine = home.require(kinds::registry(), run.as_str()).await?;
     engine.request_cancel(&run, by).await?;
     println!("asked {run} to stop at its next step boundary, as {by}");
     Ok(exit::OK)

@@ -48,11 +48,9 @@ impl Home {
     ) -> Result<Engine> {
         let mut builder = Engine::builder(registry).home(&self.dir).settings(self.settings.clone());
         if let Some(journal) = &self.journal {
-            // The journal schemes every backend compiled in registers (db: postgres://).
-            let opener = crate::kinds::registry();
+            // Opened by the journal schemes of the backends compiled in (db: postgres://).
             let url = journal.resolve().map_err(|e| e.with_context("journal", "--journal / ROLLBACK_JOURNAL"))?;
-            let opened = opener.open_journal(&url, access).await.map_err(|e| e.with_context("journal", "--journal"))?;
-            builder = builder.opened_journal(opened);
+            builder = builder.journal_url(&url, access).await.map_err(|e| e.with_context("journal", "--journal"))?;
         }
         for notifier in notifiers {
             builder = builder.notifier(notifier);
@@ -81,7 +79,7 @@ impl Home {
         if !self.exists() {
             return Ok(None);
         }
-        match self.build(Registry::new(), Vec::new(), JournalAccess::ReadOnly).await {
+        match self.build(crate::kinds::registry(), Vec::new(), JournalAccess::ReadOnly).await {
             Err(err) if err.kind() == rollback_core::ErrorKind::NotFound && self.journal.is_some() => Ok(None),
             built => built.map(Some),
         }

@@ -11,6 +11,7 @@ use crate::load::{Problem, closest};
 use crate::{Error, Journal, Lock, Plan, Result, Secret, Snapshot, Spec, StepOp, Target, Verifier};
 
 type Factory<T> = Arc<dyn Fn(Spec) -> BoxFuture<'static, Result<Arc<T>>> + Send + Sync>;
+type ConfigCheck = Arc<dyn Fn(&serde_json::Value) -> Vec<Problem> + Send + Sync>;
 type JournalOpener = Arc<dyn Fn(Secret, JournalAccess) -> BoxFuture<'static, Result<OpenedJournal>> + Send + Sync>;
 
 /// A journal opened from a URL, with the lock whose fencing tokens it checks (a
@@ -33,7 +34,6 @@ pub enum JournalAccess {
     /// that does not exist yet is `NotFound`), and no lock is opened.
     ReadOnly,
 }
-type ConfigCheck = Arc<dyn Fn(&serde_json::Value) -> Vec<Problem> + Send + Sync>;
 
 /// A registered kind: its factory and, for kinds on the [`Kind`] contract, the
 /// config's schema and its offline check.

@@ -87,10 +87,5 @@ fn postgres(py: Python<'_>, builder: EngineBuilder, url: &SecretRef) -> PyResult
     use crate::errors::IntoPy;
     let url = url.resolve().py_err()?;
     let access = rollback_core::JournalAccess::ReadWrite;
-    let opened =
-        crate::runtime::block_on(
-            py,
-            async move { crate::components::base_registry().open_journal(&url, access).await },
-        )?;
-    Ok(builder.opened_journal(opened))
+    crate::runtime::block_on(py, async move { builder.journal_url(&url, access).await })
 }

@@ -36,8 +36,6 @@ pub(crate) struct RunCtx {
     /// Cancel requests journaled after this sequence number stop the run (older ones
     /// were made before this process took it over).
     cancel_since: u64,
-    /// Who asked, from another process, that the run stop.
-    cancelled_by: Mutex<Option<String>>,
 }
 
 impl RunCtx {
@@ -82,7 +80,6 @@ impl RunCtx {
             status_task: Mutex::new(None),
             cancel_task: Mutex::new(None),
             cancel_since: 0,
-            cancelled_by: Mutex::new(None),
         });
         let steps = ctx.plan.steps().count();
         let reason = ctx.with_log(|log| log.reason.clone());
@@ -150,7 +147,6 @@ impl RunCtx {
             status_task: Mutex::new(None),
             cancel_task: Mutex::new(None),
             cancel_since,
-            cancelled_by: Mutex::new(None),
         });
         ctx.append(Entry::Resumed { holder: holder.to_string() }, Durability::Buffered).await?;
         ctx.emit(EventKind::RunResumed { state: found }).await;
@@ -349,16 +345,12 @@ impl RunCtx {
             .take_while(|r| r.seq > self.cancel_since)
             .find(|r| matches!(r.entry, Entry::CancelRequested { .. }));
         let Some(record) = request else { return false };
-        let Entry::CancelRequested { by } = &record.entry else { return false };
-        let by = by.clone();
         if !self.cancel.is_cancelled() {
+            // Folded into the run's log, which then names who asked (its report, its reason).
             if let Err(err) = self.fold_foreign(record) {
                 tracing::warn!(run = %self.run, error = %err, "could not fold a cancel request into the run's log");
             }
-            tracing::warn!(run = %self.run, %by, "cancel requested through the journal: stopping at the next step boundary");
-            if let Ok(mut slot) = self.cancelled_by.lock() {
-                *slot = Some(by);
-            }
+            tracing::warn!(run = %self.run, "cancel requested through the journal: stopping at the next step boundary");
             self.cancel.cancel();
         }
         true
@@ -366,7 +358,7 @@ impl RunCtx {
 
     /// Why the run is being cancelled, for its journal.
     pub(crate) fn cancel_reason(&self) -> String {
-        match self.cancelled_by.lock().ok().and_then(|by| by.clone()) {
+        match self.with_log(|log| log.cancel_requested_by.clone()) {
             Some(by) => format!("cancelled at a step boundary, as {by} asked"),
             None => "cancelled at a step boundary".into(),
         }

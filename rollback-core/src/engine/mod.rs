@@ -203,17 +203,11 @@ impl EngineBuilder {
     /// ```
     pub async fn journal_url(self, url: &crate::Secret, access: crate::JournalAccess) -> Result<Self> {
         let opened = self.registry.open_journal(url, access).await?;
-        Ok(self.opened_journal(opened))
-    }
-
-    /// Journals in `opened` and locks with its lock, if it brought one (see
-    /// [`Registry::open_journal`]).
-    pub fn opened_journal(self, opened: crate::OpenedJournal) -> Self {
         let builder = self.journal(opened.journal);
-        match opened.lock {
+        Ok(match opened.lock {
             Some(lock) => builder.lock(lock),
             None => builder,
-        }
+        })
     }
 
     /// Builds the engine. Opening the default file journal can fail.
